@@ -1,0 +1,278 @@
+//! The application: shared state, the router, and a server bound to a port.
+//!
+//! [`Application::build`] connects storage, applies migrations and binds the
+//! listener (port 0 in tests), so integration tests start the real server
+//! exactly as `latchkey serve` does.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::identity::{PasswordHasher, PasswordPolicy};
+use crate::routes;
+use crate::store::{self, Pool};
+use crate::telemetry::Metrics;
+use crate::throttle::LoginThrottle;
+use crate::ui::Templates;
+
+pub struct AppInner {
+    pub config: Config,
+    pub pool: Pool,
+    pub clock: Arc<dyn Clock>,
+    pub hasher: PasswordHasher,
+    pub policy: PasswordPolicy,
+    pub throttle: LoginThrottle,
+    pub csrf_key: [u8; 32],
+    pub templates: Templates,
+    pub metrics: Metrics,
+    /// `scheme://host[:port]` of the issuer, for Origin checks.
+    pub issuer_origin: String,
+}
+
+/// Cheap-to-clone handle on everything a request needs.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::ConnectError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Hash(#[from] crate::identity::password::HashError),
+}
+
+/// What differs between production and tests: the clock.
+pub struct Dependencies {
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Dependencies {
+    fn default() -> Self {
+        Dependencies {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl AppState {
+    pub async fn new(
+        config: Config,
+        master_key: MasterKey,
+        deps: Dependencies,
+    ) -> Result<AppState, BuildError> {
+        let pool = store::connect(&config.database).await?;
+        store::migrate(&pool).await?;
+        Self::with_pool(config, master_key, deps, pool)
+    }
+
+    pub fn with_pool(
+        config: Config,
+        master_key: MasterKey,
+        deps: Dependencies,
+        pool: Pool,
+    ) -> Result<AppState, BuildError> {
+        let issuer_origin = config.issuer_url()?.origin().ascii_serialization();
+        Ok(AppState(Arc::new(AppInner {
+            hasher: PasswordHasher::new(&config.password)?,
+            policy: PasswordPolicy::new(&config.password),
+            throttle: LoginThrottle::new(config.login.clone()),
+            csrf_key: master_key.derive("latchkey/csrf/v1"),
+            templates: Templates::new(),
+            metrics: Metrics::new(),
+            clock: deps.clock,
+            issuer_origin,
+            pool,
+            config,
+        })))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let config = &state.config;
+    let request_id = HeaderName::from_static("x-request-id");
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+        // The path only: query strings may carry codes, tokens or emails.
+        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    });
+    Router::new()
+        .route("/", get(routes::login::home))
+        .route(
+            "/login",
+            get(routes::login::login_page).post(routes::login::login_submit),
+        )
+        .route("/logout", post(routes::login::logout))
+        .route("/account", get(routes::account::account))
+        .route("/account/sessions", get(routes::account::sessions_json))
+        .route(
+            "/account/sessions/revoke-others",
+            post(routes::account::revoke_others),
+        )
+        .route(
+            "/account/sessions/{handle}/revoke",
+            post(routes::account::revoke_session),
+        )
+        .route("/admin", get(routes::admin::admin_page))
+        .route("/admin/api/users", get(routes::admin::users_json))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .route("/static/latchkey.css", get(routes::health::stylesheet))
+        .fallback(routes::health::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::telemetry::track_requests,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::headers::security_headers,
+        ))
+        .layer(cors_layer(config))
+        .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            config.http.max_body_bytes,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.http.request_timeout_secs),
+        ))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .with_state(state)
+}
+
+/// CORS from an explicit allowlist. With an empty list no CORS headers are
+/// sent at all (same-origin only). `*` is honoured only without credentials
+/// (config validation refuses the combination).
+fn cors_layer(config: &Config) -> CorsLayer {
+    let origins = &config.http.cors_allowed_origins;
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-csrf-token"),
+        ])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") && !config.http.cors_allow_credentials {
+        return base.allow_origin(AllowOrigin::any());
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter(|o| *o != "*")
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    base.allow_origin(AllowOrigin::list(list))
+        .allow_credentials(config.http.cors_allow_credentials)
+}
+
+/// A server bound to its port, not yet serving.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(
+        config: Config,
+        master_key: MasterKey,
+        deps: Dependencies,
+    ) -> Result<Application, BuildError> {
+        let addr = config.bind_addr()?;
+        let state = AppState::new(config, master_key, deps).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| BuildError::Bind { addr, source })?;
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let maintenance = tokio::spawn(maintenance_loop(self.state.clone()));
+        let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        maintenance.abort();
+        self.state.pool.close().await;
+        served
+    }
+}
+
+/// Periodic housekeeping: expired sessions, stale throttle counters, gauges.
+async fn maintenance_loop(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let now = state.clock.now();
+        state.throttle.purge(now);
+        match crate::session::purge_expired(&state.pool, &state.config.session, now).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "expired sessions removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "session purge failed"),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

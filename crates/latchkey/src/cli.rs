@@ -1,0 +1,714 @@
+//! The `latchkey` command line: argument parsing and the glue that runs each
+//! subcommand. Scripts rely on it: `--json` prints exactly one JSON document
+//! on stdout (messages go to stderr) and failures exit non-zero.
+//!
+//! Must not: hold business rules; it calls the same domain functions as the
+//! HTTP handlers.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, Application, Dependencies};
+use crate::audit::{self, Event, EventKind};
+use crate::clock::{format_utc, Clock as _, SystemClock};
+use crate::config::{Config, Mode, DEV_KEY_MARKER};
+use crate::crypto::MasterKey;
+use crate::doctor::{self, Severity};
+use crate::identity::{
+    self, import, Email, NewUser, Password, PasswordHasher, PasswordPolicy, Role,
+};
+use crate::store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Identity provider and OAuth 2.1 / OpenID Connect server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ConfigArg {
+    /// TOML configuration file; LATCHKEY_* environment variables override it.
+    /// Without it, a `./.latchkey/` folder made by `latchkey dev` is used.
+    #[arg(long, short = 'c', env = "LATCHKEY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Zero-configuration local server: SQLite and keys in ./.latchkey/, http://127.0.0.1:8080.
+    Dev {
+        /// Where to keep the database and the development master key.
+        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = ".latchkey")]
+        data_dir: PathBuf,
+    },
+    /// Production server from a config file and LATCHKEY_* variables.
+    Serve(ConfigArg),
+    /// Apply pending database migrations and exit.
+    Migrate(ConfigArg),
+    /// Manage users.
+    User {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Read the security audit log.
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Check a configuration for dangerous settings; exit 1 on any high-severity finding.
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserAction {
+    /// Create a user. The password is read from stdin with --password-stdin.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a user's roles with the given ones (none = no roles).
+    SetRole {
+        /// Email or id.
+        user: String,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a new password, read from standard input.
+    SetPassword {
+        user: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Disable a user and end all their sessions.
+    Disable { user: String },
+    /// Enable a disabled user.
+    Enable { user: String },
+    /// Delete a user and everything that belongs to them.
+    Delete { user: String },
+    /// End every session of a user.
+    LogoutAll { user: String },
+    /// Import users (with bcrypt or Argon2 hashes) from a JSON or CSV file.
+    Import {
+        file: PathBuf,
+        /// json or csv; guessed from the file extension if omitted.
+        #[arg(long)]
+        format: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditAction {
+    /// Print the newest events.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: i64,
+        /// Keep printing new events as they are recorded.
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON array (or, with --follow, one JSON object per line).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysAction {
+    /// Print a fresh master key (32 random bytes, base64url).
+    GenerateMaster,
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env_map() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("LATCHKEY_"))
+        .collect()
+}
+
+/// Resolves the configuration of every non-dev subcommand.
+fn resolve_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+    let env = env_map();
+    if let Some(file) = &arg.config {
+        return Ok(Config::load(Some(file), &env)?);
+    }
+    let dev_dir = Path::new(".latchkey");
+    if !env.contains_key("LATCHKEY_DATABASE_URL") && dev_dir.join("master.key").exists() {
+        return Ok(Config::dev(&absolute(dev_dir)?, &env)?);
+    }
+    if env.contains_key("LATCHKEY_DATABASE_URL") {
+        return Ok(Config::load(None, &env)?);
+    }
+    bail!("no configuration: pass --config FILE, set LATCHKEY_DATABASE_URL, or run in a folder where `latchkey dev` has run")
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir()?.join(path)
+    })
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<store::Pool> {
+    let pool = store::connect(&config.database)
+        .await
+        .with_context(|| format!("database {}", store::redact_url(&config.database.url)))?;
+    store::migrate(&pool).await?;
+    Ok(pool)
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Dev { data_dir } => dev(&data_dir).await,
+        Command::Serve(arg) => {
+            let config = resolve_config(&arg)?;
+            serve(config, Mode::Serve).await
+        }
+        Command::Migrate(arg) => {
+            let config = resolve_config(&arg)?;
+            let pool = store::connect(&config.database).await?;
+            store::migrate(&pool).await?;
+            for (version, description) in store::known_migrations() {
+                eprintln!("applied {version:04} {description}");
+            }
+            eprintln!(
+                "database {} is up to date",
+                store::redact_url(&config.database.url)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User { config, action } => {
+            let config = resolve_config(&config)?;
+            user(&config, action).await
+        }
+        Command::Audit {
+            config,
+            action:
+                AuditAction::Tail {
+                    lines,
+                    follow,
+                    json,
+                },
+        } => {
+            let config = resolve_config(&config)?;
+            audit_tail(&config, lines, follow, json).await
+        }
+        Command::Doctor { config, json } => {
+            let config = resolve_config(&config)?;
+            doctor_command(&config, json)
+        }
+        Command::Keys {
+            action: KeysAction::GenerateMaster,
+        } => {
+            println!("{}", MasterKey::generate().encode());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn dev(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let data_dir = absolute(data_dir)?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let key_path = data_dir.join("master.key");
+    if !key_path.exists() {
+        let text = format!(
+            "{DEV_KEY_MARKER}\n# Written by `latchkey dev`. Never use it in production: generate one with\n# `latchkey keys generate-master` and keep it outside the data directory.\n{}\n",
+            MasterKey::generate().encode()
+        );
+        write_private(&key_path, &text)?;
+    }
+    let config = Config::dev(&data_dir, &env_map())?;
+    eprintln!(
+        "warning: development mode — data in {}, DEVELOPMENT master key in {}",
+        data_dir.display(),
+        key_path.display()
+    );
+    serve(config, Mode::Dev).await
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+async fn serve(config: Config, mode: Mode) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init_logging(config.log_format, &config.log_level);
+    config.check_for_serving(mode)?;
+    let master = config.load_master_key()?;
+    for finding in doctor::audit(&config, mode)
+        .iter()
+        .filter(|f| f.severity >= Severity::Medium)
+    {
+        tracing::warn!(
+            option = finding.option,
+            "{} — fix: {}",
+            finding.problem,
+            finding.fix
+        );
+    }
+    let application =
+        Application::build(config.clone(), master.key, Dependencies::default()).await?;
+    if mode == Mode::Dev {
+        bootstrap_admin(application.state()).await?;
+    }
+    let addr = application.local_addr();
+    tracing::info!(%addr, issuer = config.issuer_str(), "latchkey listening");
+    eprintln!(
+        "Latchkey is listening on http://{addr} — sign in at {}/login",
+        config.issuer_str()
+    );
+    application
+        .run_until_stopped(app::shutdown_signal())
+        .await?;
+    eprintln!("Latchkey stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// On the first start of `latchkey dev`, create an admin with a random
+/// password and print it once.
+async fn bootstrap_admin(state: &app::AppState) -> anyhow::Result<()> {
+    if identity::count(&state.pool).await? > 0 {
+        return Ok(());
+    }
+    let email = Email::parse("admin@localhost").map_err(anyhow::Error::msg)?;
+    let password = crate::crypto::b64url(&crate::crypto::random_bytes::<15>());
+    let hash = state.hasher.hash(&Password::new(password.clone())).await?;
+    let user = identity::create_user(
+        &state.pool,
+        NewUser {
+            email: email.clone(),
+            display_name: "Administrator".into(),
+            roles: vec![Role::parse(Role::ADMIN)?],
+            password_hash: Some(hash),
+            email_verified: true,
+        },
+        state.clock.now(),
+    )
+    .await?;
+    audit::record(
+        &state.pool,
+        EventKind::UserCreated,
+        Event {
+            actor: "bootstrap".into(),
+            subject: user.id,
+            detail: "dev bootstrap admin".into(),
+            ..Event::default()
+        },
+        state.clock.now(),
+    )
+    .await?;
+    eprintln!("\n  First start: created the administrator account (shown only once)\n    email:    {email}\n    password: {password}\n");
+    Ok(())
+}
+
+fn read_password_stdin() -> anyhow::Result<Password> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("cannot read the password from stdin")?;
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        bail!("--password-stdin: standard input is empty");
+    }
+    Ok(Password::new(line))
+}
+
+async fn hash_new_password(
+    config: &Config,
+    password: &Password,
+    email: &Email,
+) -> anyhow::Result<String> {
+    PasswordPolicy::new(&config.password).check(password, Some(email.as_str()))?;
+    Ok(PasswordHasher::new(&config.password)?
+        .hash(password)
+        .await?)
+}
+
+fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
+    Ok(roles
+        .iter()
+        .map(|r| Role::parse(r))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn cli_event(subject: &str, detail: String) -> Event {
+    Event {
+        actor: "cli".into(),
+        subject: subject.to_owned(),
+        detail,
+        ..Event::default()
+    }
+}
+
+async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
+    let pool = open_store(config).await?;
+    let now = SystemClock.now();
+    match action {
+        UserAction::Create {
+            email,
+            name,
+            roles,
+            password_stdin,
+            json,
+        } => {
+            let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+            let roles = parse_roles(&roles)?;
+            let password_hash = if password_stdin {
+                Some(hash_new_password(config, &read_password_stdin()?, &email).await?)
+            } else {
+                None
+            };
+            let user = identity::create_user(
+                &pool,
+                NewUser {
+                    email,
+                    display_name: name.unwrap_or_default(),
+                    roles,
+                    password_hash,
+                    email_verified: false,
+                },
+                now,
+            )
+            .await?;
+            audit::record(
+                &pool,
+                EventKind::UserCreated,
+                cli_event(&user.id, user.email.to_string()),
+                now,
+            )
+            .await?;
+            if json {
+                print_json(&serde_json::to_value(&user)?)?;
+            } else {
+                eprintln!("created user {} ({})", user.email, user.id);
+                if user.password_hash.is_none() {
+                    eprintln!("note: no password set; use `latchkey user set-password {} --password-stdin`", user.email);
+                }
+            }
+        }
+        UserAction::List { json } => {
+            let users = identity::list(&pool).await?;
+            if json {
+                print_json(&serde_json::json!(users))?;
+            } else {
+                println!(
+                    "{:<38} {:<32} {:<20} {:<9} created",
+                    "id", "email", "roles", "status"
+                );
+                for u in users {
+                    let roles: Vec<_> = u.roles.iter().map(Role::as_str).collect();
+                    println!(
+                        "{:<38} {:<32} {:<20} {:<9} {}",
+                        u.id,
+                        u.email,
+                        roles.join(","),
+                        if u.disabled { "disabled" } else { "active" },
+                        format_utc(u.created_at)
+                    );
+                }
+            }
+        }
+        UserAction::SetRole { user, roles, json } => {
+            let found = identity::find(&pool, &user).await?;
+            let roles = parse_roles(&roles)?;
+            identity::set_roles(&pool, &found.id, &roles, now).await?;
+            let names: Vec<_> = roles.iter().map(Role::as_str).collect();
+            audit::record(
+                &pool,
+                EventKind::RolesChanged,
+                cli_event(&found.id, format!("roles = [{}]", names.join(","))),
+                now,
+            )
+            .await?;
+            let updated = identity::find(&pool, &found.id).await?;
+            if json {
+                print_json(&serde_json::to_value(&updated)?)?;
+            } else {
+                eprintln!(
+                    "{} now has roles: {}",
+                    updated.email,
+                    if names.is_empty() {
+                        "(none)".into()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            }
+        }
+        UserAction::SetPassword { user, .. } => {
+            let found = identity::find(&pool, &user).await?;
+            let hash = hash_new_password(config, &read_password_stdin()?, &found.email).await?;
+            identity::replace_password_hash(&pool, &found.id, None, &hash, now).await?;
+            audit::record(
+                &pool,
+                EventKind::PasswordRehashed,
+                cli_event(&found.id, "password set by an operator".into()),
+                now,
+            )
+            .await?;
+            eprintln!("password updated for {}", found.email);
+        }
+        UserAction::Disable { user } => {
+            let found = identity::find(&pool, &user).await?;
+            let ended = identity::set_disabled(&pool, &found.id, true, now).await?;
+            audit::record(
+                &pool,
+                EventKind::UserDisabled,
+                cli_event(&found.id, format!("{ended} session(s) ended")),
+                now,
+            )
+            .await?;
+            eprintln!("disabled {} and ended {ended} session(s)", found.email);
+        }
+        UserAction::Enable { user } => {
+            let found = identity::find(&pool, &user).await?;
+            identity::set_disabled(&pool, &found.id, false, now).await?;
+            audit::record(
+                &pool,
+                EventKind::UserEnabled,
+                cli_event(&found.id, String::new()),
+                now,
+            )
+            .await?;
+            eprintln!("enabled {}", found.email);
+        }
+        UserAction::Delete { user } => {
+            let found = identity::find(&pool, &user).await?;
+            identity::delete(&pool, &found.id).await?;
+            audit::record(
+                &pool,
+                EventKind::UserDeleted,
+                cli_event(&found.id, found.email.to_string()),
+                now,
+            )
+            .await?;
+            eprintln!("deleted {}", found.email);
+        }
+        UserAction::LogoutAll { user } => {
+            let found = identity::find(&pool, &user).await?;
+            let ended = crate::session::revoke_all(&pool, &found.id).await?;
+            audit::record(
+                &pool,
+                EventKind::SessionRevoked,
+                cli_event(&found.id, format!("all {ended} session(s)")),
+                now,
+            )
+            .await?;
+            eprintln!("ended {ended} session(s) of {}", found.email);
+        }
+        UserAction::Import { file, format, json } => {
+            let format = match format
+                .as_deref()
+                .or_else(|| file.extension().and_then(|e| e.to_str()))
+            {
+                Some("json") => import::ImportFormat::Json,
+                Some("csv") => import::ImportFormat::Csv,
+                other => bail!("--format: say json or csv (got {other:?})"),
+            };
+            let meta = std::fs::metadata(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            if meta.len() as usize > import::MAX_IMPORT_BYTES {
+                bail!(
+                    "{} is larger than {} MiB",
+                    file.display(),
+                    import::MAX_IMPORT_BYTES >> 20
+                );
+            }
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let users = import::parse(&text, format)?;
+            let ids = import::import(&pool, &users, now).await?;
+            for (id, u) in ids.iter().zip(&users) {
+                audit::record(
+                    &pool,
+                    EventKind::UserImported,
+                    cli_event(id, u.email.to_string()),
+                    now,
+                )
+                .await?;
+            }
+            if json {
+                print_json(&serde_json::json!({ "imported": ids.len(), "ids": ids }))?;
+            } else {
+                eprintln!("imported {} user(s); imported bcrypt hashes become Argon2id at each user's next sign-in", ids.len());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_tail(
+    config: &Config,
+    lines: i64,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pool = open_store(config).await?;
+    let events = audit::tail(&pool, lines.clamp(1, 10_000)).await?;
+    let print = |e: &audit::RecordedEvent| {
+        println!(
+            "{}  {:<18} actor={} subject={} ip={} {}",
+            format_utc(e.at),
+            e.kind,
+            or_dash(&e.actor),
+            or_dash(&e.subject),
+            or_dash(&e.ip),
+            e.detail
+        );
+    };
+    if json && !follow {
+        print_json(&serde_json::to_value(&events)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut last = events.last().map(|e| e.id.clone()).unwrap_or_default();
+    for e in &events {
+        if json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            print(e);
+        }
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        for e in audit::since(&pool, &last, 1000).await? {
+            if json {
+                println!("{}", serde_json::to_string(&e)?);
+            } else {
+                print(&e);
+            }
+            last = e.id.clone();
+        }
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+fn doctor_command(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let mode = if config.load_master_key().map(|k| k.is_dev).unwrap_or(false)
+        && config
+            .issuer_url()
+            .map(|u| crate::config::is_loopback_host(&u))
+            .unwrap_or(false)
+    {
+        Mode::Dev
+    } else {
+        Mode::Serve
+    };
+    let findings = doctor::audit(config, mode);
+    let high = findings.iter().any(|f| f.severity == Severity::High);
+    if json {
+        print_json(&serde_json::json!({ "ok": !high, "findings": findings }))?;
+    } else if findings.is_empty() {
+        println!("No problems found.");
+    } else {
+        for f in &findings {
+            println!(
+                "[{:?}] {} ({})\n    why: {}\n    fix: {}\n",
+                f.severity, f.problem, f.option, f.why, f.fix
+            );
+        }
+        let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+        println!(
+            "{} high, {} medium, {} low, {} info",
+            count(Severity::High),
+            count(Severity::Medium),
+            count(Severity::Low),
+            count(Severity::Info)
+        );
+    }
+    Ok(if high {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,738 @@
+//! Configuration: one typed struct, its defaults in one place, loaded from a
+//! TOML file and `LATCHKEY_*` environment variables (the environment wins).
+//!
+//! Owns: the option names and defaults (documented field by field in
+//! `docs/configuration.md`, kept in sync by a test), the env overlay, the
+//! dev-mode defaults, and the start-up validation that refuses dangerous
+//! settings with a message naming the option.
+//!
+//! Must not: open connections or read anything but files and the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::crypto::{MasterKey, MasterKeyError};
+
+/// The first line of a master key file written by `latchkey dev`. A key file
+/// carrying it is a development key, which `serve` refuses off loopback and
+/// `doctor` flags.
+pub const DEV_KEY_MARKER: &str = "# latchkey DEVELOPMENT master key";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Public base URL; the OAuth `iss` and the origin of every page.
+    pub issuer: String,
+    /// Address and port to listen on.
+    pub bind: String,
+    /// Master key, base64url of 32 random bytes. Prefer `master_key_file`.
+    pub master_key: Option<String>,
+    /// File holding the master key (comment lines starting with `#` ignored).
+    pub master_key_file: Option<PathBuf>,
+    /// Redis URL, reserved for the cluster mode (shared rate limits and caches).
+    pub redis_url: Option<String>,
+    /// `text` (human) or `json` log lines.
+    pub log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax.
+    pub log_level: String,
+    pub database: DatabaseConfig,
+    pub session: SessionConfig,
+    pub password: PasswordConfig,
+    pub login: LoginConfig,
+    pub http: HttpConfig,
+    pub tokens: TokenConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH?mode=rwc` or `postgres://user@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// Seconds to wait for a connection before answering 503.
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A session unused for this long ends (ASVS L2: 30 minutes).
+    pub idle_timeout_secs: i64,
+    /// A session ends this long after sign-in, however active (ASVS L2: 12 hours).
+    pub absolute_lifetime_secs: i64,
+    /// Maximum concurrent sessions per user; the oldest is ended. 0 = unlimited.
+    pub max_per_user: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// Argon2id memory cost in KiB (OWASP minimum: 19456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Hashes computed at once; 0 = number of CPUs.
+    pub max_concurrent_hashes: usize,
+    pub min_length: usize,
+    pub max_length: usize,
+    /// Reject the 19,640 most common passwords (case-insensitively).
+    pub reject_common: bool,
+    pub require_lowercase: bool,
+    pub require_uppercase: bool,
+    pub require_digit: bool,
+    pub require_symbol: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// Failed sign-ins for one account before it is locked.
+    pub max_failures_per_account: u32,
+    /// Failed sign-ins from one IP address before it is locked.
+    pub max_failures_per_ip: u32,
+    /// First lockout length; each further failure doubles it.
+    pub lockout_base_secs: i64,
+    /// Longest lockout.
+    pub lockout_max_secs: i64,
+    /// Failures older than this are forgotten.
+    pub failure_window_secs: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Origins allowed to make cross-origin requests (exact `scheme://host[:port]`). Never `*` with credentials.
+    pub cors_allowed_origins: Vec<String>,
+    /// Whether cross-origin requests from the allowed origins may carry cookies.
+    pub cors_allow_credentials: bool,
+    /// Largest request body accepted, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// A request taking longer than this is answered 408.
+    pub request_timeout_secs: u64,
+    /// Take the client IP from the last `X-Forwarded-For` entry (only behind a proxy you control).
+    pub trust_forwarded_for: bool,
+}
+
+/// Token settings used by later features; `doctor` already audits them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// `ES256`, `EdDSA`, `RS256` or (single-service only) `HS256`.
+    pub signing_algorithm: String,
+    pub access_token_lifetime_secs: i64,
+    pub refresh_token_idle_secs: i64,
+    pub refresh_token_absolute_secs: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            issuer: "http://127.0.0.1:8080".into(),
+            bind: "127.0.0.1:8080".into(),
+            master_key: None,
+            master_key_file: None,
+            redis_url: None,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            database: DatabaseConfig::default(),
+            session: SessionConfig::default(),
+            password: PasswordConfig::default(),
+            login: LoginConfig::default(),
+            http: HttpConfig::default(),
+            tokens: TokenConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://latchkey.db?mode=rwc".into(),
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout_secs: 30 * 60,
+            absolute_lifetime_secs: 12 * 3600,
+            max_per_user: 0,
+        }
+    }
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        PasswordConfig {
+            argon2_memory_kib: 19456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            max_concurrent_hashes: 0,
+            min_length: 8,
+            max_length: 128,
+            reject_common: true,
+            require_lowercase: false,
+            require_uppercase: false,
+            require_digit: false,
+            require_symbol: false,
+        }
+    }
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            max_failures_per_account: 5,
+            max_failures_per_ip: 50,
+            lockout_base_secs: 30,
+            lockout_max_secs: 15 * 60,
+            failure_window_secs: 3600,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            cors_allowed_origins: Vec::new(),
+            cors_allow_credentials: false,
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            signing_algorithm: "ES256".into(),
+            access_token_lifetime_secs: 15 * 60,
+            refresh_token_idle_secs: 14 * 86400,
+            refresh_token_absolute_secs: 90 * 86400,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid environment variable {name}: {reason}")]
+    Env { name: String, reason: String },
+    #[error("option `{option}`: {reason}")]
+    Invalid {
+        option: &'static str,
+        reason: String,
+    },
+}
+
+fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        reason: reason.into(),
+    }
+}
+
+/// Where a configuration came from; decides which checks are fatal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `latchkey dev`: loopback, generated development key.
+    Dev,
+    /// `latchkey serve` and every other subcommand.
+    Serve,
+}
+
+impl Config {
+    /// Loads `file` (if any) then applies `LATCHKEY_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let base = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        Self::from_table(base, env)
+    }
+
+    /// Dev defaults rooted at `data_dir`, then `LATCHKEY_*` variables.
+    pub fn dev(data_dir: &Path, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::new();
+        let db = data_dir.join("latchkey.db");
+        let mut database = toml::Table::new();
+        database.insert(
+            "url".into(),
+            format!("sqlite://{}?mode=rwc", db.display()).into(),
+        );
+        table.insert("database".into(), database.into());
+        table.insert(
+            "master_key_file".into(),
+            data_dir.join("master.key").display().to_string().into(),
+        );
+        let mut config = Self::from_table(table, env)?;
+        // LATCHKEY_BIND alone moves the dev issuer along with it, so two dev
+        // instances can run side by side with one variable each.
+        if env.contains_key("LATCHKEY_BIND") && !env.contains_key("LATCHKEY_ISSUER") {
+            config.issuer = format!("http://{}", config.bind);
+        }
+        Ok(config)
+    }
+
+    fn from_table(
+        mut table: toml::Table,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        apply_env(&mut table, env)?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.check_types()?;
+        Ok(config)
+    }
+
+    /// Structural checks that hold in every mode.
+    fn check_types(&self) -> Result<(), ConfigError> {
+        let issuer = self.issuer_url()?;
+        if issuer.query().is_some() || issuer.fragment().is_some() {
+            return Err(invalid("issuer", "must not have a query or fragment"));
+        }
+        if !matches!(issuer.scheme(), "http" | "https") {
+            return Err(invalid("issuer", "must be an http or https URL"));
+        }
+        self.bind_addr()?;
+        if crate::store::Backend::of_url(&self.database.url).is_none() {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres:",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return Err(invalid(
+                "database.min_connections",
+                "must not exceed database.max_connections",
+            ));
+        }
+        if self.session.idle_timeout_secs <= 0 || self.session.absolute_lifetime_secs <= 0 {
+            return Err(invalid(
+                "session",
+                "idle_timeout_secs and absolute_lifetime_secs must be positive",
+            ));
+        }
+        if self.password.min_length < 8 {
+            return Err(invalid(
+                "password.min_length",
+                "must be at least 8 (NIST SP 800-63B)",
+            ));
+        }
+        if self.password.max_length < 64 || self.password.max_length < self.password.min_length {
+            return Err(invalid(
+                "password.max_length",
+                "must be at least 64 and at least password.min_length",
+            ));
+        }
+        if self.password.argon2_memory_kib < 8 * self.password.argon2_parallelism.max(1)
+            || self.password.argon2_iterations == 0
+            || self.password.argon2_parallelism == 0
+        {
+            return Err(invalid(
+                "password.argon2_*",
+                "Argon2 parameters out of range",
+            ));
+        }
+        if self.login.max_failures_per_account == 0 || self.login.max_failures_per_ip == 0 {
+            return Err(invalid("login.max_failures_per_*", "must be at least 1"));
+        }
+        if self.login.lockout_base_secs <= 0
+            || self.login.lockout_max_secs < self.login.lockout_base_secs
+        {
+            return Err(invalid(
+                "login.lockout_*",
+                "lockout_base_secs must be positive and ≤ lockout_max_secs",
+            ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        for origin in &self.http.cors_allowed_origins {
+            if origin != "*" {
+                let url = Url::parse(origin).map_err(|_| {
+                    invalid(
+                        "http.cors_allowed_origins",
+                        format!("{origin:?} is not an origin"),
+                    )
+                })?;
+                if url.origin().ascii_serialization() != *origin {
+                    return Err(invalid(
+                        "http.cors_allowed_origins",
+                        format!("{origin:?} must be exactly scheme://host[:port], no path or trailing slash"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that make `serve` refuse to start (dangerous in production).
+    /// `latchkey doctor` reports the same problems with more context.
+    pub fn check_for_serving(&self, mode: Mode) -> Result<(), ConfigError> {
+        let issuer = self.issuer_url()?;
+        if issuer.scheme() != "https" && !is_loopback_host(&issuer) {
+            return Err(invalid(
+                "issuer",
+                format!("{} is not https and not loopback: cookies and tokens would travel in clear. Use an https:// issuer (TLS at your proxy)", self.issuer),
+            ));
+        }
+        if self.http.cors_allowed_origins.iter().any(|o| o == "*")
+            && self.http.cors_allow_credentials
+        {
+            return Err(invalid(
+                "http.cors_allowed_origins",
+                "`*` together with http.cors_allow_credentials = true lets any site act as the signed-in user; list the exact origins",
+            ));
+        }
+        if self.master_key.is_none() && self.master_key_file.is_none() {
+            return Err(invalid(
+                "master_key",
+                "no master key: set LATCHKEY_MASTER_KEY or LATCHKEY_MASTER_KEY_FILE (generate one with `latchkey keys generate-master`)",
+            ));
+        }
+        if mode == Mode::Serve && !is_loopback_host(&issuer) && self.load_master_key()?.is_dev {
+            return Err(invalid(
+                "master_key_file",
+                "this is the development key written by `latchkey dev`; generate a real one with `latchkey keys generate-master`",
+            ));
+        }
+        if self.tokens.signing_algorithm == "none" {
+            return Err(invalid(
+                "tokens.signing_algorithm",
+                "`none` is never allowed",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn issuer_url(&self) -> Result<Url, ConfigError> {
+        Url::parse(&self.issuer)
+            .map_err(|e| invalid("issuer", format!("{:?} is not a URL: {e}", self.issuer)))
+    }
+
+    /// The issuer without a trailing slash, as used in `iss` and page links.
+    pub fn issuer_str(&self) -> &str {
+        self.issuer.trim_end_matches('/')
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.bind.parse().map_err(|_| {
+            invalid(
+                "bind",
+                format!("{:?} is not an address:port like 127.0.0.1:8080", self.bind),
+            )
+        })
+    }
+
+    /// Reads the master key from `master_key` or `master_key_file`.
+    pub fn load_master_key(&self) -> Result<LoadedMasterKey, ConfigError> {
+        let bad = |e: MasterKeyError| invalid("master_key", e.to_string());
+        if let Some(text) = &self.master_key {
+            return Ok(LoadedMasterKey {
+                key: MasterKey::parse(text).map_err(bad)?,
+                is_dev: false,
+            });
+        }
+        let Some(path) = &self.master_key_file else {
+            return Err(invalid(
+                "master_key",
+                "not set: set LATCHKEY_MASTER_KEY or LATCHKEY_MASTER_KEY_FILE",
+            ));
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            invalid(
+                "master_key_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let is_dev = text.lines().any(|l| l.trim() == DEV_KEY_MARKER);
+        let key_line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .ok_or_else(|| {
+                invalid(
+                    "master_key_file",
+                    format!("{} holds no key", path.display()),
+                )
+            })?;
+        let key =
+            MasterKey::parse(key_line).map_err(|e| invalid("master_key_file", e.to_string()))?;
+        Ok(LoadedMasterKey { key, is_dev })
+    }
+
+    /// The full configuration as TOML, secrets redacted (for `doctor` and docs).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        if copy.master_key.is_some() {
+            copy.master_key = Some("<redacted>".into());
+        }
+        copy.database.url = crate::store::redact_url(&copy.database.url);
+        toml::to_string_pretty(&copy).unwrap_or_default()
+    }
+}
+
+pub struct LoadedMasterKey {
+    pub key: MasterKey,
+    pub is_dev: bool,
+}
+
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Applies `LATCHKEY_*` variables onto the TOML table. `LATCHKEY_ISSUER` sets
+/// `issuer`; a double underscore descends into a section:
+/// `LATCHKEY_SESSION__IDLE_TIMEOUT_SECS=600` sets `session.idle_timeout_secs`.
+/// Values are read as TOML (numbers, booleans, `["a","b"]`) and fall back to
+/// plain strings.
+fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    // Variables that are not options (test harness, CLI conveniences).
+    const NOT_OPTIONS: &[&str] = &["LATCHKEY_DATA_DIR", "LATCHKEY_CONFIG"];
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("LATCHKEY_") else {
+            continue;
+        };
+        if NOT_OPTIONS.contains(&name.as_str()) || name.starts_with("LATCHKEY_TEST_") {
+            continue;
+        }
+        let path: Vec<String> = rest
+            .to_ascii_lowercase()
+            .split("__")
+            .map(str::to_owned)
+            .collect();
+        // The short, documented aliases.
+        let path = match path.as_slice() {
+            [p] if p == "database_url" => vec!["database".to_owned(), "url".to_owned()],
+            _ => path,
+        };
+        if !known_option(&defaults, &path) {
+            return Err(ConfigError::Env {
+                name: name.clone(),
+                reason: "no such option (see docs/configuration.md)".into(),
+            });
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        // A string option keeps the raw text even if it looks like a number.
+        let parsed = match lookup(&defaults, &path) {
+            Some(toml::Value::String(_)) | None => toml::Value::String(value.clone()),
+            _ => parsed,
+        };
+        let mut cursor = &mut *table;
+        for (i, key) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                cursor.insert(key.clone(), parsed.clone());
+            } else {
+                let entry = cursor
+                    .entry(key.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let toml::Value::Table(next) = entry else {
+                    return Err(ConfigError::Env {
+                        name: name.clone(),
+                        reason: format!("{key} is not a section"),
+                    });
+                };
+                cursor = next;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Optional options (`master_key`, `redis_url`...) are absent from the
+/// serialized defaults, so they are listed here.
+const OPTIONAL_OPTIONS: &[&str] = &["master_key", "master_key_file", "redis_url"];
+
+fn known_option(defaults: &toml::Table, path: &[String]) -> bool {
+    (path.len() == 1 && OPTIONAL_OPTIONS.contains(&path[0].as_str()))
+        || lookup(defaults, path).is_some()
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let value = table.get(first)?;
+    if rest.is_empty() {
+        Some(value)
+    } else {
+        lookup(value.as_table()?, rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_file_values_and_nested_options() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("latchkey.toml");
+        std::fs::write(
+            &file,
+            "issuer = \"https://id.example.com\"\n[session]\nidle_timeout_secs = 100\n",
+        )
+        .expect("write");
+        let config = Config::load(
+            Some(&file),
+            &env(&[
+                ("LATCHKEY_SESSION__IDLE_TIMEOUT_SECS", "600"),
+                ("LATCHKEY_DATABASE_URL", "postgres://x@h/db"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.issuer, "https://id.example.com");
+        assert_eq!(config.session.idle_timeout_secs, 600);
+        assert_eq!(config.database.url, "postgres://x@h/db");
+    }
+
+    #[test]
+    fn unknown_options_are_named() {
+        let err = Config::load(None, &env(&[("LATCHKEY_SESION__IDLE", "1")])).expect_err("unknown");
+        assert!(err.to_string().contains("LATCHKEY_SESION__IDLE"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[session]\nidel_timeout_secs = 1\n").expect("write");
+        let err = Config::load(Some(&file), &BTreeMap::new()).expect_err("unknown");
+        assert!(err.to_string().contains("idel_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn serve_refuses_plain_http_off_loopback() {
+        let mut c = Config {
+            master_key: Some(MasterKey::generate().encode()),
+            ..Config::default()
+        };
+        c.issuer = "http://id.example.com".into();
+        let err = c.check_for_serving(Mode::Serve).expect_err("refused");
+        assert!(err.to_string().contains("`issuer`"), "{err}");
+        c.issuer = "https://id.example.com".into();
+        c.check_for_serving(Mode::Serve).expect("https is fine");
+    }
+
+    #[test]
+    fn serve_refuses_cors_wildcard_with_credentials() {
+        let mut c = Config {
+            master_key: Some(MasterKey::generate().encode()),
+            ..Config::default()
+        };
+        c.http.cors_allowed_origins = vec!["*".into()];
+        c.http.cors_allow_credentials = true;
+        let err = c.check_for_serving(Mode::Serve).expect_err("refused");
+        assert!(err.to_string().contains("cors_allowed_origins"), "{err}");
+    }
+
+    #[test]
+    fn serve_refuses_missing_master_key() {
+        let err = Config::default()
+            .check_for_serving(Mode::Serve)
+            .expect_err("refused");
+        assert!(err.to_string().contains("`master_key`"), "{err}");
+    }
+
+    #[test]
+    fn serve_refuses_dev_key_off_loopback() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.key");
+        std::fs::write(
+            &path,
+            format!("{DEV_KEY_MARKER}\n{}\n", MasterKey::generate().encode()),
+        )
+        .expect("write");
+        let c = Config {
+            issuer: "https://id.example.com".into(),
+            master_key_file: Some(path),
+            ..Config::default()
+        };
+        let err = c.check_for_serving(Mode::Serve).expect_err("refused");
+        assert!(err.to_string().contains("development key"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_option() {
+        for (name, value, option) in [
+            ("LATCHKEY_BIND", "nonsense", "`bind`"),
+            ("LATCHKEY_ISSUER", "ftp://x", "`issuer`"),
+            ("LATCHKEY_PASSWORD__MIN_LENGTH", "4", "password.min_length"),
+            (
+                "LATCHKEY_HTTP__CORS_ALLOWED_ORIGINS",
+                "[\"https://a.example/\"]",
+                "cors_allowed_origins",
+            ),
+            ("LATCHKEY_DATABASE_URL", "mysql://x", "database.url"),
+        ] {
+            let err = Config::load(None, &env(&[(name, value)])).expect_err(name);
+            assert!(err.to_string().contains(option), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn dev_bind_moves_issuer() {
+        let c = Config::dev(
+            Path::new("/tmp/x"),
+            &env(&[("LATCHKEY_BIND", "127.0.0.1:9090")]),
+        )
+        .expect("valid");
+        assert_eq!(c.issuer, "http://127.0.0.1:9090");
+        assert!(c.database.url.contains("/tmp/x/latchkey.db"));
+    }
+}

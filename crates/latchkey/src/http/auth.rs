@@ -1,0 +1,209 @@
+//! Who is signed in: the session cookie and the extractors handlers use.
+//!
+//! - [`MaybeSignedIn`]: the session if there is a valid one.
+//! - [`SignedIn`]: 401 (`WWW-Authenticate`) on API routes, a redirect to
+//!   `/login` on pages, when nobody is signed in.
+//! - [`HasRole<R>`]: like `SignedIn`, then 403 when the user lacks role `R`.
+
+use std::marker::PhantomData;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+
+use super::error::HttpError;
+use crate::app::AppState;
+use crate::crypto::SecretToken;
+use crate::identity::User;
+use crate::session::{self, Session};
+
+pub fn session_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-latchkey_session"
+    } else {
+        "latchkey_session"
+    }
+}
+
+/// The session cookie: `HttpOnly`, `SameSite=Lax`, `Path=/`, and `Secure`
+/// with the `__Host-` prefix whenever the issuer is https. No `Max-Age`: it
+/// ends with the browser; the server enforces idle and absolute expiry.
+pub fn session_cookie(token: &SecretToken, https: bool) -> Cookie<'static> {
+    Cookie::build((session_cookie_name(https), token.expose().to_owned()))
+        .path("/")
+        .http_only(true)
+        .secure(https)
+        .same_site(SameSite::Lax)
+        .build()
+}
+
+pub fn clear_session_cookie(jar: CookieJar, https: bool) -> CookieJar {
+    let mut cookie = Cookie::build((session_cookie_name(https), ""))
+        .path("/")
+        .http_only(true)
+        .secure(https)
+        .same_site(SameSite::Lax)
+        .build();
+    cookie.make_removal();
+    jar.add(cookie)
+}
+
+/// Reads the session token from the cookie, if well-formed.
+pub fn session_token(headers: &HeaderMap, https: bool) -> Option<SecretToken> {
+    let jar = CookieJar::from_headers(headers);
+    jar.get(session_cookie_name(https))
+        .and_then(|c| SecretToken::parse(c.value()))
+}
+
+/// A valid session and its user.
+#[derive(Debug, Clone)]
+pub struct SignedInUser {
+    pub session: Session,
+    pub user: User,
+}
+
+pub struct MaybeSignedIn(pub Option<SignedInUser>);
+
+/// Does the client want a page (a browser navigating) rather than JSON?
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+async fn resolve(parts: &Parts, state: &AppState) -> Result<Option<SignedInUser>, HttpError> {
+    let Some(token) = session_token(&parts.headers, state.config.is_https()) else {
+        return Ok(None);
+    };
+    let now = state.clock.now();
+    match session::authenticate(&state.pool, &state.config.session, &token, now).await? {
+        Ok((session, user)) => Ok(Some(SignedInUser { session, user })),
+        Err(_) => Ok(None),
+    }
+}
+
+impl FromRequestParts<AppState> for MaybeSignedIn {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(found) = parts.extensions.get::<SignedInUser>() {
+            return Ok(MaybeSignedIn(Some(found.clone())));
+        }
+        let found = resolve(parts, state).await?;
+        if let Some(found) = &found {
+            parts.extensions.insert(found.clone());
+        }
+        Ok(MaybeSignedIn(found))
+    }
+}
+
+/// Rejection of [`SignedIn`] / [`HasRole`]: a redirect for pages, JSON for APIs.
+pub enum AuthRejection {
+    Redirect(Redirect),
+    Error(HttpError),
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        match self {
+            AuthRejection::Redirect(r) => r.into_response(),
+            AuthRejection::Error(e) => e.into_response(),
+        }
+    }
+}
+
+impl From<HttpError> for AuthRejection {
+    fn from(e: HttpError) -> Self {
+        AuthRejection::Error(e)
+    }
+}
+
+pub struct SignedIn(pub SignedInUser);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let MaybeSignedIn(found) = MaybeSignedIn::from_request_parts(parts, state).await?;
+        match found {
+            Some(found) => Ok(SignedIn(found)),
+            None if wants_html(&parts.headers) => {
+                let next = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                let target = format!(
+                    "/login?next={}",
+                    url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                );
+                Err(AuthRejection::Redirect(Redirect::to(&target)))
+            }
+            None => Err(AuthRejection::Error(HttpError::unauthenticated())),
+        }
+    }
+}
+
+/// A role name known at compile time, for [`HasRole`].
+pub trait RoleName: Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+/// The `admin` role.
+pub struct Admin;
+impl RoleName for Admin {
+    const NAME: &'static str = crate::identity::Role::ADMIN;
+}
+
+pub struct HasRole<R: RoleName>(pub SignedInUser, pub PhantomData<R>);
+
+impl<R: RoleName> FromRequestParts<AppState> for HasRole<R> {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let SignedIn(found) = SignedIn::from_request_parts(parts, state).await?;
+        if found.user.has_role(R::NAME) {
+            return Ok(HasRole(found, PhantomData));
+        }
+        let audit = crate::audit::Event {
+            actor: found.user.id.clone(),
+            subject: found.user.id.clone(),
+            detail: format!(
+                "{} {} needs role {}",
+                parts.method,
+                parts.uri.path(),
+                R::NAME
+            ),
+            ..Default::default()
+        };
+        let _ = crate::audit::record(
+            &state.pool,
+            crate::audit::EventKind::AccessDenied,
+            audit,
+            state.clock.now(),
+        )
+        .await;
+        let error = HttpError::json(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this needs the {} role", R::NAME),
+        );
+        Err(AuthRejection::Error(if wants_html(&parts.headers) {
+            error.as_page()
+        } else {
+            error
+        }))
+    }
+}

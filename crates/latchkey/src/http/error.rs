@@ -1,0 +1,162 @@
+//! The one place where failures become HTTP responses.
+//!
+//! JSON endpoints answer `{"error": "<machine_code>", "message": "<human text>"}`;
+//! HTML routes answer an error page. 401 carries `WWW-Authenticate`.
+
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::identity::IdentityError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub html: bool,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HttpError {
+    pub fn json(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+            html: false,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn page(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
+        HttpError {
+            html: true,
+            ..HttpError::json(status, code, message)
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> HttpError {
+        HttpError::json(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 401 for cookie-authenticated API routes: tells the caller how to sign in.
+    pub fn unauthenticated() -> HttpError {
+        HttpError::json(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in first").with_header(
+            header::WWW_AUTHENTICATE,
+            "Session realm=\"latchkey\", login_uri=\"/login\"",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> HttpError {
+        HttpError::json(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn internal() -> HttpError {
+        HttpError::json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "something went wrong on our side; it has been logged",
+        )
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: &str) -> HttpError {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    /// Renders this error as a page instead of JSON.
+    pub fn as_page(mut self) -> HttpError {
+        self.html = true;
+        self
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> HttpError {
+        match e {
+            StoreError::Unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                HttpError::json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database is unavailable; try again shortly",
+                )
+                .with_header(header::RETRY_AFTER, "5")
+            }
+            StoreError::Conflict => HttpError::json(
+                StatusCode::CONFLICT,
+                "conflict",
+                "that record already exists",
+            ),
+            StoreError::Other(source) => {
+                tracing::error!(error = %source, "database error");
+                HttpError::internal()
+            }
+        }
+    }
+}
+
+impl From<IdentityError> for HttpError {
+    fn from(e: IdentityError) -> HttpError {
+        match e {
+            IdentityError::Store(s) => s.into(),
+            IdentityError::DuplicateEmail(_) => {
+                HttpError::json(StatusCode::CONFLICT, "duplicate_email", e.to_string())
+            }
+            IdentityError::UnknownUser(_) => {
+                HttpError::json(StatusCode::NOT_FOUND, "unknown_user", "no such user")
+            }
+        }
+    }
+}
+
+impl From<crate::identity::password::HashError> for HttpError {
+    fn from(e: crate::identity::password::HashError) -> HttpError {
+        tracing::error!(error = %e, "password hashing failed");
+        HttpError::internal()
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut response = if self.html {
+            (self.status, Html(error_page(self.status, &self.message))).into_response()
+        } else {
+            let body = serde_json::json!({ "error": self.code, "message": self.message });
+            (self.status, axum::Json(body)).into_response()
+        };
+        for (name, value) in self.headers {
+            response.headers_mut().append(name, value);
+        }
+        response
+    }
+}
+
+/// A self-contained error page (no template state needed, text escaped).
+fn error_page(status: StatusCode, message: &str) -> String {
+    let title = status.canonical_reason().unwrap_or("Error");
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · Latchkey</title><link rel=\"stylesheet\" href=\"/static/latchkey.css\"></head>\
+         <body><main class=\"card\"><h1>{title}</h1><p class=\"error\">{}</p><p><a href=\"/\">Back to start</a></p></main></body></html>",
+        escape_html(message)
+    )
+}
+
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,300 @@
+//! `latchkey user import`: bring users over from another system, password
+//! hashes included.
+//!
+//! Accepts a JSON array or a CSV file with a header row. Fields: `email`
+//! (required), `name`, `password_hash` (Argon2 PHC or bcrypt `$2a$/$2b$/$2y$`),
+//! `roles` (JSON array, or `;`-separated in CSV), `email_verified`.
+//! Every record is checked before anything is written, and all users are
+//! inserted in one transaction: a bad file imports nothing.
+
+use serde::Deserialize;
+
+use super::{Email, NewUser, Role};
+use crate::clock::UnixTime;
+use crate::store::{Pool, StoreError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRecord {
+    email: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    password_hash: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    email_verified: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the file is not valid {format}: {reason}")]
+    Malformed {
+        format: &'static str,
+        reason: String,
+    },
+    #[error("record {record}: {reason}")]
+    Record { record: usize, reason: String },
+    #[error("record {record}: a user with email {email} already exists")]
+    Duplicate { record: usize, email: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Largest file `import` reads (a guard against feeding it the wrong file).
+pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Is this a password hash format we can verify?
+fn acceptable_hash(hash: &str) -> bool {
+    if super::password::is_bcrypt(hash) {
+        return hash.parse::<bcrypt::HashParts>().is_ok();
+    }
+    hash.starts_with("$argon2") && argon2::password_hash::PasswordHash::new(hash).is_ok()
+}
+
+/// Parses a JSON array or CSV text into users, rejecting the whole file on
+/// the first problem (with the record number).
+pub fn parse(text: &str, format: ImportFormat) -> Result<Vec<NewUser>, ImportError> {
+    let records: Vec<JsonRecord> = match format {
+        ImportFormat::Json => serde_json::from_str(text).map_err(|e| ImportError::Malformed {
+            format: "JSON",
+            reason: e.to_string(),
+        })?,
+        ImportFormat::Csv => parse_csv(text)?,
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut users = Vec::with_capacity(records.len());
+    for (i, r) in records.into_iter().enumerate() {
+        let record = i + 1;
+        let email = Email::parse(&r.email).map_err(|e| ImportError::Record {
+            record,
+            reason: format!("email: {e}"),
+        })?;
+        if !seen.insert(email.clone()) {
+            return Err(ImportError::Record {
+                record,
+                reason: format!("{email} appears twice in the file"),
+            });
+        }
+        if let Some(h) = &r.password_hash {
+            if !acceptable_hash(h) {
+                return Err(ImportError::Record { record, reason: "password_hash is not an Argon2 PHC string or a bcrypt hash ($2a$/$2b$/$2y$)".into() });
+            }
+        }
+        let roles = r
+            .roles
+            .iter()
+            .map(|role| Role::parse(role.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ImportError::Record {
+                record,
+                reason: e.to_string(),
+            })?;
+        users.push(NewUser {
+            email,
+            display_name: r.name.unwrap_or_default().chars().take(200).collect(),
+            roles,
+            password_hash: r.password_hash.filter(|h| !h.is_empty()),
+            email_verified: r.email_verified,
+        });
+    }
+    Ok(users)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportFormat {
+    Json,
+    Csv,
+}
+
+/// A deliberately small CSV reader: header row, comma-separated, fields may
+/// be double-quoted with `""` escapes. (No crate needed for this subset.)
+fn parse_csv(text: &str) -> Result<Vec<JsonRecord>, ImportError> {
+    let malformed = |reason: String| ImportError::Malformed {
+        format: "CSV",
+        reason,
+    };
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = split_csv_line(lines.next().ok_or_else(|| malformed("empty file".into()))?)
+        .map_err(malformed)?;
+    for column in &header {
+        if !matches!(
+            column.as_str(),
+            "email" | "name" | "password_hash" | "roles" | "email_verified"
+        ) {
+            return Err(malformed(format!("unknown column {column:?}")));
+        }
+    }
+    if !header.iter().any(|c| c == "email") {
+        return Err(malformed("the header has no email column".into()));
+    }
+    let mut records = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let fields = split_csv_line(line).map_err(|r| ImportError::Record {
+            record: i + 1,
+            reason: r,
+        })?;
+        if fields.len() != header.len() {
+            return Err(ImportError::Record {
+                record: i + 1,
+                reason: format!("{} fields, the header has {}", fields.len(), header.len()),
+            });
+        }
+        let get = |name: &str| {
+            header
+                .iter()
+                .position(|c| c == name)
+                .map(|p| fields[p].clone())
+        };
+        records.push(JsonRecord {
+            email: get("email").unwrap_or_default(),
+            name: get("name"),
+            password_hash: get("password_hash"),
+            roles: get("roles")
+                .map(|r| {
+                    r.split(';')
+                        .filter(|s| !s.trim().is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            email_verified: matches!(
+                get("email_verified").as_deref().map(str::trim),
+                Some("true" | "1" | "yes")
+            ),
+        });
+    }
+    Ok(records)
+}
+
+fn split_csv_line(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.trim_end_matches('\r').chars().peekable();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) if field.is_empty() && !was_quoted => {
+                quoted = true;
+                was_quoted = true;
+            }
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            ('"', true) => quoted = false,
+            (',', false) => {
+                fields.push(std::mem::take(&mut field));
+                was_quoted = false;
+            }
+            (c, _) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quoted field".into());
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+/// Inserts every user in one transaction; any duplicate aborts the whole import.
+pub async fn import(
+    pool: &Pool,
+    users: &[NewUser],
+    now: UnixTime,
+) -> Result<Vec<String>, ImportError> {
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
+    let mut ids = Vec::with_capacity(users.len());
+    for (i, user) in users.iter().enumerate() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(&id)
+        .bind(user.email.as_str())
+        .bind(&user.display_name)
+        .bind(user.password_hash.clone())
+        .bind(0_i64)
+        .bind(i64::from(user.email_verified))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from);
+        match inserted {
+            Err(StoreError::Conflict) => {
+                return Err(ImportError::Duplicate {
+                    record: i + 1,
+                    email: user.email.to_string(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        super::insert_roles(&mut tx, &id, &user.roles)
+            .await
+            .map_err(StoreError::from)?;
+        ids.push(id);
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BCRYPT: &str = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+
+    #[test]
+    fn parses_json_and_csv_alike() {
+        let json = format!(
+            r#"[{{"email":"Ada@Example.com","name":"Ada","password_hash":"{BCRYPT}","roles":["admin"]}}]"#
+        );
+        let a = parse(&json, ImportFormat::Json).expect("json");
+        let csv = format!("email,name,password_hash,roles\nAda@Example.com,Ada,{BCRYPT},admin\n");
+        let b = parse(&csv, ImportFormat::Csv).expect("csv");
+        assert_eq!(a[0].email.as_str(), "ada@example.com");
+        assert_eq!(b[0].email, a[0].email);
+        assert_eq!(b[0].password_hash, a[0].password_hash);
+        assert_eq!(b[0].roles, a[0].roles);
+    }
+
+    #[test]
+    fn rejects_bad_files_with_the_record_number() {
+        let err = parse(
+            r#"[{"email":"a@x.com"},{"email":"nope"}]"#,
+            ImportFormat::Json,
+        )
+        .expect_err("bad email");
+        assert!(err.to_string().starts_with("record 2"), "{err}");
+        let err = parse(
+            r#"[{"email":"a@x.com"},{"email":"A@x.com"}]"#,
+            ImportFormat::Json,
+        )
+        .expect_err("dup");
+        assert!(err.to_string().contains("twice"), "{err}");
+        let err = parse(
+            r#"[{"email":"a@x.com","password_hash":"md5:abc"}]"#,
+            ImportFormat::Json,
+        )
+        .expect_err("hash");
+        assert!(err.to_string().contains("password_hash"), "{err}");
+        let err = parse(r#"[{"email":"a@x.com","pasword":"x"}]"#, ImportFormat::Json)
+            .expect_err("unknown field");
+        assert!(err.to_string().contains("pasword"), "{err}");
+        assert!(parse("email,colour\na@x.com,red\n", ImportFormat::Csv).is_err());
+        assert!(parse("email,name\na@x.com\n", ImportFormat::Csv).is_err());
+        assert!(parse("email,name\n\"a@x.com,x\n", ImportFormat::Csv).is_err());
+    }
+
+    #[test]
+    fn csv_quotes() {
+        assert_eq!(
+            split_csv_line(r#"a,"b,c","d""e""#).expect("ok"),
+            vec!["a", "b,c", "d\"e"]
+        );
+    }
+}

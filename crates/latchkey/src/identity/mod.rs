@@ -1,0 +1,325 @@
+//! Identity: users, their roles and their passwords.
+//!
+//! Owns: the `users` and `user_roles` tables and every query on them, the
+//! parsed types [`Email`], [`Role`], [`Password`], the password policy and
+//! hashing, and bulk import of users with bcrypt hashes.
+//!
+//! Must not: know about HTTP, cookies or sessions (sessions reference users,
+//! not the other way round).
+
+pub mod email;
+pub mod import;
+pub mod password;
+pub mod role;
+
+use sqlx::Row as _;
+
+pub use email::{Email, EmailError};
+pub use password::{Password, PasswordHasher, PasswordPolicy, PolicyViolations};
+pub use role::{Role, RoleError};
+
+use crate::clock::UnixTime;
+use crate::store::{Pool, StoreError, Tx};
+
+/// A user as stored. The password hash never leaves this module in a
+/// serialized form.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct User {
+    pub id: String,
+    pub email: Email,
+    pub display_name: String,
+    pub roles: Vec<Role>,
+    pub disabled: bool,
+    pub email_verified: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+}
+
+impl User {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r.as_str() == role)
+    }
+}
+
+/// Everything needed to create a user.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub display_name: String,
+    pub roles: Vec<Role>,
+    /// A PHC/bcrypt hash, already computed (hashing is async and bounded).
+    pub password_hash: Option<String>,
+    pub email_verified: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("a user with email {0} already exists")]
+    DuplicateEmail(Email),
+    #[error("no user matches {0:?}")]
+    UnknownUser(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for IdentityError {
+    fn from(e: sqlx::Error) -> Self {
+        IdentityError::Store(e.into())
+    }
+}
+
+const USER_COLUMNS: &str =
+    "id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at";
+
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: Email::from_stored(row.try_get("email")?),
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        roles: Vec::new(),
+    })
+}
+
+async fn load_roles(pool: &Pool, user: &mut User) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
+        .bind(&user.id)
+        .fetch_all(pool)
+        .await?;
+    user.roles = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>("role").map(Role::from_stored))
+        .collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+/// Creates a user and their roles in one transaction.
+pub async fn create_user(pool: &Pool, new: NewUser, now: UnixTime) -> Result<User, IdentityError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&id)
+    .bind(new.email.as_str())
+    .bind(&new.display_name)
+    .bind(new.password_hash.clone())
+    .bind(0_i64)
+    .bind(i64::from(new.email_verified))
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    match inserted.map_err(StoreError::from) {
+        Err(StoreError::Conflict) => return Err(IdentityError::DuplicateEmail(new.email)),
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    insert_roles(&mut tx, &id, &new.roles).await?;
+    tx.commit().await?;
+    let mut roles = new.roles;
+    roles.sort();
+    roles.dedup();
+    Ok(User {
+        id,
+        email: new.email,
+        display_name: new.display_name,
+        roles,
+        disabled: false,
+        email_verified: new.email_verified,
+        created_at: now,
+        updated_at: now,
+        password_hash: new.password_hash,
+    })
+}
+
+async fn insert_roles(tx: &mut Tx<'_>, user_id: &str, roles: &[Role]) -> Result<(), sqlx::Error> {
+    let mut seen = std::collections::BTreeSet::new();
+    for role in roles.iter().filter(|r| seen.insert(r.as_str())) {
+        sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(role.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn find_by_email(pool: &Pool, email: &Email) -> Result<Option<User>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+    ))
+    .bind(email.as_str())
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => {
+            let mut user = user_from_row(&row)?;
+            load_roles(pool, &mut user).await?;
+            Ok(Some(user))
+        }
+        None => Ok(None),
+    }
+}
+
+pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    match row {
+        Some(row) => {
+            let mut user = user_from_row(&row)?;
+            load_roles(pool, &mut user).await?;
+            Ok(Some(user))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Finds a user by email or by id (what an operator types on the CLI).
+pub async fn find(pool: &Pool, email_or_id: &str) -> Result<User, IdentityError> {
+    let found = match Email::parse(email_or_id) {
+        Ok(email) => find_by_email(pool, &email).await?,
+        Err(_) => find_by_id(pool, email_or_id.trim()).await?,
+    };
+    found.ok_or_else(|| IdentityError::UnknownUser(email_or_id.to_owned()))
+}
+
+pub async fn list(pool: &Pool) -> Result<Vec<User>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let mut users = rows
+        .iter()
+        .map(user_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let role_rows = sqlx::query("SELECT user_id, role FROM user_roles ORDER BY role")
+        .fetch_all(pool)
+        .await?;
+    for row in role_rows {
+        let user_id: String = row.try_get("user_id")?;
+        if let Some(user) = users.iter_mut().find(|u| u.id == user_id) {
+            user.roles.push(Role::from_stored(row.try_get("role")?));
+        }
+    }
+    Ok(users)
+}
+
+pub async fn count(pool: &Pool) -> Result<i64, StoreError> {
+    Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
+        .fetch_one(pool)
+        .await?
+        .try_get("n")?)
+}
+
+/// Replaces a user's roles (one transaction).
+pub async fn set_roles(
+    pool: &Pool,
+    user_id: &str,
+    roles: &[Role],
+    now: UnixTime,
+) -> Result<(), IdentityError> {
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(IdentityError::UnknownUser(user_id.to_owned()));
+    }
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    insert_roles(&mut tx, user_id, roles).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Disables or enables a user. Disabling also ends every session of the user
+/// in the same transaction (a disabled user loses all sessions at once).
+pub async fn set_disabled(
+    pool: &Pool,
+    user_id: &str,
+    disabled: bool,
+    now: UnixTime,
+) -> Result<u64, IdentityError> {
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1")
+        .bind(user_id)
+        .bind(i64::from(disabled))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(IdentityError::UnknownUser(user_id.to_owned()));
+    }
+    let ended = if disabled {
+        crate::session::delete_all_for_user_tx(&mut tx, user_id).await?
+    } else {
+        0
+    };
+    tx.commit().await?;
+    Ok(ended)
+}
+
+/// Deletes a user; roles and sessions go with it (foreign keys cascade, and
+/// sessions are deleted explicitly too so SQLite without FK enforcement agrees).
+pub async fn delete(pool: &Pool, user_id: &str) -> Result<(), IdentityError> {
+    let mut tx = pool.begin().await?;
+    crate::session::delete_all_for_user_tx(&mut tx, user_id).await?;
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(IdentityError::UnknownUser(user_id.to_owned()));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Replaces a password hash, but only if it is still the one that was
+/// verified (a concurrent password change wins over a transparent rehash).
+pub async fn replace_password_hash(
+    pool: &Pool,
+    user_id: &str,
+    expected_old: Option<&str>,
+    new_hash: &str,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    let updated = match expected_old {
+        Some(old) => {
+            sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1 AND password_hash = $4")
+                .bind(user_id)
+                .bind(new_hash)
+                .bind(now)
+                .bind(old)
+                .execute(pool)
+                .await?
+        }
+        None => {
+            sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                .bind(user_id)
+                .bind(new_hash)
+                .bind(now)
+                .execute(pool)
+                .await?
+        }
+    };
+    Ok(updated.rows_affected() == 1)
+}

@@ -1,0 +1,431 @@
+//! Passwords: the policy a new password must meet, and hashing.
+//!
+//! Hashes are Argon2id PHC strings. Imported bcrypt hashes (`$2a$`, `$2b$`,
+//! `$2y$`) verify too and are replaced by Argon2id at the next sign-in, as are
+//! Argon2 hashes whose parameters differ from the configured ones.
+//!
+//! Hashing is CPU- and memory-heavy, so it runs on the blocking thread pool
+//! behind a semaphore (default: one permit per CPU): a flood of sign-ins
+//! queues here instead of starving the async runtime or exhausting memory.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::config::PasswordConfig;
+
+/// A password as typed by a user. No `Debug` content, no `Display`.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(text: impl Into<String>) -> Password {
+        Password(text.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Why a new password was refused; every failed rule is listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("password rejected: {}", .0.join("; "))]
+pub struct PolicyViolations(pub Vec<String>);
+
+#[derive(Debug, Clone)]
+pub struct PasswordPolicy {
+    config: PasswordConfig,
+}
+
+fn common_passwords() -> &'static HashSet<&'static str> {
+    static LIST: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    LIST.get_or_init(|| {
+        include_str!("../../data/common-passwords.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
+    })
+}
+
+/// Number of entries in the shipped common-password list.
+pub fn common_password_count() -> usize {
+    common_passwords().len()
+}
+
+impl PasswordPolicy {
+    pub fn new(config: &PasswordConfig) -> PasswordPolicy {
+        PasswordPolicy {
+            config: config.clone(),
+        }
+    }
+
+    /// Checks a new password against length (in characters, not bytes), the
+    /// common-password list, the email it belongs to, and the optional
+    /// composition rules. Nothing is trimmed, truncated or case-folded.
+    pub fn check(&self, password: &Password, email: Option<&str>) -> Result<(), PolicyViolations> {
+        let text = password.expose();
+        let length = text.chars().count();
+        let c = &self.config;
+        let mut failed = Vec::new();
+        if length < c.min_length {
+            failed.push(format!("use at least {} characters", c.min_length));
+        }
+        if length > c.max_length {
+            failed.push(format!("use at most {} characters", c.max_length));
+        }
+        let lowered = text.to_lowercase();
+        if c.reject_common && common_passwords().contains(lowered.as_str()) {
+            failed.push("this password is among the most common ones; choose another".into());
+        }
+        if let Some(email) = email {
+            let local = email.split('@').next().unwrap_or_default();
+            if lowered == email.to_lowercase()
+                || (local.len() >= 4 && lowered == local.to_lowercase())
+            {
+                failed.push("do not use your email address as your password".into());
+            }
+        }
+        if c.require_lowercase && !text.chars().any(char::is_lowercase) {
+            failed.push("include a lower-case letter".into());
+        }
+        if c.require_uppercase && !text.chars().any(char::is_uppercase) {
+            failed.push("include an upper-case letter".into());
+        }
+        if c.require_digit && !text.chars().any(|ch| ch.is_ascii_digit()) {
+            failed.push("include a digit".into());
+        }
+        if c.require_symbol
+            && !text
+                .chars()
+                .any(|ch| !ch.is_alphanumeric() && !ch.is_whitespace())
+        {
+            failed.push("include a symbol".into());
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyViolations(failed))
+        }
+    }
+}
+
+/// Outcome of a password check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub matches: bool,
+    /// The stored hash should be replaced (bcrypt, or old Argon2 parameters).
+    pub needs_rehash: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("the password hashing pool is shut down")]
+    Closed,
+}
+
+/// Argon2id hashing with bounded concurrency. Cheap to clone.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+    dummy_hash: Arc<String>,
+}
+
+impl PasswordHasher {
+    pub fn new(config: &PasswordConfig) -> Result<PasswordHasher, HashError> {
+        let params = Params::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| HashError::Hash(e.to_string()))?;
+        let permits = if config.max_concurrent_hashes == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            config.max_concurrent_hashes
+        };
+        // A real hash with the live parameters, verified for unknown users so
+        // that they cost the same as a wrong password.
+        let dummy = hash_with(&params, "latchkey-dummy-password")?;
+        Ok(PasswordHasher {
+            params,
+            permits: Arc::new(Semaphore::new(permits)),
+            dummy_hash: Arc::new(dummy),
+        })
+    }
+
+    fn argon2(params: &Params) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+    }
+
+    /// Hashes a new password (Argon2id, random 128-bit salt, PHC string).
+    pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| HashError::Closed)?;
+        let params = self.params.clone();
+        let text = password.clone();
+        tokio::task::spawn_blocking(move || hash_with(&params, text.expose()))
+            .await
+            .map_err(|e| HashError::Hash(e.to_string()))?
+    }
+
+    /// Verifies against a stored hash; `None` (unknown user, no password)
+    /// verifies against a dummy hash so timing does not tell them apart.
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Verification, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| HashError::Closed)?;
+        let params = self.params.clone();
+        let text = password.clone();
+        let (hash, real) = match stored {
+            Some(h) => (h.to_owned(), true),
+            None => (self.dummy_hash.as_str().to_owned(), false),
+        };
+        tokio::task::spawn_blocking(move || {
+            let v = verify_with(&params, text.expose(), &hash);
+            Verification {
+                matches: v.matches && real,
+                needs_rehash: v.needs_rehash && real,
+            }
+        })
+        .await
+        .map_err(|e| HashError::Hash(e.to_string()))
+    }
+
+    /// Synchronous verification without the semaphore (benchmarks compare it
+    /// with the full sign-in path).
+    pub fn verify_blocking(&self, password: &str, stored: &str) -> Verification {
+        verify_with(&self.params, password, stored)
+    }
+
+    pub fn hash_blocking(&self, password: &str) -> Result<String, HashError> {
+        hash_with(&self.params, password)
+    }
+}
+
+fn hash_with(params: &Params, password: &str) -> Result<String, HashError> {
+    let salt = SaltString::encode_b64(&crate::crypto::random_bytes::<16>())
+        .map_err(|e| HashError::Hash(e.to_string()))?;
+    PasswordHasher::argon2(params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Hash(e.to_string()))
+}
+
+/// Is `stored` an imported bcrypt hash?
+pub fn is_bcrypt(stored: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .any(|p| stored.starts_with(p))
+}
+
+fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
+    if is_bcrypt(stored) {
+        // bcrypt only reads the first 72 bytes; a longer password would be
+        // silently truncated, so it can only match through its first 72 bytes
+        // — which is what the importing app accepted too. We rehash it anyway.
+        let matches = bcrypt::verify(password, stored).unwrap_or(false);
+        return Verification {
+            matches,
+            needs_rehash: true,
+        };
+    }
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return Verification {
+            matches: false,
+            needs_rehash: false,
+        };
+    };
+    let matches = Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    let current = parsed.algorithm.as_str() == "argon2id"
+        && Params::try_from(&parsed)
+            .map(|p| {
+                p.m_cost() == params.m_cost()
+                    && p.t_cost() == params.t_cost()
+                    && p.p_cost() == params.p_cost()
+            })
+            .unwrap_or(false);
+    Verification {
+        matches,
+        needs_rehash: !current,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast_config() -> PasswordConfig {
+        PasswordConfig {
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            ..PasswordConfig::default()
+        }
+    }
+
+    #[test]
+    fn ships_at_least_ten_thousand_common_passwords() {
+        assert!(
+            common_password_count() >= 10_000,
+            "{}",
+            common_password_count()
+        );
+    }
+
+    #[test]
+    fn policy_lists_every_failed_rule() {
+        let policy = PasswordPolicy::new(&PasswordConfig {
+            require_digit: true,
+            ..PasswordConfig::default()
+        });
+        let err = policy
+            .check(&Password::new("Passwor"), None)
+            .expect_err("too short");
+        assert!(err.0.iter().any(|m| m.contains("at least 8")), "{err}");
+        assert!(err.0.iter().any(|m| m.contains("digit")), "{err}");
+        let err = policy
+            .check(&Password::new("PASSWORD1"), None)
+            .expect_err("common, case-insensitively");
+        assert!(err.0.iter().any(|m| m.contains("common")), "{err}");
+    }
+
+    #[test]
+    fn policy_allows_long_passphrases_without_composition_rules() {
+        let policy = PasswordPolicy::new(&PasswordConfig::default());
+        policy
+            .check(&Password::new("correct horse battery staple"), None)
+            .expect("passphrase ok");
+        policy
+            .check(&Password::new("x7".repeat(64)), None)
+            .expect("128 chars ok");
+        assert!(policy.check(&Password::new("x".repeat(129)), None).is_err());
+        // Length counts characters, not bytes.
+        policy
+            .check(&Password::new("ñandú-ßüö"), None)
+            .expect("9 characters");
+        assert!(policy
+            .check(&Password::new("ada@example.com"), Some("ada@example.com"))
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_and_verify() {
+        let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
+        let hash = hasher
+            .hash(&Password::new("s3cret-pass"))
+            .await
+            .expect("hash");
+        assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
+        let ok = hasher
+            .verify(&Password::new("s3cret-pass"), Some(&hash))
+            .await
+            .expect("verify");
+        assert_eq!(
+            ok,
+            Verification {
+                matches: true,
+                needs_rehash: false
+            }
+        );
+        let bad = hasher
+            .verify(&Password::new("S3cret-pass"), Some(&hash))
+            .await
+            .expect("verify");
+        assert!(!bad.matches, "no case folding");
+        let none = hasher
+            .verify(&Password::new("latchkey-dummy-password"), None)
+            .await
+            .expect("verify");
+        assert!(!none.matches, "the dummy hash never grants access");
+    }
+
+    #[tokio::test]
+    async fn changed_parameters_ask_for_a_rehash() {
+        let old = PasswordHasher::new(&fast_config()).expect("hasher");
+        let hash = old.hash(&Password::new("s3cret-pass")).await.expect("hash");
+        let new = PasswordHasher::new(&PasswordConfig {
+            argon2_memory_kib: 128,
+            argon2_iterations: 1,
+            ..PasswordConfig::default()
+        })
+        .expect("hasher");
+        let v = new
+            .verify(&Password::new("s3cret-pass"), Some(&hash))
+            .await
+            .expect("verify");
+        assert_eq!(
+            v,
+            Verification {
+                matches: true,
+                needs_rehash: true
+            }
+        );
+    }
+
+    #[test]
+    fn verifies_bcrypt_hashes_from_node_apps() {
+        let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
+        // The OpenBSD/John-the-Ripper test vector, as an Express app would store it.
+        let vector = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+        assert_eq!(
+            hasher.verify_blocking("U*U", vector),
+            Verification {
+                matches: true,
+                needs_rehash: true
+            }
+        );
+        assert!(!hasher.verify_blocking("U*V", vector).matches);
+        // The same hash in each of the three prefixes Node libraries emit.
+        let b = bcrypt::hash_with_result("hunter2-hunter2", 4).expect("bcrypt");
+        for version in [
+            bcrypt::Version::TwoA,
+            bcrypt::Version::TwoB,
+            bcrypt::Version::TwoY,
+        ] {
+            let stored = b.format_for_version(version);
+            let v = hasher.verify_blocking("hunter2-hunter2", &stored);
+            assert_eq!(
+                v,
+                Verification {
+                    matches: true,
+                    needs_rehash: true
+                },
+                "{stored}"
+            );
+            assert!(!hasher.verify_blocking("hunter2-hunter3", &stored).matches);
+        }
+    }
+
+    #[test]
+    fn garbage_hash_never_matches() {
+        let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
+        assert!(!hasher.verify_blocking("x", "not a hash").matches);
+        assert!(!hasher.verify_blocking("", "").matches);
+    }
+}

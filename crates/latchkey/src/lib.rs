@@ -1,0 +1,23 @@
+//! Latchkey: a self-hosted identity provider and OAuth 2.1 / OpenID Connect
+//! server. See `ARCHITECTURE.md` at the repository root for the map.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod doctor;
+pub mod http;
+pub mod identity;
+pub mod login;
+pub mod routes;
+pub mod session;
+pub mod store;
+pub mod telemetry;
+pub mod throttle;
+pub mod ui;
+
+pub use app::{AppState, Application, Dependencies};
+pub use config::Config;

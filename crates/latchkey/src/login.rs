@@ -1,0 +1,127 @@
+//! The password sign-in ceremony.
+//!
+//! Owns the order of the checks that make sign-in safe:
+//! 1. the throttle reserves a failure for the account and the IP (a locked
+//!    account is refused before any hashing);
+//! 2. the user is looked up; an unknown email verifies a dummy hash, so an
+//!    unknown user, a wrong password and a disabled account cost the same
+//!    and fail with the same [`LoginError::InvalidCredentials`];
+//! 3. on success the throttle is settled, an outdated hash (bcrypt, old
+//!    Argon2 parameters) is replaced, and a *new* session is created.
+//!
+//! Must not: know about HTTP (the handler maps [`LoginError`] to responses).
+
+use crate::app::AppState;
+use crate::audit::{self, Event, EventKind};
+use crate::crypto::SecretToken;
+use crate::identity::{self, Email, Password, User};
+use crate::session::{self, Origin, Session};
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct LoginSuccess {
+    pub token: SecretToken,
+    pub session: Session,
+    pub user: User,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown email, wrong password or disabled account: indistinguishable.
+    #[error("Invalid email or password")]
+    InvalidCredentials,
+    #[error("Too many failed sign-ins; try again in {retry_after_secs} seconds")]
+    LockedOut { retry_after_secs: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] crate::identity::password::HashError),
+}
+
+pub async fn sign_in_with_password(
+    state: &AppState,
+    email: &Email,
+    password: &Password,
+    origin: &Origin,
+) -> Result<LoginSuccess, LoginError> {
+    let now = state.clock.now();
+    let event = |detail: &str, actor: &str| Event {
+        actor: actor.to_owned(),
+        subject: email.as_str().to_owned(),
+        ip: origin.ip.clone(),
+        user_agent: origin.user_agent.clone(),
+        detail: detail.to_owned(),
+    };
+    let attempt = match state.throttle.begin(email.as_str(), &origin.ip, now) {
+        Ok(attempt) => attempt,
+        Err(locked) => {
+            state.metrics.login("locked");
+            audit::record(
+                &state.pool,
+                EventKind::LoginLockedOut,
+                event("too many failures", ""),
+                now,
+            )
+            .await?;
+            return Err(LoginError::LockedOut {
+                retry_after_secs: locked.retry_after_secs,
+            });
+        }
+    };
+    let user = identity::find_by_email(&state.pool, email).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let verification = state.hasher.verify(password, stored.as_deref()).await?;
+    let user = match user {
+        Some(user) if verification.matches && !user.disabled => user,
+        other => {
+            state.metrics.login("failure");
+            let why = match other {
+                None => "unknown email",
+                Some(u) if u.disabled => "account disabled",
+                Some(_) => "wrong password",
+            };
+            audit::record(&state.pool, EventKind::LoginFailed, event(why, ""), now).await?;
+            return Err(LoginError::InvalidCredentials);
+        }
+    };
+    attempt.succeeded();
+    if verification.needs_rehash {
+        let new_hash = state.hasher.hash(password).await?;
+        if identity::replace_password_hash(&state.pool, &user.id, stored.as_deref(), &new_hash, now)
+            .await?
+        {
+            audit::record(
+                &state.pool,
+                EventKind::PasswordRehashed,
+                event("upgraded to current Argon2id parameters", &user.id),
+                now,
+            )
+            .await?;
+        }
+    }
+    let (token, session) = session::create(
+        &state.pool,
+        &state.config.session,
+        &user.id,
+        &["pwd"],
+        origin,
+        now,
+    )
+    .await?;
+    state.metrics.login("success");
+    audit::record(
+        &state.pool,
+        EventKind::LoginSucceeded,
+        Event {
+            subject: user.id.clone(),
+            ..event("password", &user.id)
+        },
+        now,
+    )
+    .await?;
+    Ok(LoginSuccess {
+        token,
+        session,
+        user,
+    })
+}

@@ -1,0 +1,196 @@
+//! `/account`: the signed-in user's page, and their sessions (page and JSON).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::render;
+use crate::app::AppState;
+use crate::audit::{self, Event, EventKind};
+use crate::clock::format_utc;
+use crate::http::auth::{wants_html, SignedIn, SignedInUser};
+use crate::http::body::FormOrJson;
+use crate::http::client::Caller;
+use crate::http::csrf::{self, Binding};
+use crate::http::HttpError;
+use crate::session;
+
+fn csrf_token(state: &AppState, who: &SignedInUser) -> String {
+    csrf::token_for(&state.csrf_key, Binding::Session(&who.session.id_hash))
+}
+
+#[derive(serde::Serialize)]
+struct SessionView {
+    handle: String,
+    current: bool,
+    created_at: i64,
+    last_seen_at: i64,
+    expires_at: i64,
+    created: String,
+    last_seen: String,
+    ip: String,
+    user_agent: String,
+    amr: Vec<String>,
+}
+
+async fn session_views(
+    state: &AppState,
+    who: &SignedInUser,
+) -> Result<Vec<SessionView>, HttpError> {
+    let sessions = session::list_for_user(
+        &state.pool,
+        &who.user.id,
+        &state.config.session,
+        state.clock.now(),
+    )
+    .await?;
+    Ok(sessions
+        .into_iter()
+        .map(|s| SessionView {
+            current: s.handle == who.session.handle,
+            created: format_utc(s.created_at),
+            last_seen: format_utc(s.last_seen_at),
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at,
+            handle: s.handle,
+            ip: s.ip,
+            user_agent: s.user_agent,
+            amr: s.amr,
+        })
+        .collect())
+}
+
+/// `GET /account`: a page for browsers, JSON for `Accept: application/json`.
+pub async fn account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(who): SignedIn,
+) -> Result<Response, HttpError> {
+    let sessions = session_views(&state, &who).await?;
+    let csrf_token = csrf_token(&state, &who);
+    if !wants_html(&headers) {
+        let body =
+            serde_json::json!({ "user": who.user, "sessions": sessions, "csrf_token": csrf_token });
+        return Ok(axum::Json(body).into_response());
+    }
+    let notice = match headers.get("referer").and_then(|v| v.to_str().ok()) {
+        Some(r) if r.ends_with("#revoked") => "Session signed out.",
+        _ => "",
+    };
+    let is_admin = who.user.has_role(crate::identity::Role::ADMIN);
+    Ok(render(
+        &state,
+        "account.html",
+        minijinja::context! { user => who.user, sessions, csrf_token, signed_in => true, is_admin, notice },
+    )?
+    .into_response())
+}
+
+/// `GET /account/sessions`: the user's sessions as JSON.
+pub async fn sessions_json(
+    State(state): State<AppState>,
+    SignedIn(who): SignedIn,
+) -> Result<Response, HttpError> {
+    let sessions = session_views(&state, &who).await?;
+    Ok(axum::Json(serde_json::json!({ "sessions": sessions })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf_token: Option<String>,
+}
+
+fn check_csrf(
+    state: &AppState,
+    headers: &HeaderMap,
+    who: &SignedInUser,
+    submitted: Option<&str>,
+    is_json: bool,
+) -> Result<(), HttpError> {
+    csrf::verify(
+        headers,
+        &state.issuer_origin,
+        &state.csrf_key,
+        Binding::Session(&who.session.id_hash),
+        submitted,
+    )
+    .map_err(|e| if is_json { e } else { e.as_page() })
+}
+
+/// `POST /account/sessions/{handle}/revoke`: ends one of the user's sessions.
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(who): SignedIn,
+    Caller(origin): Caller,
+    Path(handle): Path<String>,
+    FormOrJson {
+        value: form,
+        is_json,
+    }: FormOrJson<CsrfForm>,
+) -> Result<Response, HttpError> {
+    check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
+    if !session::revoke(&state.pool, &who.user.id, &handle).await? {
+        let e = HttpError::json(
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            "no such session among yours",
+        );
+        return Err(if is_json { e } else { e.as_page() });
+    }
+    let event = Event {
+        actor: who.user.id.clone(),
+        subject: who.user.id.clone(),
+        ip: origin.ip,
+        user_agent: origin.user_agent,
+        detail: format!("session {handle}"),
+    };
+    audit::record(
+        &state.pool,
+        EventKind::SessionRevoked,
+        event,
+        state.clock.now(),
+    )
+    .await?;
+    Ok(if is_json {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        Redirect::to("/account").into_response()
+    })
+}
+
+/// `POST /account/sessions/revoke-others`: signs out everywhere else.
+pub async fn revoke_others(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(who): SignedIn,
+    Caller(origin): Caller,
+    FormOrJson {
+        value: form,
+        is_json,
+    }: FormOrJson<CsrfForm>,
+) -> Result<Response, HttpError> {
+    check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
+    let ended = session::revoke_others(&state.pool, &who.user.id, &who.session.handle).await?;
+    let event = Event {
+        actor: who.user.id.clone(),
+        subject: who.user.id.clone(),
+        ip: origin.ip,
+        user_agent: origin.user_agent,
+        detail: format!("{ended} other session(s)"),
+    };
+    audit::record(
+        &state.pool,
+        EventKind::SessionRevoked,
+        event,
+        state.clock.now(),
+    )
+    .await?;
+    Ok(if is_json {
+        axum::Json(serde_json::json!({ "ended": ended })).into_response()
+    } else {
+        Redirect::to("/account").into_response()
+    })
+}

@@ -1,0 +1,319 @@
+//! Server-side sessions.
+//!
+//! Owns: the `sessions` table and its queries, the session id (a 256-bit
+//! [`SecretToken`] stored only as SHA-256), idle and absolute expiry, the
+//! per-user session limit, listing and revocation.
+//!
+//! A session is looked up by the hash of the cookie value, so a stolen
+//! database dump yields no usable cookie. Signing out deletes the row: the
+//! old cookie is dead at once, on every instance.
+//!
+//! Must not: know about HTTP or cookies (the `http` module carries the token
+//! in a cookie); decide who may sign in (that is the login flow's job).
+
+use sqlx::Row as _;
+
+use crate::clock::UnixTime;
+use crate::config::SessionConfig;
+use crate::crypto::{SecretToken, TokenHash};
+use crate::identity::{self, User};
+use crate::store::{Pool, StoreError, Tx};
+
+/// How a session was authenticated (RFC 8176 `amr` values) and when.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Session {
+    /// Public handle used to list and revoke; not a credential.
+    pub handle: String,
+    pub user_id: String,
+    pub created_at: UnixTime,
+    pub last_seen_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub auth_time: UnixTime,
+    pub amr: Vec<String>,
+    pub ip: String,
+    pub user_agent: String,
+    #[serde(skip)]
+    pub id_hash: String,
+}
+
+impl Session {
+    /// When the session ends if it stays idle.
+    pub fn idle_deadline(&self, config: &SessionConfig) -> UnixTime {
+        (self.last_seen_at + config.idle_timeout_secs).min(self.expires_at)
+    }
+}
+
+/// Where a sign-in came from, recorded on the session for the user to review.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// Last-seen times are written at most this often, so a busy session does not
+/// turn every page view into a database write.
+const TOUCH_INTERVAL_SECS: i64 = 60;
+
+const SESSION_COLUMNS: &str = "id_hash, handle, user_id, created_at, last_seen_at, expires_at, auth_time, amr, ip, user_agent";
+
+fn session_from_row(row: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
+    let amr: String = row.try_get("amr")?;
+    Ok(Session {
+        id_hash: row.try_get("id_hash")?,
+        handle: row.try_get("handle")?,
+        user_id: row.try_get("user_id")?,
+        created_at: row.try_get("created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        expires_at: row.try_get("expires_at")?,
+        auth_time: row.try_get("auth_time")?,
+        amr: amr.split_whitespace().map(str::to_owned).collect(),
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+    })
+}
+
+/// Starts a new session for `user_id` (always a fresh id: no fixation). When
+/// `config.max_per_user` is set, the user's oldest sessions beyond the limit
+/// end in the same transaction.
+pub async fn create(
+    pool: &Pool,
+    config: &SessionConfig,
+    user_id: &str,
+    amr: &[&str],
+    origin: &Origin,
+    now: UnixTime,
+) -> Result<(SecretToken, Session), StoreError> {
+    let token = SecretToken::generate();
+    let session = Session {
+        id_hash: token.hash().as_str().to_owned(),
+        handle: uuid::Uuid::now_v7().to_string(),
+        user_id: user_id.to_owned(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + config.absolute_lifetime_secs,
+        auth_time: now,
+        amr: amr.iter().map(|s| (*s).to_owned()).collect(),
+        // Bounded so a hostile User-Agent cannot bloat the table.
+        ip: truncate(&origin.ip, 64),
+        user_agent: truncate(&origin.user_agent, 256),
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!(
+        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ))
+    .bind(&session.id_hash)
+    .bind(&session.handle)
+    .bind(&session.user_id)
+    .bind(session.created_at)
+    .bind(session.last_seen_at)
+    .bind(session.expires_at)
+    .bind(session.auth_time)
+    .bind(session.amr.join(" "))
+    .bind(&session.ip)
+    .bind(&session.user_agent)
+    .execute(&mut *tx)
+    .await?;
+    if config.max_per_user > 0 {
+        let rows = sqlx::query(
+            "SELECT handle FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, handle DESC",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows.iter().skip(config.max_per_user as usize) {
+            let handle: String = row.try_get("handle")?;
+            sqlx::query("DELETE FROM sessions WHERE handle = $1")
+                .bind(handle)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok((token, session))
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
+/// Why a presented session is not valid (for metrics and audit, never shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    Unknown,
+    IdleExpired,
+    AbsoluteExpired,
+    UserDisabled,
+}
+
+/// Resolves a cookie value to its live session and user. An expired session
+/// is deleted on sight. Refreshes `last_seen_at` (at most once a minute).
+pub async fn authenticate(
+    pool: &Pool,
+    config: &SessionConfig,
+    token: &SecretToken,
+    now: UnixTime,
+) -> Result<Result<(Session, User), Invalid>, StoreError> {
+    let hash = token.hash();
+    let Some(row) = sqlx::query(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1"
+    ))
+    .bind(hash.as_str())
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(Err(Invalid::Unknown));
+    };
+    let mut session = session_from_row(&row)?;
+    // The lookup was by hash equality in SQL; this re-check is constant time.
+    if !token.matches(&TokenHash::from_stored(session.id_hash.clone())) {
+        return Ok(Err(Invalid::Unknown));
+    }
+    let verdict = if now >= session.expires_at {
+        Some(Invalid::AbsoluteExpired)
+    } else if now >= session.last_seen_at + config.idle_timeout_secs {
+        Some(Invalid::IdleExpired)
+    } else {
+        None
+    };
+    if let Some(verdict) = verdict {
+        delete_by_hash(pool, &session.id_hash).await?;
+        return Ok(Err(verdict));
+    }
+    let Some(user) = identity::find_by_id(pool, &session.user_id).await? else {
+        return Ok(Err(Invalid::Unknown));
+    };
+    if user.disabled {
+        delete_by_hash(pool, &session.id_hash).await?;
+        return Ok(Err(Invalid::UserDisabled));
+    }
+    if now - session.last_seen_at >= TOUCH_INTERVAL_SECS {
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1")
+            .bind(&session.id_hash)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        session.last_seen_at = now;
+    }
+    Ok(Ok((session, user)))
+}
+
+async fn delete_by_hash(pool: &Pool, id_hash: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+        .bind(id_hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Ends the session behind a cookie value (sign-out). Returns whether one existed.
+pub async fn end(pool: &Pool, token: &SecretToken) -> Result<Option<Session>, StoreError> {
+    let hash = token.hash();
+    let row = sqlx::query(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1"
+    ))
+    .bind(hash.as_str())
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let session = session_from_row(&row)?;
+    delete_by_hash(pool, &session.id_hash).await?;
+    Ok(Some(session))
+}
+
+/// The user's live sessions, newest first.
+pub async fn list_for_user(
+    pool: &Pool,
+    user_id: &str,
+    config: &SessionConfig,
+    now: UnixTime,
+) -> Result<Vec<Session>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND expires_at > $2 AND last_seen_at > $3
+         ORDER BY created_at DESC, handle DESC"
+    ))
+    .bind(user_id)
+    .bind(now)
+    .bind(now - config.idle_timeout_secs)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(session_from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Ends one of the user's sessions by handle; `false` if it is not theirs.
+pub async fn revoke(pool: &Pool, user_id: &str, handle: &str) -> Result<bool, StoreError> {
+    let deleted = sqlx::query("DELETE FROM sessions WHERE handle = $1 AND user_id = $2")
+        .bind(handle)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected() == 1)
+}
+
+/// Ends every session of the user except `keep_handle`.
+pub async fn revoke_others(
+    pool: &Pool,
+    user_id: &str,
+    keep_handle: &str,
+) -> Result<u64, StoreError> {
+    let deleted = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2")
+        .bind(user_id)
+        .bind(keep_handle)
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// Ends every session of the user (CLI `user logout-all`).
+pub async fn revoke_all(pool: &Pool, user_id: &str) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let n = delete_all_for_user_tx(&mut tx, user_id).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+pub(crate) async fn delete_all_for_user_tx(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+/// Deletes sessions past their absolute or idle end (background task).
+pub async fn purge_expired(
+    pool: &Pool,
+    config: &SessionConfig,
+    now: UnixTime,
+) -> Result<u64, StoreError> {
+    let deleted = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
+        .bind(now)
+        .bind(now - config.idle_timeout_secs)
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// Sessions alive now (the `/metrics` gauge).
+pub async fn count_active(
+    pool: &Pool,
+    config: &SessionConfig,
+    now: UnixTime,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) AS n FROM sessions WHERE expires_at > $1 AND last_seen_at > $2",
+    )
+    .bind(now)
+    .bind(now - config.idle_timeout_secs)
+    .fetch_one(pool)
+    .await?
+    .try_get("n")?)
+}

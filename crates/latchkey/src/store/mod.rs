@@ -1,0 +1,172 @@
+//! Storage: one connection pool that speaks SQLite or PostgreSQL.
+//!
+//! Owns: connecting (with pool sizes and timeouts from config), SQLite
+//! pragmas (WAL), running the versioned migrations, and the classification
+//! of database failures into [`StoreError`].
+//!
+//! Every query in Latchkey is written once, in the SQL both engines accept
+//! (`$1` placeholders, `TEXT` and `BIGINT` columns (flags are 0/1), no engine-specific
+//! functions), and runs through sqlx's `Any` driver. Domain modules own
+//! their queries; this module owns none.
+//!
+//! Must not: contain domain queries or know about HTTP.
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+use crate::config::DatabaseConfig;
+
+/// The shared pool type: an `AnyPool` over SQLite or PostgreSQL.
+pub type Pool = AnyPool;
+/// A transaction on the shared pool.
+pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// What went wrong in storage, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now; retrying later may work (503).
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A uniqueness constraint rejected the write (e.g. duplicate email).
+    #[error("a record with the same unique value already exists")]
+    Conflict,
+    /// Anything else: a bug or a corrupted database (500).
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+                StoreError::Unavailable(e)
+            }
+            _ => StoreError::Other(e),
+        }
+    }
+}
+
+/// PostgreSQL "admin shutdown"/"cannot connect now" and SQLite "busy/locked"
+/// are transient: the request may be retried.
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" | "5" | "6" | "517")
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("database_url must start with sqlite: or postgres:, got {0:?}")]
+    UnsupportedUrl(String),
+    #[error("cannot open the database: {0}")]
+    Open(#[source] sqlx::Error),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Opens the pool described by `config`. Does not run migrations.
+pub async fn connect(config: &DatabaseConfig) -> Result<Pool, ConnectError> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::of_url(&config.url)
+        .ok_or_else(|| ConnectError::UnsupportedUrl(redact_url(&config.url)))?;
+    let options = AnyPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(config.min_connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .idle_timeout(Some(Duration::from_secs(600)));
+    let pool = options
+        .connect_lazy(&config.url)
+        .map_err(ConnectError::Open)?;
+    if backend == Backend::Sqlite {
+        // WAL lets readers proceed during a write; it is a property of the file,
+        // so setting it once per start is enough.
+        sqlx::query("PRAGMA journal_mode=WAL")
+            .execute(&pool)
+            .await
+            .map_err(ConnectError::Open)?;
+    } else {
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .map_err(ConnectError::Open)?;
+    }
+    Ok(pool)
+}
+
+/// Applies every pending migration. Migrations are numbered, forward-only and
+/// written in SQL both engines accept; each runs in its own transaction.
+pub async fn migrate(pool: &Pool) -> Result<(), ConnectError> {
+    MIGRATOR.run(pool).await.map_err(ConnectError::Migrate)
+}
+
+/// Versions of the migrations this binary knows, for `latchkey migrate`'s report.
+pub fn known_migrations() -> impl Iterator<Item = (i64, &'static str)> {
+    MIGRATOR.iter().map(|m| (m.version, &*m.description))
+}
+
+/// `true` when a trivial query succeeds: the readiness probe.
+pub async fn ping(pool: &Pool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
+/// Removes a password from a database URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn recognizes_backends() {
+        assert_eq!(Backend::of_url("sqlite:///x"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("postgresql://x"), Some(Backend::Postgres));
+        assert_eq!(Backend::of_url("mysql://x"), None);
+    }
+}

@@ -1,0 +1,292 @@
+//! Brute-force protection for sign-in: per-account and per-IP failure
+//! counters with exponential lockout.
+//!
+//! Owns: the [`LoginThrottle`] rules. An attempt *reserves* a failure before
+//! the password is checked ([`LoginThrottle::begin`]) and gives it back only
+//! on success, so N parallel requests cannot all slip past a limit of 5: the
+//! sixth finds the account locked (ASVS: a lockout parallel requests cannot
+//! bypass).
+//!
+//! The counters live in this process; [`AttemptStore`] is the seam where a
+//! shared Redis store plugs in for clusters, with the same
+//! reserve-then-settle contract (an atomic INCR + EXPIRE per key).
+//!
+//! Must not: know about HTTP, users or whether an account exists (unknown
+//! emails are throttled exactly like real ones).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::clock::UnixTime;
+use crate::config::LoginConfig;
+
+/// The counters kept per key (`acct:<email>` or `ip:<addr>`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Counter {
+    failures: u32,
+    last_failure: UnixTime,
+    locked_until: UnixTime,
+}
+
+/// Where counters live. One implementation today (in-process).
+pub trait AttemptStore: Send + Sync + 'static {
+    /// Atomically: if `key` is locked, return the lock end; otherwise count a
+    /// failure (forgetting ones older than the window), lock the key if the
+    /// limit is reached, and return `None`.
+    fn reserve(
+        &self,
+        key: &str,
+        limit: u32,
+        rules: &LoginConfig,
+        now: UnixTime,
+    ) -> Option<UnixTime>;
+    /// Gives back one reserved failure (the attempt succeeded) and, for
+    /// accounts, clears the counter entirely.
+    fn settle_success(&self, key: &str, clear: bool);
+    /// Drops counters that carry no information any more.
+    fn purge(&self, rules: &LoginConfig, now: UnixTime);
+    /// Number of keys held (bounded memory check).
+    fn tracked(&self) -> usize;
+}
+
+#[derive(Default)]
+pub struct InProcessAttempts {
+    counters: Mutex<HashMap<String, Counter>>,
+}
+
+impl AttemptStore for InProcessAttempts {
+    fn reserve(
+        &self,
+        key: &str,
+        limit: u32,
+        rules: &LoginConfig,
+        now: UnixTime,
+    ) -> Option<UnixTime> {
+        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let counter = map.entry(key.to_owned()).or_default();
+        if counter.locked_until > now {
+            return Some(counter.locked_until);
+        }
+        if now - counter.last_failure > rules.failure_window_secs {
+            counter.failures = 0;
+        }
+        counter.failures += 1;
+        counter.last_failure = now;
+        if counter.failures >= limit {
+            let extra = (counter.failures - limit).min(20);
+            let lock = rules
+                .lockout_base_secs
+                .saturating_mul(1i64 << extra)
+                .min(rules.lockout_max_secs);
+            counter.locked_until = now + lock;
+        }
+        None
+    }
+
+    fn settle_success(&self, key: &str, clear: bool) {
+        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if clear {
+            map.remove(key);
+        } else if let Some(counter) = map.get_mut(key) {
+            counter.failures = counter.failures.saturating_sub(1);
+        }
+    }
+
+    fn purge(&self, rules: &LoginConfig, now: UnixTime) {
+        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, c| {
+            c.locked_until > now || now - c.last_failure <= rules.failure_window_secs
+        });
+    }
+
+    fn tracked(&self) -> usize {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+/// A sign-in attempt that passed the throttle; settle it with the outcome.
+#[must_use = "settle the attempt with succeeded() or leave it counted as a failure"]
+pub struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    account_key: String,
+    ip_key: String,
+}
+
+impl Attempt<'_> {
+    /// The password was right: the account's counter is cleared and the IP's
+    /// reserved failure given back.
+    pub fn succeeded(self) {
+        self.throttle.store.settle_success(&self.account_key, true);
+        self.throttle.store.settle_success(&self.ip_key, false);
+    }
+}
+
+/// Sign-in refused before checking the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockedOut {
+    pub retry_after_secs: i64,
+}
+
+pub struct LoginThrottle {
+    rules: LoginConfig,
+    store: Box<dyn AttemptStore>,
+}
+
+impl LoginThrottle {
+    pub fn new(rules: LoginConfig) -> LoginThrottle {
+        LoginThrottle {
+            rules,
+            store: Box::new(InProcessAttempts::default()),
+        }
+    }
+
+    /// Reserves a failure for the account and the IP, or refuses the attempt.
+    /// The reservation stands unless [`Attempt::succeeded`] is called.
+    pub fn begin(&self, account: &str, ip: &str, now: UnixTime) -> Result<Attempt<'_>, LockedOut> {
+        let ip_key = format!("ip:{ip}");
+        let account_key = format!("acct:{account}");
+        if let Some(until) =
+            self.store
+                .reserve(&ip_key, self.rules.max_failures_per_ip, &self.rules, now)
+        {
+            return Err(LockedOut {
+                retry_after_secs: (until - now).max(1),
+            });
+        }
+        if let Some(until) = self.store.reserve(
+            &account_key,
+            self.rules.max_failures_per_account,
+            &self.rules,
+            now,
+        ) {
+            // The IP reservation stands: hammering a locked account still counts.
+            return Err(LockedOut {
+                retry_after_secs: (until - now).max(1),
+            });
+        }
+        Ok(Attempt {
+            throttle: self,
+            account_key,
+            ip_key,
+        })
+    }
+
+    pub fn purge(&self, now: UnixTime) {
+        self.store.purge(&self.rules, now);
+    }
+
+    pub fn tracked_keys(&self) -> usize {
+        self.store.tracked()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> LoginConfig {
+        LoginConfig {
+            max_failures_per_account: 3,
+            max_failures_per_ip: 10,
+            lockout_base_secs: 30,
+            lockout_max_secs: 120,
+            failure_window_secs: 3600,
+        }
+    }
+
+    #[test]
+    fn locks_after_limit_and_backs_off_exponentially() {
+        let t = LoginThrottle::new(rules());
+        for _ in 0..3 {
+            let _failed = t.begin("a@x", "1.1.1.1", 1000).expect("allowed");
+        }
+        assert_eq!(
+            t.begin("a@x", "1.1.1.1", 1000).err(),
+            Some(LockedOut {
+                retry_after_secs: 30
+            })
+        );
+        let _failed = t.begin("a@x", "1.1.1.1", 1030).expect("lock over");
+        assert_eq!(
+            t.begin("a@x", "1.1.1.1", 1030).err(),
+            Some(LockedOut {
+                retry_after_secs: 60
+            })
+        );
+        let _failed = t.begin("a@x", "1.1.1.1", 1090).expect("lock over");
+        assert_eq!(
+            t.begin("a@x", "1.1.1.1", 1090).err(),
+            Some(LockedOut {
+                retry_after_secs: 120
+            })
+        );
+        let _failed = t.begin("a@x", "1.1.1.1", 1210).expect("lock over");
+        assert_eq!(
+            t.begin("a@x", "1.1.1.1", 1210).err(),
+            Some(LockedOut {
+                retry_after_secs: 120
+            }),
+            "capped"
+        );
+    }
+
+    #[test]
+    fn success_clears_the_account() {
+        let t = LoginThrottle::new(rules());
+        let _f = t.begin("a@x", "ip", 0).expect("allowed");
+        let _f = t.begin("a@x", "ip", 0).expect("allowed");
+        t.begin("a@x", "ip", 0).expect("allowed").succeeded();
+        for _ in 0..3 {
+            let _f = t.begin("a@x", "ip", 1).expect("counter was cleared");
+        }
+    }
+
+    #[test]
+    fn parallel_attempts_cannot_exceed_the_limit() {
+        let t = std::sync::Arc::new(LoginThrottle::new(rules()));
+        let allowed = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..32 {
+                s.spawn(|| {
+                    if let Ok(attempt) = t.begin("victim@x", "9.9.9.9", 0) {
+                        allowed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        drop(attempt); // failed password: the reservation stands
+                    }
+                });
+            }
+        });
+        assert_eq!(allowed.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn ip_limit_covers_many_accounts() {
+        let t = LoginThrottle::new(rules());
+        for i in 0..10 {
+            let _f = t.begin(&format!("u{i}@x"), "6.6.6.6", 0).expect("allowed");
+        }
+        assert!(
+            t.begin("fresh@x", "6.6.6.6", 0).is_err(),
+            "password spraying from one IP is stopped"
+        );
+        assert!(
+            t.begin("fresh@x", "7.7.7.7", 0).is_ok(),
+            "other IPs are unaffected"
+        );
+    }
+
+    #[test]
+    fn old_failures_are_forgotten_and_purged() {
+        let t = LoginThrottle::new(rules());
+        let _f = t.begin("a@x", "ip", 0).expect("allowed");
+        let _f = t.begin("a@x", "ip", 0).expect("allowed");
+        let _f = t
+            .begin("a@x", "ip", 4000)
+            .expect("window passed, counter restarted");
+        let _f = t.begin("a@x", "ip", 4000).expect("second in new window");
+        t.purge(10_000);
+        assert_eq!(t.tracked_keys(), 0);
+    }
+}

@@ -1,0 +1,61 @@
+//! User interface: HTML templates (minijinja, auto-escaped) and static assets,
+//! compiled into the binary.
+//!
+//! Must not: decide anything. Templates receive plain values computed by
+//! handlers; no inline scripts or styles (the CSP forbids them).
+
+use minijinja::Environment;
+
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+pub const STYLESHEET: &str = include_str!("static/latchkey.css");
+
+impl Templates {
+    pub fn new() -> Templates {
+        let mut env = Environment::new();
+        // `.html` templates are auto-escaped by minijinja's default callback.
+        for (name, source) in [
+            ("base.html", include_str!("templates/base.html")),
+            ("login.html", include_str!("templates/login.html")),
+            ("account.html", include_str!("templates/account.html")),
+            ("admin.html", include_str!("templates/admin.html")),
+        ] {
+            // The templates are part of the binary; a syntax error is a build bug.
+            env.add_template(name, source)
+                .unwrap_or_else(|e| panic!("template {name}: {e}"));
+        }
+        Templates { env }
+    }
+
+    pub fn render(
+        &self,
+        name: &str,
+        context: minijinja::Value,
+    ) -> Result<String, minijinja::Error> {
+        self.env.get_template(name)?.render(context)
+    }
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_escape_user_input() {
+        let t = Templates::new();
+        let html = t
+            .render("login.html", minijinja::context! { csrf_token => "t", next => "/", email => "<script>x</script>", error => "" })
+            .expect("render");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(!html.contains("<script>x"), "{html}");
+        assert!(html.contains("autocomplete=\"current-password\""));
+    }
+}

@@ -1,0 +1,358 @@
+//! Test harness: starts the real server on a random port with a fresh
+#![allow(dead_code)] // shared by test modules; not every module uses every helper
+//! database (a temp SQLite file, or a new PostgreSQL database) and an
+//! injectable clock, and gives tests an HTTP client with a cookie jar.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use latchkey::clock::ManualClock;
+use latchkey::config::Config;
+use latchkey::crypto::MasterKey;
+use latchkey::identity::{self, Email, NewUser, Password, Role};
+use latchkey::{AppState, Application, Dependencies};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub clock: ManualClock,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    pub database_url: String,
+    _dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// `LATCHKEY_TEST_POSTGRES_URL`, or `None` (PostgreSQL tests then skip —
+/// unless `CI` or `LATCHKEY_TEST_REQUIRE_POSTGRES` is set, when a missing URL fails).
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("LATCHKEY_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("CI").is_ok()
+                || std::env::var("LATCHKEY_TEST_REQUIRE_POSTGRES").is_ok()
+            {
+                panic!(
+                    "LATCHKEY_TEST_POSTGRES_URL is not set but PostgreSQL tests are required (CI)"
+                );
+            }
+            eprintln!("skipping: set LATCHKEY_TEST_POSTGRES_URL to run PostgreSQL tests");
+            None
+        }
+    }
+}
+
+/// Creates a fresh PostgreSQL database for one test and returns its URL.
+pub async fn fresh_postgres_database(admin_url: &str) -> String {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin_url}: {e}"));
+    let name = format!("lk_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let mut url = url::Url::parse(admin_url).expect("postgres url");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// A configuration for tests: fast (but real) Argon2id parameters, loopback issuer.
+pub fn test_config(database_url: String) -> Config {
+    let mut config = Config {
+        bind: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    config.database.url = database_url;
+    config.password.argon2_memory_kib = 256;
+    config.password.argon2_iterations = 1;
+    config
+}
+
+impl TestApp {
+    /// Spawns with the default test configuration; `None` when the backend is unavailable (skip).
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(
+        backend: Backend,
+        customize: impl FnOnce(&mut Config),
+    ) -> Option<TestApp> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = match backend {
+            Backend::Sqlite => format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("latchkey.db").display()
+            ),
+            Backend::Postgres => fresh_postgres_database(&postgres_url()?).await,
+        };
+        let mut config = test_config(database_url.clone());
+        customize(&mut config);
+        Some(Self::start(config, backend, dir).await)
+    }
+
+    async fn start(mut config: Config, backend: Backend, dir: tempfile::TempDir) -> TestApp {
+        // Server logs go to the test's captured output (shown when it fails).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,latchkey=info".into()),
+            )
+            .try_init();
+        let clock = ManualClock::new(time_now());
+        let deps = Dependencies {
+            clock: Arc::new(clock.clone()),
+        };
+        // The issuer must match the port we get, so bind first, then fix the issuer.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
+        let port = probe.local_addr().expect("addr").port();
+        drop(probe);
+        config.bind = format!("127.0.0.1:{port}");
+        if config.issuer == Config::default().issuer {
+            config.issuer = format!("http://127.0.0.1:{port}");
+        }
+        let database_url = config.database.url.clone();
+        let app = Application::build(config, MasterKey::generate(), deps)
+            .await
+            .expect("server builds");
+        let state = app.state().clone();
+        let base = format!("http://{}", app.local_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base,
+            clock,
+            state,
+            client: new_client(),
+            backend,
+            database_url,
+            _dir: dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Creates a user directly through the identity domain (as the CLI does).
+    pub async fn create_user(&self, email: &str, password: &str, roles: &[&str]) -> identity::User {
+        let hash = self
+            .state
+            .hasher
+            .hash(&Password::new(password))
+            .await
+            .expect("hash");
+        identity::create_user(
+            &self.state.pool,
+            NewUser {
+                email: Email::parse(email).expect("email"),
+                display_name: String::new(),
+                roles: roles
+                    .iter()
+                    .map(|r| Role::parse(r).expect("role"))
+                    .collect(),
+                password_hash: Some(hash),
+                email_verified: true,
+            },
+            self.clock.now_secs(),
+        )
+        .await
+        .expect("create user")
+    }
+
+    /// GETs `/login` with `client` and returns the CSRF token from the form.
+    pub async fn login_csrf(&self, client: &reqwest::Client) -> String {
+        let html = client
+            .get(self.url("/login"))
+            .send()
+            .await
+            .expect("get login")
+            .text()
+            .await
+            .expect("body");
+        extract_input(&html, "csrf_token").expect("csrf_token in login form")
+    }
+
+    /// Signs in through the real form; returns the response (303 on success).
+    pub async fn login_with(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let csrf = self.login_csrf(client).await;
+        client
+            .post(self.url("/login"))
+            .form(&[
+                ("email", email),
+                ("password", password),
+                ("csrf_token", &csrf),
+            ])
+            .send()
+            .await
+            .expect("post login")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.login_with(&self.client, email, password).await
+    }
+
+    /// The account page's CSRF token (session-bound).
+    pub async fn account_csrf(&self, client: &reqwest::Client) -> String {
+        let body: serde_json::Value = client
+            .get(self.url("/account"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("account")
+            .json()
+            .await
+            .expect("json");
+        body["csrf_token"].as_str().expect("csrf_token").to_owned()
+    }
+
+    pub async fn audit_kinds(&self) -> Vec<String> {
+        latchkey::audit::tail(&self.state.pool, 1000)
+            .await
+            .expect("audit")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub trait ClockExt {
+    fn now_secs(&self) -> i64;
+}
+impl ClockExt for ManualClock {
+    fn now_secs(&self) -> i64 {
+        latchkey::clock::Clock::now(self)
+    }
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A browser-like client: its own cookie jar, redirects not followed.
+pub fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Reads `value` of `<input name="NAME" value="...">` from a page.
+pub fn extract_input(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')?;
+    Some(html[start..start + end].to_owned())
+}
+
+/// The session cookie value set by a response, if any.
+pub fn session_cookie_of(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            c.strip_prefix("latchkey_session=")
+                .map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
+        })
+}
+
+pub fn env_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Declares a test that runs once on SQLite and once on PostgreSQL:
+/// `backend_test!(name, |app| async move { ... });`
+#[macro_export]
+macro_rules! backend_test {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite)
+                    .await
+                    .expect("sqlite always available");
+                ($body)(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) =
+                    $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await
+                {
+                    ($body)(app).await;
+                }
+            }
+        }
+    };
+    ($name:ident, config = $custom:expr, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app =
+                    $crate::helpers::TestApp::spawn_with($crate::helpers::Backend::Sqlite, $custom)
+                        .await
+                        .expect("sqlite");
+                ($body)(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = $crate::helpers::TestApp::spawn_with(
+                    $crate::helpers::Backend::Postgres,
+                    $custom,
+                )
+                .await
+                {
+                    ($body)(app).await;
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,7 @@
+//! Integration tests: each module is one feature area; every test starts the
+//! real server on a random port and talks HTTP to it, on SQLite and (when
+//! `LATCHKEY_TEST_POSTGRES_URL` is set) PostgreSQL.
+
+mod helpers;
+
+mod login;
