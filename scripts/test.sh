@@ -43,7 +43,7 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-say "cargo nextest"
-cargo nextest run --workspace --locked --no-fail-fast
 say "doc tests"
 cargo test --workspace --locked --doc
+say "cargo nextest (unit + integration, SQLite and PostgreSQL)"
+cargo nextest run --workspace --locked --no-fail-fast

@@ -4,4 +4,10 @@
 
 mod helpers;
 
+mod cli;
+mod docs;
 mod login;
+mod observability;
+mod sessions;
+mod storage;
+mod web_security;
