@@ -1,0 +1,613 @@
+//! JWS compact serialization, JWKs and JWT claim validation.
+//!
+//! Why hand-written on top of RustCrypto primitives rather than a JWT crate:
+//! the security rule we need — pick the key by `kid`, then let *the key*
+//! decide the algorithm, and refuse any header whose `alg` disagrees — is the
+//! opposite of the header-driven dispatch general-purpose JWT crates are built
+//! around, and the code that enforces it must be small enough to audit and
+//! shared verbatim with `latchkey-verify`'s users. The primitives (ECDSA P-256,
+//! Ed25519, RSA PKCS#1 v1.5, HMAC) all come from RustCrypto crates. Tests
+//! cross-check every algorithm against an independent JOSE implementation
+//! (`jsonwebtoken`) and the RFC 7515 / 7638 / 8037 vectors.
+//!
+//! Header parameters `jku`, `x5u`, `jwk` and `x5c` are never read: a token
+//! cannot bring its own key. A `crit` header is refused (we implement no
+//! extensions).
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The signature algorithms Latchkey uses. There is no `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Algorithm {
+    ES256,
+    EdDSA,
+    RS256,
+    /// Shared-secret HMAC; only for single-service deployments, never in a JWKS.
+    HS256,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::ES256 => "ES256",
+            Algorithm::EdDSA => "EdDSA",
+            Algorithm::RS256 => "RS256",
+            Algorithm::HS256 => "HS256",
+        }
+    }
+
+    /// Parses a configured algorithm name (exact, case-sensitive, as in JOSE).
+    pub fn parse(name: &str) -> Option<Algorithm> {
+        match name {
+            "ES256" => Some(Algorithm::ES256),
+            "EdDSA" => Some(Algorithm::EdDSA),
+            "RS256" => Some(Algorithm::RS256),
+            "HS256" => Some(Algorithm::HS256),
+            _ => None,
+        }
+    }
+
+    pub fn is_asymmetric(self) -> bool {
+        self != Algorithm::HS256
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A public JSON Web Key (RFC 7517) as published in a JWKS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub crv: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub x: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub y: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub n: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub e: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub alg: Option<String>,
+    #[serde(rename = "use", skip_serializing_if = "Option::is_none", default)]
+    pub use_: Option<String>,
+}
+
+/// A JWK Set (`{"keys": [...]}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+impl Jwk {
+    /// RFC 7638 thumbprint: SHA-256 over the required members in
+    /// lexicographic order, without whitespace, base64url-encoded.
+    pub fn thumbprint(&self) -> Result<String, KeyError> {
+        let missing = |m: &'static str| KeyError::Invalid(format!("{} JWK lacks {m}", self.kty));
+        let canonical = match self.kty.as_str() {
+            "EC" => format!(
+                r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#,
+                json_str(self.crv.as_deref().ok_or_else(|| missing("crv"))?),
+                json_str(self.x.as_deref().ok_or_else(|| missing("x"))?),
+                json_str(self.y.as_deref().ok_or_else(|| missing("y"))?)
+            ),
+            "OKP" => format!(
+                r#"{{"crv":{},"kty":"OKP","x":{}}}"#,
+                json_str(self.crv.as_deref().ok_or_else(|| missing("crv"))?),
+                json_str(self.x.as_deref().ok_or_else(|| missing("x"))?)
+            ),
+            "RSA" => format!(
+                r#"{{"e":{},"kty":"RSA","n":{}}}"#,
+                json_str(self.e.as_deref().ok_or_else(|| missing("e"))?),
+                json_str(self.n.as_deref().ok_or_else(|| missing("n"))?)
+            ),
+            other => return Err(KeyError::Invalid(format!("unsupported kty {other:?}"))),
+        };
+        Ok(b64(&Sha256::digest(canonical.as_bytes())))
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text.as_bytes()).ok()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("invalid key: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone)]
+enum PublicKind {
+    Es256(p256::ecdsa::VerifyingKey),
+    EdDsa(ed25519_dalek::VerifyingKey),
+    Rs256(Box<rsa::pkcs1v15::VerifyingKey<Sha256>>),
+    Hs256(Vec<u8>),
+}
+
+/// A key that verifies signatures, with its one algorithm and its `kid`.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    kid: String,
+    alg: Algorithm,
+    kind: PublicKind,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VerifyingKey({} {})", self.alg, self.kid)
+    }
+}
+
+fn coordinate(text: Option<&str>, name: &str, len: usize) -> Result<Vec<u8>, KeyError> {
+    let bytes = text.and_then(b64_decode).ok_or_else(|| KeyError::Invalid(format!("{name} is missing or not base64url")))?;
+    if bytes.len() != len {
+        return Err(KeyError::Invalid(format!("{name} must be {len} bytes")));
+    }
+    Ok(bytes)
+}
+
+impl VerifyingKey {
+    /// Builds a key from a public JWK. The algorithm is the JWK's `alg` if
+    /// present (and it must fit the key type), else the one its type implies.
+    /// Symmetric (`oct`) JWKs are refused: HS256 keys never travel in a JWKS.
+    pub fn from_jwk(jwk: &Jwk) -> Result<VerifyingKey, KeyError> {
+        let kid = match &jwk.kid {
+            Some(k) => k.clone(),
+            None => jwk.thumbprint()?,
+        };
+        let declared = jwk.alg.as_deref();
+        let check = |expected: Algorithm| match declared {
+            None => Ok(expected),
+            Some(a) if a == expected.as_str() => Ok(expected),
+            Some(a) => Err(KeyError::Invalid(format!("a {} key cannot be used with alg {a}", jwk.kty))),
+        };
+        let (alg, kind) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+            ("EC", Some("P-256")) => {
+                let x = coordinate(jwk.x.as_deref(), "x", 32)?;
+                let y = coordinate(jwk.y.as_deref(), "y", 32)?;
+                let point = p256::EncodedPoint::from_affine_coordinates(
+                    p256::FieldBytes::from_slice(&x),
+                    p256::FieldBytes::from_slice(&y),
+                    false,
+                );
+                let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
+                    .map_err(|_| KeyError::Invalid("EC point is not on P-256".into()))?;
+                (check(Algorithm::ES256)?, PublicKind::Es256(key))
+            }
+            ("OKP", Some("Ed25519")) => {
+                let x = coordinate(jwk.x.as_deref(), "x", 32)?;
+                let mut arr = [0u8; 32];
+                arr.copy_from_slice(&x);
+                let key = ed25519_dalek::VerifyingKey::from_bytes(&arr)
+                    .map_err(|_| KeyError::Invalid("not an Ed25519 public key".into()))?;
+                (check(Algorithm::EdDSA)?, PublicKind::EdDsa(key))
+            }
+            ("RSA", _) => {
+                let n = jwk.n.as_deref().and_then(b64_decode).ok_or_else(|| KeyError::Invalid("n missing".into()))?;
+                let e = jwk.e.as_deref().and_then(b64_decode).ok_or_else(|| KeyError::Invalid("e missing".into()))?;
+                if n.len() < 256 {
+                    return Err(KeyError::Invalid("RSA keys shorter than 2048 bits are refused".into()));
+                }
+                let public = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&n), rsa::BigUint::from_bytes_be(&e))
+                    .map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))?;
+                (check(Algorithm::RS256)?, PublicKind::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(public))))
+            }
+            (kty, crv) => return Err(KeyError::Invalid(format!("unsupported key type {kty} {crv:?}"))),
+        };
+        Ok(VerifyingKey { kid, alg, kind })
+    }
+
+    /// An HS256 key from a shared secret of at least 256 bits.
+    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<VerifyingKey, KeyError> {
+        if secret.len() < 32 {
+            return Err(KeyError::Invalid("an HS256 secret needs at least 256 bits".into()));
+        }
+        Ok(VerifyingKey { kid: kid.into(), alg: Algorithm::HS256, kind: PublicKind::Hs256(secret.to_vec()) })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Verifies `signature` over `message` with this key's own algorithm.
+    pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> bool {
+        use rsa::signature::Verifier as _;
+        match &self.kind {
+            PublicKind::Es256(key) => p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok()),
+            PublicKind::EdDsa(key) => ed25519_dalek::Signature::from_slice(signature).is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
+            PublicKind::Rs256(key) => rsa::pkcs1v15::Signature::try_from(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok()),
+            PublicKind::Hs256(secret) => {
+                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else { return false };
+                mac.update(message);
+                mac.verify_slice(signature).is_ok()
+            }
+        }
+    }
+}
+
+enum PrivateKind {
+    Es256(p256::ecdsa::SigningKey),
+    EdDsa(ed25519_dalek::SigningKey),
+    Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>, Box<rsa::RsaPrivateKey>),
+    Hs256(Vec<u8>),
+}
+
+/// A private key that signs tokens. No `Debug` output of the secret.
+pub struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    kind: PrivateKind,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({} {}, <redacted>)", self.alg, self.kid)
+    }
+}
+
+impl SigningKey {
+    /// Rebuilds a key from the bytes of [`SigningKey::to_bytes`]. The `kid` is
+    /// the RFC 7638 thumbprint of the public key (for HS256: a hash of the secret).
+    pub fn from_bytes(alg: Algorithm, bytes: &[u8]) -> Result<SigningKey, KeyError> {
+        let kind = match alg {
+            Algorithm::ES256 => PrivateKind::Es256(
+                p256::ecdsa::SigningKey::from_slice(bytes).map_err(|_| KeyError::Invalid("bad P-256 private key".into()))?,
+            ),
+            Algorithm::EdDSA => {
+                let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Invalid("an Ed25519 seed is 32 bytes".into()))?;
+                PrivateKind::EdDsa(ed25519_dalek::SigningKey::from_bytes(&seed))
+            }
+            Algorithm::RS256 => {
+                use rsa::pkcs1::DecodeRsaPrivateKey as _;
+                let private = rsa::RsaPrivateKey::from_pkcs1_der(bytes).map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))?;
+                PrivateKind::Rs256(Box::new(rsa::pkcs1v15::SigningKey::new(private.clone())), Box::new(private))
+            }
+            Algorithm::HS256 => {
+                if bytes.len() < 32 {
+                    return Err(KeyError::Invalid("an HS256 secret needs at least 256 bits".into()));
+                }
+                PrivateKind::Hs256(bytes.to_vec())
+            }
+        };
+        let mut key = SigningKey { kid: String::new(), alg, kind };
+        key.kid = match key.public_jwk() {
+            Some(jwk) => jwk.thumbprint()?,
+            None => match &key.kind {
+                PrivateKind::Hs256(secret) => format!("hs256-{}", &b64(&Sha256::digest([b"latchkey-kid|".as_slice(), secret].concat()))[..16]),
+                _ => unreachable!("only HS256 has no public JWK"),
+            },
+        };
+        Ok(key)
+    }
+
+    /// The private key material (sealed by the server before storage).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.kind {
+            PrivateKind::Es256(k) => k.to_bytes().to_vec(),
+            PrivateKind::EdDsa(k) => k.to_bytes().to_vec(),
+            PrivateKind::Rs256(_, private) => {
+                use rsa::pkcs1::EncodeRsaPrivateKey as _;
+                private.to_pkcs1_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+            }
+            PrivateKind::Hs256(secret) => secret.clone(),
+        }
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The public JWK with `kid`, `alg` and `use: sig`; `None` for HS256.
+    pub fn public_jwk(&self) -> Option<Jwk> {
+        let base = Jwk { kty: String::new(), crv: None, x: None, y: None, n: None, e: None, kid: None, alg: Some(self.alg.as_str().into()), use_: Some("sig".into()) };
+        let mut jwk = match &self.kind {
+            PrivateKind::Es256(k) => {
+                let point = k.verifying_key().to_encoded_point(false);
+                Jwk { kty: "EC".into(), crv: Some("P-256".into()), x: point.x().map(|x| b64(x)), y: point.y().map(|y| b64(y)), ..base }
+            }
+            PrivateKind::EdDsa(k) => Jwk { kty: "OKP".into(), crv: Some("Ed25519".into()), x: Some(b64(k.verifying_key().as_bytes())), ..base },
+            PrivateKind::Rs256(_, private) => {
+                use rsa::traits::PublicKeyParts as _;
+                Jwk { kty: "RSA".into(), n: Some(b64(&private.n().to_bytes_be())), e: Some(b64(&private.e().to_bytes_be())), ..base }
+            }
+            PrivateKind::Hs256(_) => return None,
+        };
+        if !self.kid.is_empty() {
+            jwk.kid = Some(self.kid.clone());
+        }
+        Some(jwk)
+    }
+
+    /// The matching verifying key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        match &self.kind {
+            PrivateKind::Hs256(secret) => VerifyingKey { kid: self.kid.clone(), alg: Algorithm::HS256, kind: PublicKind::Hs256(secret.clone()) },
+            PrivateKind::Es256(k) => VerifyingKey { kid: self.kid.clone(), alg: self.alg, kind: PublicKind::Es256(*k.verifying_key()) },
+            PrivateKind::EdDsa(k) => VerifyingKey { kid: self.kid.clone(), alg: self.alg, kind: PublicKind::EdDsa(k.verifying_key()) },
+            PrivateKind::Rs256(_, private) => VerifyingKey {
+                kid: self.kid.clone(),
+                alg: self.alg,
+                kind: PublicKind::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(private.to_public_key()))),
+            },
+        }
+    }
+
+    fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        use rsa::signature::{SignatureEncoding as _, Signer as _};
+        match &self.kind {
+            PrivateKind::Es256(k) => {
+                let sig: p256::ecdsa::Signature = k.sign(message);
+                sig.to_bytes().to_vec()
+            }
+            PrivateKind::EdDsa(k) => ed25519_dalek::Signer::sign(k, message).to_bytes().to_vec(),
+            PrivateKind::Rs256(k, _) => k.sign(message).to_vec(),
+            PrivateKind::Hs256(secret) => {
+                // HMAC accepts any key length; construction cannot fail.
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+                mac.update(message);
+                mac.finalize().into_bytes().to_vec()
+            }
+        }
+    }
+
+    /// Signs `claims` as a compact JWS with header `{"alg","kid","typ"}`.
+    pub fn sign<C: Serialize>(&self, typ: &str, claims: &C) -> Result<String, serde_json::Error> {
+        let header = serde_json::json!({ "alg": self.alg.as_str(), "kid": self.kid, "typ": typ });
+        let signing_input = format!("{}.{}", b64(&serde_json::to_vec(&header)?), b64(&serde_json::to_vec(claims)?));
+        let signature = self.sign_bytes(signing_input.as_bytes());
+        Ok(format!("{signing_input}.{}", b64(&signature)))
+    }
+
+    /// Signs an already-encoded protected header and payload (RFC test vectors).
+    pub fn sign_raw(&self, protected_b64: &str, payload_b64: &str) -> String {
+        let signing_input = format!("{protected_b64}.{payload_b64}");
+        let signature = self.sign_bytes(signing_input.as_bytes());
+        format!("{signing_input}.{}", b64(&signature))
+    }
+}
+
+/// The keys a verifier trusts, looked up by `kid`.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+}
+
+impl KeySet {
+    pub fn new(keys: Vec<VerifyingKey>) -> KeySet {
+        KeySet { keys }
+    }
+
+    /// Builds a set from a JWKS, skipping keys we cannot use (reported back).
+    pub fn from_jwks(jwks: &JwkSet) -> (KeySet, Vec<KeyError>) {
+        let mut keys = Vec::new();
+        let mut skipped = Vec::new();
+        for jwk in &jwks.keys {
+            match VerifyingKey::from_jwk(jwk) {
+                Ok(k) => keys.push(k),
+                Err(e) => skipped.push(e),
+            }
+        }
+        (KeySet { keys }, skipped)
+    }
+
+    pub fn keys(&self) -> &[VerifyingKey] {
+        &self.keys
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    /// The key for a token: by `kid`; without `kid` only if there is exactly one key.
+    fn select(&self, kid: Option<&str>) -> Result<&VerifyingKey, VerifyError> {
+        match kid {
+            Some(kid) => self.get(kid).ok_or(VerifyError::UnknownKid),
+            None if self.keys.len() == 1 => Ok(&self.keys[0]),
+            None => Err(VerifyError::MissingKid),
+        }
+    }
+}
+
+/// Why a token was refused. Messages are safe to show to the token's bearer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the token is not a well-formed JWS compact serialization")]
+    Malformed,
+    #[error("alg \"none\" is never accepted")]
+    AlgNone,
+    #[error("the token's alg does not match the algorithm of its key")]
+    AlgorithmMismatch,
+    #[error("the token has no kid and the issuer has several keys")]
+    MissingKid,
+    #[error("the token's kid is not a key of the issuer")]
+    UnknownKid,
+    #[error("the token carries a critical header extension we do not support")]
+    UnsupportedCritical,
+    #[error("the signature is invalid")]
+    BadSignature,
+    #[error("the token's typ is not the expected one")]
+    WrongType,
+    #[error("the token was issued by another issuer")]
+    WrongIssuer,
+    #[error("the token is not meant for this audience")]
+    WrongAudience,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token lacks a required claim")]
+    MissingClaim,
+}
+
+/// What a token must satisfy besides its signature.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// Exact `iss`.
+    pub issuer: String,
+    /// At least one of these must be in `aud`; empty = `aud` not checked.
+    pub audiences: Vec<String>,
+    /// Expected header `typ` (`at+jwt` for access tokens); `None` = not checked.
+    pub typ: Option<String>,
+    /// Clock-skew tolerance in seconds for `exp` and `nbf` (default 30).
+    pub leeway_secs: i64,
+}
+
+impl Validation {
+    pub fn new(issuer: impl Into<String>) -> Validation {
+        Validation { issuer: issuer.into(), audiences: Vec::new(), typ: None, leeway_secs: 30 }
+    }
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    typ: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// `aud` may be a string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    pub fn contains(&self, aud: &str) -> bool {
+        match self {
+            Audience::One(a) => a == aud,
+            Audience::Many(list) => list.iter().any(|a| a == aud),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Registered {
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    aud: Option<Audience>,
+    #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+}
+
+/// A verified token: its header facts and its claims.
+#[derive(Debug, Clone)]
+pub struct Verified<C> {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub claims: C,
+}
+
+/// Splits a compact JWS and decodes its header without verifying anything.
+/// For display (`latchkey token inspect`) only.
+pub fn decode_unverified(token: &str) -> Result<(serde_json::Value, serde_json::Value), VerifyError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(VerifyError::Malformed);
+    };
+    let header = b64_decode(h).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(VerifyError::Malformed)?;
+    let payload = b64_decode(p).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(VerifyError::Malformed)?;
+    Ok((header, payload))
+}
+
+/// Largest token accepted before any parsing (a guard against memory abuse).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Verifies a compact JWS token and validates its claims at time `now`
+/// (Unix seconds). The signature is checked before any claim is read.
+pub fn verify<C: DeserializeOwned>(token: &str, keys: &KeySet, validation: &Validation, now: i64) -> Result<Verified<C>, VerifyError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(VerifyError::Malformed);
+    }
+    let mut dots = token.match_indices('.').map(|(i, _)| i);
+    let (Some(d1), Some(d2), None) = (dots.next(), dots.next(), dots.next()) else {
+        return Err(VerifyError::Malformed);
+    };
+    let (header_b64, payload_b64, signature_b64) = (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
+    let header_bytes = b64_decode(header_b64).ok_or(VerifyError::Malformed)?;
+    let header: Header<'_> = serde_json::from_slice(&header_bytes).map_err(|_| VerifyError::Malformed)?;
+    if header.alg.eq_ignore_ascii_case("none") {
+        return Err(VerifyError::AlgNone);
+    }
+    if header.crit.is_some() {
+        return Err(VerifyError::UnsupportedCritical);
+    }
+    let key = keys.select(header.kid.as_deref())?;
+    // The key decides the algorithm; a header that disagrees is refused.
+    if header.alg != key.alg.as_str() {
+        return Err(VerifyError::AlgorithmMismatch);
+    }
+    let signature = b64_decode(signature_b64).ok_or(VerifyError::Malformed)?;
+    if !key.verify_signature(token[..d2].as_bytes(), &signature) {
+        return Err(VerifyError::BadSignature);
+    }
+    if let Some(expected) = &validation.typ {
+        let typ = header.typ.as_deref().unwrap_or_default();
+        let typ = typ.strip_prefix("application/").unwrap_or(typ);
+        if !typ.eq_ignore_ascii_case(expected) {
+            return Err(VerifyError::WrongType);
+        }
+    }
+    let payload = b64_decode(payload_b64).ok_or(VerifyError::Malformed)?;
+    let registered: Registered = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+    if registered.iss.as_deref() != Some(validation.issuer.as_str()) {
+        return Err(VerifyError::WrongIssuer);
+    }
+    if !validation.audiences.is_empty() {
+        let aud = registered.aud.as_ref().ok_or(VerifyError::WrongAudience)?;
+        if !validation.audiences.iter().any(|a| aud.contains(a)) {
+            return Err(VerifyError::WrongAudience);
+        }
+    }
+    let exp = registered.exp.ok_or(VerifyError::MissingClaim)?;
+    if now >= exp.saturating_add(validation.leeway_secs) {
+        return Err(VerifyError::Expired);
+    }
+    if let Some(nbf) = registered.nbf {
+        if now.saturating_add(validation.leeway_secs) < nbf {
+            return Err(VerifyError::NotYetValid);
+        }
+    }
+    let claims: C = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+    Ok(Verified { kid: key.kid.clone(), alg: key.alg, claims })
+}
