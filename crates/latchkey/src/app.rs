@@ -37,6 +37,8 @@ pub struct AppInner {
     pub policy: PasswordPolicy,
     pub throttle: LoginThrottle,
     pub csrf_key: [u8; 32],
+    /// Signing keys (JWKS, token signatures), reloaded by the maintenance loop.
+    pub keys: crate::keys::KeyRing,
     pub templates: Templates,
     pub metrics: Metrics,
     /// `scheme://host[:port]` of the issuer, for Origin checks.
@@ -67,6 +69,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Hash(#[from] crate::identity::password::HashError),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
 }
 
 /// What differs between production and tests: the clock.
@@ -90,7 +94,10 @@ impl AppState {
     ) -> Result<AppState, BuildError> {
         let pool = store::connect(&config.database).await?;
         store::migrate(&pool).await?;
-        Self::with_pool(config, master_key, deps, pool)
+        let state = Self::with_pool(config, master_key, deps, pool)?;
+        // Creates the first keys on a fresh database; fails on a wrong master key.
+        state.keys.maintain(&state.pool, state.clock.now()).await?;
+        Ok(state)
     }
 
     pub fn with_pool(
@@ -105,6 +112,7 @@ impl AppState {
             policy: PasswordPolicy::new(&config.password),
             throttle: LoginThrottle::new(config.login.clone()),
             csrf_key: master_key.derive("latchkey/csrf/v1"),
+            keys: crate::keys::KeyRing::new(&config.tokens, &master_key),
             templates: Templates::new(),
             metrics: Metrics::new(),
             clock: deps.clock,
@@ -145,21 +153,23 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
+        .route("/.well-known/jwks.json", get(routes::oauth::jwks))
+        .route("/oauth2/token", post(routes::oauth::token))
+        .route("/oauth2/revoke", post(routes::oauth::revoke))
+        .route("/oauth2/introspect", post(routes::oauth::introspect))
         .route("/static/latchkey.css", get(routes::health::stylesheet))
         .fallback(routes::health::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::telemetry::track_requests,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::headers::security_headers,
+        // No CorsLayer at all without an allowlist: it would answer every
+        // OPTIONS with Access-Control-Allow-Methods/-Headers.
+        .layer(tower::util::option_layer(
+            (!config.http.cors_allowed_origins.is_empty()).then(|| cors_layer(config)),
         ))
-        .layer(cors_layer(config))
+        // Extractors (FormOrJson) enforce the limit and answer a JSON 413.
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            config.http.max_body_bytes,
-        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.http.request_timeout_secs),
@@ -168,6 +178,11 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        // Outermost, so every response gets them: 408, 500 after a panic, preflights.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::headers::security_headers,
+        ))
         .with_state(state)
 }
 
@@ -253,6 +268,13 @@ async fn maintenance_loop(state: AppState) {
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired sessions removed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "session purge failed"),
+        }
+        if let Err(e) = crate::tokens::purge_expired(&state.pool, now).await {
+            tracing::warn!(error = %e, "token purge failed");
+        }
+        // Rotation is idempotent across instances (see keys::KeyRing::maintain).
+        if let Err(e) = state.keys.maintain(&state.pool, now).await {
+            tracing::error!(error = %e, "signing key maintenance failed");
         }
     }
 }

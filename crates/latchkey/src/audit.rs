@@ -28,6 +28,9 @@ pub enum EventKind {
     RolesChanged,
     PasswordRehashed,
     AccessDenied,
+    RefreshTokenReuse,
+    SigningKeyRotated,
+    SigningKeyRetired,
 }
 
 impl EventKind {
@@ -46,6 +49,9 @@ impl EventKind {
             EventKind::RolesChanged => "roles_changed",
             EventKind::PasswordRehashed => "password_rehashed",
             EventKind::AccessDenied => "access_denied",
+            EventKind::RefreshTokenReuse => "refresh_token_reuse",
+            EventKind::SigningKeyRotated => "signing_key_rotated",
+            EventKind::SigningKeyRetired => "signing_key_retired",
         }
     }
 }

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::{self, Application, Dependencies};
 use crate::audit::{self, Event, EventKind};
 use crate::clock::{format_utc, Clock as _, SystemClock};
-use crate::config::{Config, Mode, DEV_KEY_MARKER};
+use crate::config::{Config, LogFormat, Mode, DEV_KEY_MARKER};
 use crate::crypto::MasterKey;
 use crate::doctor::{self, Severity};
 use crate::identity::{
@@ -76,10 +76,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Key management.
+    /// Key management: master key, signing keys.
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Manage OAuth clients.
+    Client {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: crate::cli_admin::ClientAction,
+    },
+    /// Inspect tokens locally.
+    Token {
+        #[command(subcommand)]
+        action: crate::cli_admin::TokenAction,
     },
 }
 
@@ -158,6 +170,26 @@ enum AuditAction {
 enum KeysAction {
     /// Print a fresh master key (32 random bytes, base64url).
     GenerateMaster,
+    /// List signing keys and their state (next, active, retired).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Introduce a new signing key now; it signs after the pre-publication window.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop signing with a key now (it stays in the JWKS until its tokens expire).
+    Retire {
+        kid: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 /// Entry point used by `main.rs`.
@@ -273,6 +305,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", MasterKey::generate().encode());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys { action } => crate::cli_admin::keys(action_into(action)?).await,
+        Command::Client { config, action } => crate::cli_admin::client(&resolve_config(&config)?, action).await,
+        Command::Token { action } => crate::cli_admin::token(action).await,
     }
 }
 
@@ -334,14 +369,21 @@ async fn serve(config: Config, mode: Mode) -> anyhow::Result<ExitCode> {
     }
     let addr = application.local_addr();
     tracing::info!(%addr, issuer = config.issuer_str(), "latchkey listening");
-    eprintln!(
-        "Latchkey is listening on http://{addr} — sign in at {}/login",
-        config.issuer_str()
-    );
+    // With JSON logs, stderr carries nothing but JSON lines after start-up.
+    let human = config.log_format == LogFormat::Text;
+    if human {
+        eprintln!(
+            "Latchkey is listening on http://{addr} — sign in at {}/login",
+            config.issuer_str()
+        );
+    }
     application
         .run_until_stopped(app::shutdown_signal())
         .await?;
-    eprintln!("Latchkey stopped.");
+    tracing::info!("latchkey stopped");
+    if human {
+        eprintln!("Latchkey stopped.");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -711,4 +753,22 @@ fn doctor_command(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Resolves the configuration of a signing-key subcommand.
+fn action_into(action: KeysAction) -> anyhow::Result<crate::cli_admin::KeysCommand> {
+    Ok(match action {
+        KeysAction::GenerateMaster => unreachable!("handled before"),
+        KeysAction::List { config, json } => crate::cli_admin::KeysCommand::List { config: resolve_config(&config)?, json },
+        KeysAction::Rotate { config, json } => crate::cli_admin::KeysCommand::Rotate { config: resolve_config(&config)?, json },
+        KeysAction::Retire { kid, config } => crate::cli_admin::KeysCommand::Retire { config: resolve_config(&config)?, kid },
+    })
+}
+
+pub(crate) async fn open_store_for(config: &Config) -> anyhow::Result<store::Pool> {
+    open_store(config).await
+}
+
+pub(crate) fn print_json_doc(value: &serde_json::Value) -> anyhow::Result<()> {
+    print_json(value)
 }

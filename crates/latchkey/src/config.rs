@@ -127,15 +127,29 @@ pub struct HttpConfig {
     pub trust_forwarded_for: bool,
 }
 
-/// Token settings used by later features; `doctor` already audits them.
+/// Signing keys and tokens.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
     /// `ES256`, `EdDSA`, `RS256` or (single-service only) `HS256`.
     pub signing_algorithm: String,
+    /// Further algorithms kept ready so a client can be configured to use them.
+    pub additional_algorithms: Vec<String>,
+    /// RSA modulus size for RS256 keys: 2048 or 3072.
+    pub rsa_bits: u32,
+    /// HS256 shared secret, base64url of at least 32 bytes (only with signing_algorithm = "HS256").
+    pub hs256_secret: Option<String>,
+    /// A new signing key is introduced this often.
+    pub key_rotation_secs: i64,
+    /// A new key is published in the JWKS this long before it signs anything.
+    pub key_prepublish_secs: i64,
     pub access_token_lifetime_secs: i64,
     pub refresh_token_idle_secs: i64,
     pub refresh_token_absolute_secs: i64,
+    /// Clock-skew tolerance when verifying tokens.
+    pub leeway_secs: i64,
+    /// Name of the access-token claim carrying the user's roles.
+    pub roles_claim: String,
 }
 
 impl Default for Config {
@@ -225,6 +239,13 @@ impl Default for TokenConfig {
     fn default() -> Self {
         TokenConfig {
             signing_algorithm: "ES256".into(),
+            additional_algorithms: Vec::new(),
+            rsa_bits: 2048,
+            hs256_secret: None,
+            key_rotation_secs: 30 * 86400,
+            key_prepublish_secs: 86400,
+            leeway_secs: 30,
+            roles_claim: "roles".into(),
             access_token_lifetime_secs: 15 * 60,
             refresh_token_idle_secs: 14 * 86400,
             refresh_token_absolute_secs: 90 * 86400,
@@ -383,6 +404,34 @@ impl Config {
                 "login.lockout_*",
                 "lockout_base_secs must be positive and ≤ lockout_max_secs",
             ));
+        }
+        let t = &self.tokens;
+        for name in std::iter::once(&t.signing_algorithm).chain(&t.additional_algorithms) {
+            match latchkey_verify::jose::Algorithm::parse(name) {
+                Some(latchkey_verify::jose::Algorithm::HS256) if name != &t.signing_algorithm => {
+                    return Err(invalid("tokens.additional_algorithms", "HS256 can only be the sole signing_algorithm"))
+                }
+                Some(_) => {}
+                None => return Err(invalid("tokens.signing_algorithm", format!("{name:?} is not one of ES256, EdDSA, RS256, HS256"))),
+            }
+        }
+        if t.signing_algorithm == "HS256" {
+            let secret = t.hs256_secret.as_deref().and_then(crate::crypto::b64url_decode);
+            if secret.is_none_or(|s| s.len() < 32) {
+                return Err(invalid("tokens.hs256_secret", "HS256 needs a base64url secret of at least 32 bytes (256 bits)"));
+            }
+        }
+        if !matches!(t.rsa_bits, 2048 | 3072) {
+            return Err(invalid("tokens.rsa_bits", "must be 2048 or 3072"));
+        }
+        if t.key_prepublish_secs <= 0 || t.key_rotation_secs <= t.key_prepublish_secs {
+            return Err(invalid("tokens.key_rotation_secs", "must be positive and longer than tokens.key_prepublish_secs"));
+        }
+        if t.access_token_lifetime_secs <= 0 || t.refresh_token_idle_secs <= 0 || t.refresh_token_absolute_secs < t.refresh_token_idle_secs {
+            return Err(invalid("tokens.*_lifetime", "lifetimes must be positive; refresh_token_absolute_secs ≥ refresh_token_idle_secs"));
+        }
+        if !(0..=300).contains(&t.leeway_secs) {
+            return Err(invalid("tokens.leeway_secs", "must be between 0 and 300"));
         }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
@@ -596,9 +645,11 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
 /// Optional options (`master_key`, `redis_url`...) are absent from the
 /// serialized defaults, so they are listed here.
 const OPTIONAL_OPTIONS: &[&str] = &["master_key", "master_key_file", "redis_url"];
+const OPTIONAL_NESTED: &[[&str; 2]] = &[["tokens", "hs256_secret"]];
 
 fn known_option(defaults: &toml::Table, path: &[String]) -> bool {
     (path.len() == 1 && OPTIONAL_OPTIONS.contains(&path[0].as_str()))
+        || (path.len() == 2 && OPTIONAL_NESTED.iter().any(|[a, b]| path[0] == *a && path[1] == *b))
         || lookup(defaults, path).is_some()
 }
 

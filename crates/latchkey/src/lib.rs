@@ -5,18 +5,22 @@
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod cli_admin;
 pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod doctor;
 pub mod http;
 pub mod identity;
+pub mod keys;
 pub mod login;
+pub mod oauth;
 pub mod routes;
 pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;
+pub mod tokens;
 pub mod ui;
 
 pub use app::{AppState, Application, Dependencies};

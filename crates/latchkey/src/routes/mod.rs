@@ -7,6 +7,7 @@ pub mod account;
 pub mod admin;
 pub mod health;
 pub mod login;
+pub mod oauth;
 
 use axum::response::Html;
 

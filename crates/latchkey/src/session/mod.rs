@@ -8,6 +8,11 @@
 //! database dump yields no usable cookie. Signing out deletes the row: the
 //! old cookie is dead at once, on every instance.
 //!
+//! Architecture invariant: ending a session on purpose (sign-out, revocation,
+//! disabling or deleting the user) also revokes the refresh-token families
+//! that came from it, in the same transaction. A session that merely expires
+//! does not: its refresh tokens keep their own idle and absolute limits.
+//!
 //! Must not: know about HTTP or cookies (the `http` module carries the token
 //! in a cookie); decide who may sign in (that is the login flow's job).
 
@@ -16,7 +21,9 @@ use sqlx::Row as _;
 use crate::clock::UnixTime;
 use crate::config::SessionConfig;
 use crate::crypto::{SecretToken, TokenHash};
+use crate::clock::{Clock as _, SystemClock};
 use crate::identity::{self, User};
+use crate::tokens::refresh::{revoke_for_sessions_tx, SessionSelector};
 use crate::store::{Pool, StoreError, Tx};
 
 /// How a session was authenticated (RFC 8176 `amr` values) and when.
@@ -211,15 +218,16 @@ async fn delete_by_hash(pool: &Pool, id_hash: &str) -> Result<(), StoreError> {
 /// Ends the session behind a cookie value (sign-out). Returns whether one existed.
 pub async fn end(pool: &Pool, token: &SecretToken) -> Result<Option<Session>, StoreError> {
     let hash = token.hash();
-    let row = sqlx::query(&format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1"
-    ))
-    .bind(hash.as_str())
-    .fetch_optional(pool)
-    .await?;
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1"))
+        .bind(hash.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let session = session_from_row(&row)?;
-    delete_by_hash(pool, &session.id_hash).await?;
+    revoke_for_sessions_tx(&mut tx, SessionSelector::Handle(&session.handle), "signed out", SystemClock.now()).await?;
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&session.id_hash).execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(Some(session))
 }
 
@@ -245,27 +253,34 @@ pub async fn list_for_user(
         .collect::<Result<_, _>>()?)
 }
 
-/// Ends one of the user's sessions by handle; `false` if it is not theirs.
+/// Ends one of the user's sessions by handle (and its refresh families);
+/// `false` if it is not theirs.
 pub async fn revoke(pool: &Pool, user_id: &str, handle: &str) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
     let deleted = sqlx::query("DELETE FROM sessions WHERE handle = $1 AND user_id = $2")
         .bind(handle)
         .bind(user_id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(deleted.rows_affected() == 1)
+    if deleted.rows_affected() != 1 {
+        return Ok(false);
+    }
+    revoke_for_sessions_tx(&mut tx, SessionSelector::Handle(handle), "session revoked", SystemClock.now()).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Ends every session of the user except `keep_handle`.
-pub async fn revoke_others(
-    pool: &Pool,
-    user_id: &str,
-    keep_handle: &str,
-) -> Result<u64, StoreError> {
+pub async fn revoke_others(pool: &Pool, user_id: &str, keep_handle: &str) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let except = Some(keep_handle);
+    revoke_for_sessions_tx(&mut tx, SessionSelector::User { user_id, except }, "signed out elsewhere", SystemClock.now()).await?;
     let deleted = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2")
         .bind(user_id)
         .bind(keep_handle)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(deleted.rows_affected())
 }
 
@@ -281,6 +296,8 @@ pub(crate) async fn delete_all_for_user_tx(
     tx: &mut Tx<'_>,
     user_id: &str,
 ) -> Result<u64, sqlx::Error> {
+    let all = SessionSelector::User { user_id, except: None };
+    revoke_for_sessions_tx(tx, all, "all sessions ended", SystemClock.now()).await?;
     Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut **tx)

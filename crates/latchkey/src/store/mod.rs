@@ -75,12 +75,15 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// PostgreSQL "admin shutdown"/"cannot connect now" and SQLite "busy/locked"
-/// are transient: the request may be retried.
+/// PostgreSQL "admin shutdown"/"cannot connect now"/"database is not
+/// currently accepting connections" (55000, met when connecting) and SQLite
+/// "busy/locked" are transient: the request may be retried.
 fn is_unavailable_code(code: Option<&str>) -> bool {
     matches!(
         code,
-        Some("57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" | "5" | "6" | "517")
+        Some(
+            "57P01" | "57P02" | "57P03" | "55000" | "08000" | "08003" | "08006" | "5" | "6" | "517"
+        )
     )
 }
 

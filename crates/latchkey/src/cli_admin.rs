@@ -1,0 +1,312 @@
+//! CLI glue for signing keys, OAuth clients and token inspection.
+//!
+//! Must not: hold rules; it calls `keys`, `oauth::clients` and the shared
+//! JOSE verifier exactly as the server does.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::Subcommand;
+use latchkey_verify::jose::{self, JwkSet, KeySet, Validation};
+
+use crate::clock::{format_utc, Clock as _, SystemClock};
+use crate::config::Config;
+use crate::keys::KeyRing;
+use crate::oauth::clients::{self, AccessTokenFormat, NewClient, GRANT_TYPES};
+use crate::oauth::scope::Scope;
+
+pub enum KeysCommand {
+    List { config: Config, json: bool },
+    Rotate { config: Config, json: bool },
+    Retire { config: Config, kid: String },
+}
+
+async fn ring(config: &Config) -> anyhow::Result<(crate::store::Pool, KeyRing)> {
+    let pool = crate::cli::open_store_for(config).await?;
+    let master = config.load_master_key()?;
+    let ring = KeyRing::new(&config.tokens, &master.key);
+    ring.maintain(&pool, SystemClock.now()).await?;
+    Ok((pool, ring))
+}
+
+pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let now = SystemClock.now();
+    match command {
+        KeysCommand::List { config, json } => {
+            let (_, ring) = ring(&config).await?;
+            let keys = ring.describe(now);
+            if json {
+                crate::cli::print_json_doc(&serde_json::json!({ "keys": keys }))?;
+            } else {
+                println!("{:<45} {:<6} {:<8} {:<24} {:<24} removed from JWKS", "kid", "alg", "status", "signs from", "signs until");
+                for k in keys {
+                    println!(
+                        "{:<45} {:<6} {:<8} {:<24} {:<24} {}",
+                        k.kid,
+                        k.alg,
+                        format!("{:?}", k.status).to_lowercase(),
+                        format_utc(k.activates_at),
+                        k.signing_ended_at.map(format_utc).unwrap_or_else(|| "-".into()),
+                        k.remove_at.map(format_utc).unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+        }
+        KeysCommand::Rotate { config, json } => {
+            let (pool, ring) = ring(&config).await?;
+            let kid = ring.rotate(&pool, now).await?;
+            let activates = now + config.tokens.key_prepublish_secs;
+            crate::audit::record(&pool, crate::audit::EventKind::SigningKeyRotated, crate::audit::Event { actor: "cli".into(), subject: kid.clone(), ..Default::default() }, now).await?;
+            if json {
+                crate::cli::print_json_doc(&serde_json::json!({ "kid": kid, "activates_at": activates }))?;
+            } else {
+                eprintln!("new key {kid} is published now and signs from {}", format_utc(activates));
+            }
+        }
+        KeysCommand::Retire { config, kid } => {
+            let (pool, ring) = ring(&config).await?;
+            ring.retire(&pool, &kid, now).await?;
+            crate::audit::record(&pool, crate::audit::EventKind::SigningKeyRetired, crate::audit::Event { actor: "cli".into(), subject: kid.clone(), ..Default::default() }, now).await?;
+            eprintln!("key {kid} no longer signs; it stays in the JWKS until the tokens it signed have expired");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientAction {
+    /// Register a client; prints client_id (and client_secret, once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Redirect URI, matched exactly (repeatable).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Allowed grant type (repeatable): authorization_code, refresh_token, client_credentials, device_code.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Allowed scope (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// A public client (SPA, mobile, CLI): no secret, PKCE carries the proof.
+        #[arg(long)]
+        public: bool,
+        /// First-party client: users are not asked for consent.
+        #[arg(long)]
+        first_party: bool,
+        /// `aud` of its access tokens (default: the client_id).
+        #[arg(long)]
+        audience: Option<String>,
+        /// jwt (default) or opaque access tokens.
+        #[arg(long, default_value = "jwt")]
+        token_format: String,
+        /// Access-token lifetime in seconds (default: the deployment's).
+        #[arg(long)]
+        access_token_lifetime: Option<i64>,
+        /// ES256, EdDSA or RS256 (must be among the deployment's algorithms).
+        #[arg(long)]
+        signing_algorithm: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one client.
+    Show {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a confidential client's secret; prints the new one once.
+    RotateSecret {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client and every token issued to it.
+    Delete { client_id: String },
+}
+
+fn validate_redirect_uri(uri: &str) -> anyhow::Result<String> {
+    let parsed = url::Url::parse(uri).with_context(|| format!("--redirect-uri {uri:?} is not an absolute URL"))?;
+    if parsed.fragment().is_some() {
+        bail!("--redirect-uri {uri:?} must not contain a fragment (RFC 6749 §3.1.2)");
+    }
+    if parsed.scheme() == "http" && !crate::config::is_loopback_host(&parsed) {
+        bail!("--redirect-uri {uri:?}: plain http is only allowed for loopback addresses (RFC 8252)");
+    }
+    Ok(uri.to_owned())
+}
+
+pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<ExitCode> {
+    let pool = crate::cli::open_store_for(config).await?;
+    let now = SystemClock.now();
+    match action {
+        ClientAction::Create { name, redirect_uris, grants, scopes, public, first_party, audience, token_format, access_token_lifetime, signing_algorithm, json } => {
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.len() > 200 {
+                bail!("--name must be 1 to 200 characters");
+            }
+            let grants: Vec<String> = grants
+                .iter()
+                .map(|g| if g == "device_code" { "urn:ietf:params:oauth:grant-type:device_code".to_owned() } else { g.clone() })
+                .collect();
+            for g in &grants {
+                if !GRANT_TYPES.contains(&g.as_str()) {
+                    bail!("--grant {g:?} is not supported; use one of: authorization_code, refresh_token, client_credentials, device_code (password and implicit do not exist)");
+                }
+            }
+            if public && grants.iter().any(|g| g == "client_credentials") {
+                bail!("a public client cannot use client_credentials: it has no secret");
+            }
+            let redirect_uris = redirect_uris.iter().map(|u| validate_redirect_uri(u)).collect::<anyhow::Result<Vec<_>>>()?;
+            let scopes = Scope::parse(&scopes.join(" "))?;
+            let access_token_format = match token_format.as_str() {
+                "jwt" => AccessTokenFormat::Jwt,
+                "opaque" => AccessTokenFormat::Opaque,
+                other => bail!("--token-format {other:?}: use jwt or opaque"),
+            };
+            if let Some(alg) = &signing_algorithm {
+                let known = std::iter::once(&config.tokens.signing_algorithm).chain(&config.tokens.additional_algorithms).any(|a| a == alg);
+                if !known {
+                    bail!("--signing-algorithm {alg}: the deployment keeps keys for {} only (tokens.additional_algorithms)", config.tokens.signing_algorithm);
+                }
+            }
+            let new = NewClient {
+                name,
+                confidential: !public,
+                redirect_uris,
+                post_logout_redirect_uris: Vec::new(),
+                grant_types: grants,
+                scopes,
+                audience: audience.unwrap_or_default(),
+                access_token_format,
+                access_token_lifetime_secs: access_token_lifetime.filter(|l| *l > 0),
+                signing_algorithm,
+                first_party,
+                backchannel_logout_uri: None,
+            };
+            let (client, secret) = clients::create(&pool, new, now).await?;
+            if json {
+                let mut doc = serde_json::to_value(&client)?;
+                doc["client_id"] = serde_json::json!(client.id);
+                if let Some(secret) = &secret {
+                    doc["client_secret"] = serde_json::json!(secret.expose());
+                }
+                crate::cli::print_json_doc(&doc)?;
+            } else {
+                println!("client_id:     {}", client.id);
+                if let Some(secret) = &secret {
+                    println!("client_secret: {}", secret.expose());
+                    eprintln!("The secret is shown only now; store it safely (rotate with `latchkey client rotate-secret`).");
+                }
+            }
+        }
+        ClientAction::List { json } => {
+            let all = clients::list(&pool).await?;
+            if json {
+                crate::cli::print_json_doc(&serde_json::json!(all))?;
+            } else {
+                for c in all {
+                    println!("{}  {:<24} {:<12} grants={} scopes={}", c.id, c.name, if c.confidential { "confidential" } else { "public" }, c.grant_types.join(","), c.scopes);
+                }
+            }
+        }
+        ClientAction::Show { client_id, json } => {
+            let c = clients::find(&pool, &client_id).await?.with_context(|| format!("no client {client_id:?}"))?;
+            if json {
+                crate::cli::print_json_doc(&serde_json::to_value(&c)?)?;
+            } else {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            }
+        }
+        ClientAction::RotateSecret { client_id, json } => {
+            let secret = clients::rotate_secret(&pool, &client_id, now).await?.with_context(|| format!("no confidential client {client_id:?}"))?;
+            if json {
+                crate::cli::print_json_doc(&serde_json::json!({ "client_id": client_id, "client_secret": secret.expose() }))?;
+            } else {
+                println!("client_secret: {}", secret.expose());
+            }
+        }
+        ClientAction::Delete { client_id } => {
+            if !clients::delete(&pool, &client_id).await? {
+                bail!("no client {client_id:?}");
+            }
+            eprintln!("deleted client {client_id} and every token issued to it");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Decode a JWT for a human; with --issuer, verify it against that issuer's JWKS.
+    /// The token never leaves this machine (only the JWKS is fetched).
+    Inspect {
+        token: String,
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Expected audience (checked only when given).
+        #[arg(long)]
+        audience: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn relative(seconds: i64) -> String {
+    let (abs, past) = (seconds.unsigned_abs(), seconds < 0);
+    let text = match abs {
+        0..=89 => format!("{abs} s"),
+        90..=5399 => format!("{} min", (abs + 30) / 60),
+        5400..=172_799 => format!("{} h", (abs + 1800) / 3600),
+        _ => format!("{} days", (abs + 43_200) / 86_400),
+    };
+    if past {
+        format!("{text} ago")
+    } else {
+        format!("in {text}")
+    }
+}
+
+pub async fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
+    let TokenAction::Inspect { token, issuer, audience, json } = action;
+    let token = token.trim();
+    let (header, claims) = jose::decode_unverified(token).map_err(|e| anyhow::anyhow!("{e}: expected three base64url parts separated by dots"))?;
+    let now = SystemClock.now();
+    let verdict = match &issuer {
+        None => None,
+        Some(issuer) => {
+            let issuer = issuer.trim_end_matches('/');
+            let url = format!("{issuer}/.well-known/jwks.json");
+            let jwks: JwkSet = reqwest::get(&url).await.with_context(|| format!("cannot fetch {url}"))?.error_for_status()?.json().await.with_context(|| format!("{url} is not a JWKS"))?;
+            let (keys, _) = KeySet::from_jwks(&jwks);
+            let validation = Validation { audiences: audience.into_iter().collect(), typ: None, ..Validation::new(issuer) };
+            Some(jose::verify::<serde_json::Value>(token, &keys, &validation, now).map(|_| ()))
+        }
+    };
+    if json {
+        let verified = verdict.as_ref().map(|v| v.is_ok());
+        let reason = verdict.as_ref().and_then(|v| v.as_ref().err().map(|e| e.to_string()));
+        crate::cli::print_json_doc(&serde_json::json!({ "header": header, "claims": claims, "verified": verified, "reason": reason }))?;
+    } else {
+        println!("Header\n{}\n\nClaims\n{}\n", serde_json::to_string_pretty(&header)?, serde_json::to_string_pretty(&claims)?);
+        for (name, label) in [("iat", "issued"), ("nbf", "valid from"), ("exp", "expires")] {
+            if let Some(t) = claims.get(name).and_then(|v| v.as_i64()) {
+                println!("{label:<11} {} ({})", format_utc(t), relative(t - now));
+            }
+        }
+        match &verdict {
+            None => println!("\nsignature   not checked (pass --issuer URL to verify against its JWKS)"),
+            Some(Ok(())) => println!("\nsignature   valid, issued by {}", issuer.unwrap_or_default()),
+            Some(Err(e)) => println!("\nsignature   INVALID: {e}"),
+        }
+    }
+    Ok(match verdict {
+        Some(Err(_)) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}

@@ -1,0 +1,211 @@
+//! OAuth clients: registration data, secrets and client authentication.
+//!
+//! Owns: the `clients` table. A confidential client's secret is 256 random
+//! bits, shown once at creation and stored only as SHA-256 (a high-entropy
+//! secret needs no slow hash, and the token endpoint must stay fast); it is
+//! compared in constant time.
+//!
+//! Must not: know about HTTP (the handler extracts credentials from the
+//! `Authorization` header or the form and passes a [`ClientCredentials`]).
+
+use sqlx::Row as _;
+
+use super::scope::Scope;
+use crate::clock::UnixTime;
+use crate::crypto::{SecretToken, TokenHash};
+use crate::store::{Pool, StoreError};
+
+/// Grant types a client may be allowed.
+pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"];
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    pub confidential: bool,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    #[serde(serialize_with = "scope_as_string")]
+    pub scopes: Scope,
+    pub audience: String,
+    pub access_token_format: AccessTokenFormat,
+    pub access_token_lifetime_secs: Option<i64>,
+    pub signing_algorithm: Option<String>,
+    pub first_party: bool,
+    pub backchannel_logout_uri: Option<String>,
+    pub created_at: UnixTime,
+    #[serde(skip)]
+    secret_hash: Option<String>,
+}
+
+fn scope_as_string<S: serde::Serializer>(scope: &Scope, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&scope.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessTokenFormat {
+    Jwt,
+    Opaque,
+}
+
+impl Client {
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    /// The `aud` of access tokens issued to this client.
+    pub fn token_audience(&self) -> &str {
+        if self.audience.is_empty() {
+            &self.id
+        } else {
+            &self.audience
+        }
+    }
+}
+
+/// What a client presented to authenticate (from Basic or the form).
+#[derive(Debug)]
+pub enum ClientCredentials {
+    /// `client_secret_basic` (`via_basic = true`) or `client_secret_post`.
+    Secret { client_id: String, secret: String, via_basic: bool },
+    /// A public client naming itself (`none`).
+    PublicId { client_id: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Unknown client, wrong secret, or a public client where a confidential
+    /// one is needed: RFC 6749 `invalid_client`.
+    #[error("client authentication failed")]
+    AuthenticationFailed { via_basic: bool },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ClientError {
+    fn from(e: sqlx::Error) -> Self {
+        ClientError::Store(e.into())
+    }
+}
+
+/// Everything needed to register a client.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub name: String,
+    pub confidential: bool,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Scope,
+    pub audience: String,
+    pub access_token_format: AccessTokenFormat,
+    pub access_token_lifetime_secs: Option<i64>,
+    pub signing_algorithm: Option<String>,
+    pub first_party: bool,
+    pub backchannel_logout_uri: Option<String>,
+}
+
+const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at";
+
+fn split(text: String) -> Vec<String> {
+    text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
+    let secret_hash: Option<String> = row.try_get("secret_hash")?;
+    Ok(Client {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        confidential: secret_hash.is_some(),
+        secret_hash,
+        redirect_uris: split(row.try_get("redirect_uris")?),
+        post_logout_redirect_uris: split(row.try_get("post_logout_redirect_uris")?),
+        grant_types: split(row.try_get("grant_types")?),
+        scopes: Scope::from_stored(&row.try_get::<String, _>("scopes")?),
+        audience: row.try_get("audience")?,
+        access_token_format: if row.try_get::<String, _>("access_token_format")? == "opaque" { AccessTokenFormat::Opaque } else { AccessTokenFormat::Jwt },
+        access_token_lifetime_secs: row.try_get("access_token_lifetime_secs")?,
+        signing_algorithm: row.try_get("signing_algorithm")?,
+        first_party: row.try_get::<i64, _>("first_party")? != 0,
+        backchannel_logout_uri: row.try_get("backchannel_logout_uri")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Registers a client; returns it and, for a confidential client, its secret
+/// (the only time the secret exists outside the caller).
+pub async fn create(pool: &Pool, new: NewClient, now: UnixTime) -> Result<(Client, Option<SecretToken>), StoreError> {
+    let id = format!("lk_{}", uuid::Uuid::new_v4().simple());
+    let secret = new.confidential.then(SecretToken::generate);
+    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)"))
+        .bind(&id)
+        .bind(&new.name)
+        .bind(secret.as_ref().map(|s| s.hash().as_str().to_owned()))
+        .bind(new.redirect_uris.join(" "))
+        .bind(new.post_logout_redirect_uris.join(" "))
+        .bind(new.grant_types.join(" "))
+        .bind(new.scopes.to_string())
+        .bind(&new.audience)
+        .bind(match new.access_token_format {
+            AccessTokenFormat::Jwt => "jwt",
+            AccessTokenFormat::Opaque => "opaque",
+        })
+        .bind(new.access_token_lifetime_secs)
+        .bind(new.signing_algorithm.clone())
+        .bind(i64::from(new.first_party))
+        .bind(new.backchannel_logout_uri.clone())
+        .bind(now)
+        .execute(pool)
+        .await?;
+    let client = find(pool, &id).await?.ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
+    Ok((client, secret))
+}
+
+pub async fn find(pool: &Pool, id: &str) -> Result<Option<Client>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1")).bind(id).fetch_optional(pool).await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+pub async fn list(pool: &Pool) -> Result<Vec<Client>, StoreError> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM clients ORDER BY created_at, id")).fetch_all(pool).await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+pub async fn delete(pool: &Pool, id: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query("DELETE FROM clients WHERE id = $1").bind(id).execute(pool).await?.rows_affected() == 1)
+}
+
+/// Replaces the secret of a confidential client; returns the new one.
+pub async fn rotate_secret(pool: &Pool, id: &str, now: UnixTime) -> Result<Option<SecretToken>, StoreError> {
+    let secret = SecretToken::generate();
+    let updated = sqlx::query("UPDATE clients SET secret_hash = $2, updated_at = $3 WHERE id = $1 AND secret_hash IS NOT NULL")
+        .bind(id)
+        .bind(secret.hash().as_str())
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok((updated.rows_affected() == 1).then_some(secret))
+}
+
+/// Authenticates a client. Confidential clients must present their secret;
+/// public clients identify themselves by id only.
+pub async fn authenticate(pool: &Pool, credentials: &ClientCredentials) -> Result<Client, ClientError> {
+    match credentials {
+        ClientCredentials::Secret { client_id, secret, via_basic } => {
+            let failed = ClientError::AuthenticationFailed { via_basic: *via_basic };
+            let client = find(pool, client_id).await?;
+            // Hash even when the client is unknown, so timing says nothing.
+            let presented = TokenHash::of(secret);
+            match client {
+                Some(c) if c.secret_hash.as_deref().is_some_and(|h| crate::crypto::constant_time_eq(h.as_bytes(), presented.as_str().as_bytes())) => Ok(c),
+                _ => Err(failed),
+            }
+        }
+        ClientCredentials::PublicId { client_id } => match find(pool, client_id).await? {
+            Some(c) if !c.confidential => Ok(c),
+            _ => Err(ClientError::AuthenticationFailed { via_basic: false }),
+        },
+    }
+}

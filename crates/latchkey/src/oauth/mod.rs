@@ -1,0 +1,82 @@
+//! OAuth 2.1: clients, scopes, and the token-endpoint grants.
+//!
+//! Owns: client registration and authentication ([`clients`]), scope parsing
+//! ([`scope`]), and one module per grant type ([`grants`]). The HTTP shape
+//! (form parsing, RFC 6749 §5.2 error objects) lives in `routes::oauth`.
+//!
+//! Must not: sign tokens itself (that is `tokens`), or touch sessions beyond
+//! reading who is signed in.
+
+pub mod clients;
+pub mod grants;
+pub mod scope;
+
+/// RFC 6749 §5.2 / RFC 7009 / RFC 6750 error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    ServerError,
+    TemporarilyUnavailable,
+}
+
+impl OAuthErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthErrorCode::InvalidRequest => "invalid_request",
+            OAuthErrorCode::InvalidClient => "invalid_client",
+            OAuthErrorCode::InvalidGrant => "invalid_grant",
+            OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
+            OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthErrorCode::InvalidScope => "invalid_scope",
+            OAuthErrorCode::ServerError => "server_error",
+            OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+}
+
+/// An OAuth error with a description safe to show the client.
+#[derive(Debug, Clone)]
+pub struct OAuthError {
+    pub code: OAuthErrorCode,
+    pub description: String,
+    /// `invalid_client` after HTTP Basic: answer 401 with `WWW-Authenticate: Basic`.
+    pub via_basic: bool,
+}
+
+impl OAuthError {
+    pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> OAuthError {
+        OAuthError { code, description: description.into(), via_basic: false }
+    }
+    pub fn invalid_request(d: impl Into<String>) -> OAuthError {
+        OAuthError::new(OAuthErrorCode::InvalidRequest, d)
+    }
+    pub fn invalid_grant(d: impl Into<String>) -> OAuthError {
+        OAuthError::new(OAuthErrorCode::InvalidGrant, d)
+    }
+}
+
+impl From<crate::store::StoreError> for OAuthError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(_) => OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "the database is unavailable; retry shortly"),
+            other => {
+                tracing::error!(error = %other, "storage error in an OAuth request");
+                OAuthError::new(OAuthErrorCode::ServerError, "internal error")
+            }
+        }
+    }
+}
+
+impl From<clients::ClientError> for OAuthError {
+    fn from(e: clients::ClientError) -> Self {
+        match e {
+            clients::ClientError::AuthenticationFailed { via_basic } => OAuthError { code: OAuthErrorCode::InvalidClient, description: "client authentication failed".into(), via_basic },
+            clients::ClientError::Store(s) => s.into(),
+        }
+    }
+}

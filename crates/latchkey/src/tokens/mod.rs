@@ -1,0 +1,343 @@
+//! Tokens: access tokens (RFC 9068 JWTs or opaque references), refresh-token
+//! families with rotation, revocation and introspection.
+//!
+//! Owns: the `refresh_families`, `refresh_tokens`, `revoked_access_tokens`
+//! and `opaque_access_tokens` tables; the access-token claims; the rules of
+//! [`refresh`] rotation and reuse detection.
+//!
+//! Must not: parse HTTP requests or authenticate clients (the OAuth layer
+//! hands over an authenticated [`Client`]).
+
+pub mod refresh;
+
+use latchkey_verify::jose::{self, Algorithm, Audience, Validation, VerifyError};
+use serde::{Deserialize, Serialize};
+use sqlx::Row as _;
+
+use crate::app::AppState;
+use crate::clock::UnixTime;
+use crate::crypto::{SecretToken, TokenHash};
+use crate::keys::KeyError;
+use crate::oauth::clients::{AccessTokenFormat, Client};
+use crate::oauth::scope::Scope;
+use crate::store::{Pool, StoreError};
+
+/// The header `typ` of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot encode token claims: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl From<sqlx::Error> for TokenError {
+    fn from(e: sqlx::Error) -> Self {
+        TokenError::Store(e.into())
+    }
+}
+
+/// What an access token is for.
+#[derive(Debug, Clone)]
+pub struct AccessTokenSpec<'a> {
+    pub client: &'a Client,
+    /// The user id, or the client id for client credentials (RFC 9068 §2.2).
+    pub subject: String,
+    pub scope: Scope,
+    pub roles: Vec<String>,
+    /// The Latchkey session (`sid`) the token belongs to, if any.
+    pub session_id: Option<String>,
+    /// The refresh-token family it was issued with, if any (opaque tokens only).
+    pub family_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuedAccessToken {
+    pub token: String,
+    pub jti: String,
+    pub expires_in: i64,
+    pub expires_at: UnixTime,
+}
+
+/// Claims of a Latchkey JWT access token (RFC 9068), as verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Audience,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Roles and any other configured claims.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn lifetime(state: &AppState, client: &Client) -> i64 {
+    client.access_token_lifetime_secs.filter(|l| *l > 0).unwrap_or(state.config.tokens.access_token_lifetime_secs)
+}
+
+/// The algorithm that signs tokens for `client` (its override, else the default).
+pub fn algorithm_for(state: &AppState, client: &Client) -> Algorithm {
+    client.signing_algorithm.as_deref().and_then(Algorithm::parse).filter(|a| state.keys.algorithms().contains(a)).unwrap_or_else(|| state.keys.default_algorithm())
+}
+
+/// Issues an access token in the client's configured format.
+pub async fn issue_access_token(state: &AppState, spec: AccessTokenSpec<'_>) -> Result<IssuedAccessToken, TokenError> {
+    let now = state.clock.now();
+    let expires_in = lifetime(state, spec.client);
+    let exp = now + expires_in;
+    let jti = uuid::Uuid::now_v7().to_string();
+    match spec.client.access_token_format {
+        AccessTokenFormat::Jwt => {
+            let mut extra = serde_json::Map::new();
+            if !spec.roles.is_empty() {
+                extra.insert(state.config.tokens.roles_claim.clone(), serde_json::json!(spec.roles));
+            }
+            let claims = AccessClaims {
+                iss: state.config.issuer_str().to_owned(),
+                sub: spec.subject,
+                aud: Audience::One(spec.client.token_audience().to_owned()),
+                exp,
+                iat: now,
+                nbf: now,
+                jti: jti.clone(),
+                client_id: spec.client.id.clone(),
+                scope: spec.scope.to_string(),
+                sid: spec.session_id,
+                extra,
+            };
+            let key = state.keys.signing_key(algorithm_for(state, spec.client), now)?;
+            let token = key.sign(ACCESS_TOKEN_TYP, &claims)?;
+            Ok(IssuedAccessToken { token, jti, expires_in, expires_at: exp })
+        }
+        AccessTokenFormat::Opaque => {
+            let secret = SecretToken::generate();
+            sqlx::query(
+                "INSERT INTO opaque_access_tokens (hash, jti, client_id, subject, scope, audience, session_id, family_id, issued_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(secret.hash().as_str())
+            .bind(&jti)
+            .bind(&spec.client.id)
+            .bind(&spec.subject)
+            .bind(spec.scope.to_string())
+            .bind(spec.client.token_audience())
+            .bind(spec.session_id)
+            .bind(spec.family_id)
+            .bind(now)
+            .bind(exp)
+            .execute(&state.pool)
+            .await?;
+            Ok(IssuedAccessToken { token: secret.expose().to_owned(), jti, expires_in, expires_at: exp })
+        }
+    }
+}
+
+/// Verifies one of our JWT access tokens (signature, `iss`, `typ`, times);
+/// the audience is not checked here (introspection serves every resource).
+pub fn verify_jwt_access_token(state: &AppState, token: &str, now: UnixTime) -> Result<AccessClaims, VerifyError> {
+    let validation = Validation { typ: Some(ACCESS_TOKEN_TYP.into()), leeway_secs: state.config.tokens.leeway_secs, ..Validation::new(state.config.issuer_str()) };
+    jose::verify::<AccessClaims>(token, &state.keys.verification_keys(), &validation, now).map(|v| v.claims)
+}
+
+/// Puts a JWT's `jti` on the denylist until the token would expire anyway.
+pub async fn deny_jti(pool: &Pool, jti: &str, expires_at: UnixTime) -> Result<(), StoreError> {
+    let inserted = sqlx::query("INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2)").bind(jti).bind(expires_at).execute(pool).await;
+    match inserted.map_err(StoreError::from) {
+        Ok(_) | Err(StoreError::Conflict) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn is_denied(pool: &Pool, jti: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query("SELECT 1 AS x FROM revoked_access_tokens WHERE jti = $1").bind(jti).fetch_optional(pool).await?.is_some())
+}
+
+/// An opaque access token as stored.
+#[derive(Debug, Clone)]
+pub struct OpaqueToken {
+    pub jti: String,
+    pub client_id: String,
+    pub subject: String,
+    pub scope: String,
+    pub audience: String,
+    pub session_id: Option<String>,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+pub async fn find_opaque(pool: &Pool, token: &SecretToken) -> Result<Option<OpaqueToken>, StoreError> {
+    let row = sqlx::query("SELECT hash, jti, client_id, subject, scope, audience, session_id, issued_at, expires_at FROM opaque_access_tokens WHERE hash = $1")
+        .bind(token.hash().as_str())
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    if !token.matches(&TokenHash::from_stored(row.try_get("hash")?)) {
+        return Ok(None);
+    }
+    Ok(Some(OpaqueToken {
+        jti: row.try_get("jti")?,
+        client_id: row.try_get("client_id")?,
+        subject: row.try_get("subject")?,
+        scope: row.try_get("scope")?,
+        audience: row.try_get("audience")?,
+        session_id: row.try_get("session_id")?,
+        issued_at: row.try_get("issued_at")?,
+        expires_at: row.try_get("expires_at")?,
+    }))
+}
+
+pub async fn delete_opaque(pool: &Pool, token: &SecretToken) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM opaque_access_tokens WHERE hash = $1").bind(token.hash().as_str()).execute(pool).await?;
+    Ok(())
+}
+
+/// RFC 7662 response. `active: false` carries nothing else, whatever the reason.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn subject_is_active(pool: &Pool, subject: &str, client_id: &str) -> Result<bool, StoreError> {
+    if subject == client_id {
+        return Ok(true); // client credentials: the client itself
+    }
+    Ok(crate::identity::find_by_id(pool, subject).await?.is_some_and(|u| !u.disabled))
+}
+
+/// Introspects any token we issued: JWT or opaque access token, or refresh
+/// token. Expired, revoked, malformed and foreign tokens are all simply inactive.
+pub async fn introspect(state: &AppState, token: &str, hint: Option<&str>) -> Result<Introspection, StoreError> {
+    let now = state.clock.now();
+    let inactive = Introspection::default();
+    if let Some(secret) = SecretToken::parse(token) {
+        // Refresh tokens and opaque access tokens share the same shape.
+        let order: [bool; 2] = if hint == Some("access_token") { [false, true] } else { [true, false] };
+        for refresh_first in order {
+            if refresh_first {
+                if let Some(info) = refresh::describe(&state.pool, &secret, now).await? {
+                    if subject_is_active(&state.pool, &info.user_id, &info.client_id).await? {
+                        return Ok(Introspection {
+                            active: true,
+                            scope: Some(info.scope),
+                            client_id: Some(info.client_id),
+                            sub: Some(info.user_id),
+                            iss: Some(state.config.issuer_str().to_owned()),
+                            exp: Some(info.expires_at),
+                            iat: Some(info.created_at),
+                            sid: info.session_handle,
+                            token_type: Some("refresh_token"),
+                            ..Introspection::default()
+                        });
+                    }
+                    return Ok(inactive);
+                }
+            } else if let Some(t) = find_opaque(&state.pool, &secret).await? {
+                if t.expires_at > now && subject_is_active(&state.pool, &t.subject, &t.client_id).await? {
+                    return Ok(Introspection {
+                        active: true,
+                        scope: Some(t.scope),
+                        client_id: Some(t.client_id),
+                        sub: Some(t.subject),
+                        aud: Some(serde_json::json!(t.audience)),
+                        iss: Some(state.config.issuer_str().to_owned()),
+                        exp: Some(t.expires_at),
+                        iat: Some(t.issued_at),
+                        jti: Some(t.jti),
+                        sid: t.session_id,
+                        token_type: Some("Bearer"),
+                        ..Introspection::default()
+                    });
+                }
+                return Ok(inactive);
+            }
+        }
+        return Ok(inactive);
+    }
+    let Ok(claims) = verify_jwt_access_token(state, token, now) else { return Ok(inactive) };
+    if is_denied(&state.pool, &claims.jti).await? || !subject_is_active(&state.pool, &claims.sub, &claims.client_id).await? {
+        return Ok(inactive);
+    }
+    Ok(Introspection {
+        active: true,
+        scope: Some(claims.scope),
+        client_id: Some(claims.client_id),
+        sub: Some(claims.sub),
+        aud: serde_json::to_value(&claims.aud).ok(),
+        iss: Some(claims.iss),
+        exp: Some(claims.exp),
+        iat: Some(claims.iat),
+        nbf: Some(claims.nbf),
+        jti: Some(claims.jti),
+        sid: claims.sid,
+        token_type: Some("Bearer"),
+        extra: claims.extra,
+    })
+}
+
+/// RFC 7009 revocation by `client`. Unknown tokens, and tokens of other
+/// clients, are silently ignored (the endpoint always answers 200).
+pub async fn revoke(state: &AppState, client: &Client, token: &str) -> Result<(), StoreError> {
+    let now = state.clock.now();
+    if let Some(secret) = SecretToken::parse(token) {
+        if refresh::revoke_by_token(&state.pool, &secret, &client.id, now).await? {
+            return Ok(());
+        }
+        if let Some(t) = find_opaque(&state.pool, &secret).await? {
+            if t.client_id == client.id {
+                delete_opaque(&state.pool, &secret).await?;
+            }
+        }
+        return Ok(());
+    }
+    // A JWT: only a genuine, unexpired token of ours, issued to this client.
+    if let Ok(claims) = verify_jwt_access_token(state, token, now) {
+        if claims.client_id == client.id {
+            deny_jti(&state.pool, &claims.jti, claims.exp + state.config.tokens.leeway_secs).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes denylist entries and opaque tokens that have expired (background).
+pub async fn purge_expired(pool: &Pool, now: UnixTime) -> Result<u64, StoreError> {
+    let a = sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at <= $1").bind(now).execute(pool).await?.rows_affected();
+    let b = sqlx::query("DELETE FROM opaque_access_tokens WHERE expires_at <= $1").bind(now).execute(pool).await?.rows_affected();
+    let c = refresh::purge_expired(pool, now).await?;
+    Ok(a + b + c)
+}

@@ -1,0 +1,313 @@
+//! Refresh tokens: 256-bit random, opaque, stored as SHA-256, bound to a
+//! client, a user, a session and a **family**.
+//!
+//! Every use rotates: the presented token is marked spent and a new one is
+//! issued, in one transaction that *starts* with the conditional
+//! `UPDATE … SET spent_at WHERE spent_at IS NULL`, so of two requests racing
+//! with the same token exactly one wins (the row lock in PostgreSQL, the write
+//! lock in SQLite). Presenting a spent token again — a replay, or the loser of
+//! such a race — is reuse: the whole family is revoked, the sign-in session it
+//! came from is ended, and the caller gets `invalid_grant`.
+
+use sqlx::Row as _;
+
+use crate::clock::UnixTime;
+use crate::config::TokenConfig;
+use crate::crypto::{SecretToken, TokenHash};
+use crate::oauth::scope::Scope;
+use crate::store::{Pool, StoreError, Tx};
+
+/// A family as stored.
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub session_handle: Option<String>,
+    pub scope: Scope,
+    pub expires_at: UnixTime,
+}
+
+/// The result of a successful rotation.
+#[derive(Debug)]
+pub struct Rotated {
+    pub token: SecretToken,
+    pub family: Family,
+    /// The scope granted now (may have shrunk on request, never grown).
+    pub scope: Scope,
+}
+
+/// Why a refresh token was refused; every variant is `invalid_grant` to the
+/// client except [`RefreshError::ScopeTooWide`] (`invalid_scope`).
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("the refresh token is invalid, expired or revoked")]
+    Invalid,
+    #[error("the refresh token was already used; its whole family has been revoked")]
+    Reused { family_id: String, user_id: String, session_handle: Option<String> },
+    #[error("the requested scope exceeds the scope originally granted")]
+    ScopeTooWide,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RefreshError {
+    fn from(e: sqlx::Error) -> Self {
+        RefreshError::Store(e.into())
+    }
+}
+
+/// Starts a family with its first token (at the end of an authorization).
+pub async fn start_family(
+    pool: &Pool,
+    config: &TokenConfig,
+    client_id: &str,
+    user_id: &str,
+    session_handle: Option<&str>,
+    scope: &Scope,
+    now: UnixTime,
+) -> Result<(SecretToken, Family), StoreError> {
+    let family = Family {
+        id: uuid::Uuid::now_v7().to_string(),
+        client_id: client_id.to_owned(),
+        user_id: user_id.to_owned(),
+        session_handle: session_handle.map(str::to_owned),
+        scope: scope.clone(),
+        expires_at: now + config.refresh_token_absolute_secs,
+    };
+    let token = SecretToken::generate();
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO refresh_families (id, client_id, user_id, session_handle, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(&family.id)
+        .bind(&family.client_id)
+        .bind(&family.user_id)
+        .bind(family.session_handle.clone())
+        .bind(scope.to_string())
+        .bind(now)
+        .bind(family.expires_at)
+        .execute(&mut *tx)
+        .await?;
+    insert_token(&mut tx, &token, &family, scope, config, now).await?;
+    tx.commit().await?;
+    Ok((token, family))
+}
+
+async fn insert_token(tx: &mut Tx<'_>, token: &SecretToken, family: &Family, scope: &Scope, config: &TokenConfig, now: UnixTime) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO refresh_tokens (hash, family_id, scope, created_at, idle_expires_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(token.hash().as_str())
+        .bind(&family.id)
+        .bind(scope.to_string())
+        .bind(now)
+        .bind((now + config.refresh_token_idle_secs).min(family.expires_at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+struct Presented {
+    family: Family,
+    created_at: UnixTime,
+    token_scope: Scope,
+    idle_expires_at: UnixTime,
+    spent: bool,
+    family_revoked: bool,
+    user_disabled: bool,
+}
+
+async fn load(tx: &mut Tx<'_>, token: &SecretToken) -> Result<Option<Presented>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT t.hash, t.created_at AS token_created_at, t.scope AS token_scope, t.idle_expires_at, t.spent_at, f.id, f.client_id, f.user_id, f.session_handle, f.scope, f.expires_at, f.revoked_at, u.disabled
+         FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id JOIN users u ON u.id = f.user_id
+         WHERE t.hash = $1",
+    )
+    .bind(token.hash().as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    if !token.matches(&TokenHash::from_stored(row.try_get("hash")?)) {
+        return Ok(None);
+    }
+    Ok(Some(Presented {
+        family: Family {
+            id: row.try_get("id")?,
+            client_id: row.try_get("client_id")?,
+            user_id: row.try_get("user_id")?,
+            session_handle: row.try_get("session_handle")?,
+            scope: Scope::from_stored(&row.try_get::<String, _>("scope")?),
+            expires_at: row.try_get("expires_at")?,
+        },
+        created_at: row.try_get("token_created_at")?,
+        token_scope: Scope::from_stored(&row.try_get::<String, _>("token_scope")?),
+        idle_expires_at: row.try_get("idle_expires_at")?,
+        spent: row.try_get::<Option<i64>, _>("spent_at")?.is_some(),
+        family_revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        user_disabled: row.try_get::<i64, _>("disabled")? != 0,
+    }))
+}
+
+/// Rotates `presented` for `client_id`. `requested` may narrow the scope.
+pub async fn rotate(
+    pool: &Pool,
+    config: &TokenConfig,
+    presented: &SecretToken,
+    client_id: &str,
+    requested: Option<&Scope>,
+    now: UnixTime,
+) -> Result<Rotated, RefreshError> {
+    let mut tx = pool.begin().await?;
+    // First statement is the write: it takes the lock both engines need to
+    // serialize concurrent uses of one token.
+    let claimed = sqlx::query("UPDATE refresh_tokens SET spent_at = $2 WHERE hash = $1 AND spent_at IS NULL")
+        .bind(presented.hash().as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    let Some(found) = load(&mut tx, presented).await? else {
+        return Err(RefreshError::Invalid);
+    };
+    // Another client's token: refuse without touching it.
+    if found.family.client_id != client_id {
+        tx.rollback().await?;
+        return Err(RefreshError::Invalid);
+    }
+    if !claimed || found.spent {
+        if !found.family_revoked {
+            revoke_family_tx(&mut tx, &found.family.id, "reuse", now).await?;
+            if let Some(handle) = &found.family.session_handle {
+                end_session_tx(&mut tx, handle, now).await?;
+            }
+        }
+        tx.commit().await?;
+        return Err(RefreshError::Reused { family_id: found.family.id, user_id: found.family.user_id, session_handle: found.family.session_handle });
+    }
+    if found.family_revoked || found.user_disabled || found.idle_expires_at <= now || found.family.expires_at <= now {
+        tx.rollback().await?;
+        return Err(RefreshError::Invalid);
+    }
+    let scope = match requested {
+        Some(r) if !r.is_empty() => {
+            if !r.is_subset(&found.token_scope) {
+                tx.rollback().await?;
+                return Err(RefreshError::ScopeTooWide);
+            }
+            r.clone()
+        }
+        _ => found.token_scope.clone(),
+    };
+    let token = SecretToken::generate();
+    insert_token(&mut tx, &token, &found.family, &scope, config, now).await?;
+    tx.commit().await?;
+    Ok(Rotated { token, family: found.family, scope })
+}
+
+async fn revoke_family_tx(tx: &mut Tx<'_>, family_id: &str, reason: &str, now: UnixTime) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(family_id)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Ends a sign-in session and every refresh family that came from it.
+async fn end_session_tx(tx: &mut Tx<'_>, session_handle: &str, now: UnixTime) -> Result<(), sqlx::Error> {
+    revoke_for_sessions_tx(tx, SessionSelector::Handle(session_handle), "session ended", now).await?;
+    sqlx::query("DELETE FROM sessions WHERE handle = $1").bind(session_handle).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Which sessions' families to revoke.
+pub enum SessionSelector<'a> {
+    Handle(&'a str),
+    /// Every session of the user, except the given handle (if any).
+    User { user_id: &'a str, except: Option<&'a str> },
+}
+
+/// Revokes the refresh families of the selected sessions. Called by every
+/// path that ends a session by intent (sign-out, revocation, disabling), in
+/// the same transaction as the session deletion. Sessions that merely expire
+/// keep their refresh tokens (they have their own idle/absolute limits).
+pub async fn revoke_for_sessions_tx(tx: &mut Tx<'_>, selector: SessionSelector<'_>, reason: &str, now: UnixTime) -> Result<u64, sqlx::Error> {
+    let result = match selector {
+        SessionSelector::Handle(handle) => {
+            sqlx::query("UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE session_handle = $1 AND revoked_at IS NULL")
+                .bind(handle)
+                .bind(now)
+                .bind(reason)
+                .execute(&mut **tx)
+                .await?
+        }
+        SessionSelector::User { user_id, except } => {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
+                 WHERE user_id = $1 AND revoked_at IS NULL AND (session_handle IS NULL OR session_handle <> $4)",
+            )
+            .bind(user_id)
+            .bind(now)
+            .bind(reason)
+            .bind(except.unwrap_or(""))
+            .execute(&mut **tx)
+            .await?
+        }
+    };
+    Ok(result.rows_affected())
+}
+
+/// RFC 7009: revokes the family of `token` if it belongs to `client_id`.
+/// Returns whether the token was a refresh token at all.
+pub async fn revoke_by_token(pool: &Pool, token: &SecretToken, client_id: &str, now: UnixTime) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let Some(found) = load(&mut tx, token).await? else { return Ok(false) };
+    if found.family.client_id == client_id {
+        revoke_family_tx(&mut tx, &found.family.id, "revoked by client", now).await?;
+        tx.commit().await?;
+    }
+    Ok(true)
+}
+
+/// What introspection reports about a live refresh token.
+#[derive(Debug, Clone)]
+pub struct RefreshInfo {
+    pub client_id: String,
+    pub user_id: String,
+    pub session_handle: Option<String>,
+    pub scope: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// A live (unspent, unrevoked, unexpired) refresh token's facts, else `None`.
+pub async fn describe(pool: &Pool, token: &SecretToken, now: UnixTime) -> Result<Option<RefreshInfo>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let found = load(&mut tx, token).await?;
+    tx.rollback().await?;
+    Ok(found.filter(|f| !f.spent && !f.family_revoked && !f.user_disabled && f.idle_expires_at > now && f.family.expires_at > now).map(|f| RefreshInfo {
+        client_id: f.family.client_id,
+        user_id: f.family.user_id,
+        session_handle: f.family.session_handle,
+        scope: f.token_scope.to_string(),
+        created_at: f.created_at,
+        expires_at: f.idle_expires_at.min(f.family.expires_at),
+    }))
+}
+
+/// Is the family revoked? (Tests and audits.)
+pub async fn family_revoked(pool: &Pool, family_id: &str) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT revoked_at FROM refresh_families WHERE id = $1").bind(family_id).fetch_optional(pool).await?;
+    Ok(match row {
+        Some(r) => r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        None => true,
+    })
+}
+
+/// Deletes families past their absolute lifetime (their tokens cascade).
+pub async fn purge_expired(pool: &Pool, now: UnixTime) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM refresh_families WHERE expires_at <= $1)").bind(now).execute(&mut *tx).await?;
+    let n = sqlx::query("DELETE FROM refresh_families WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?.rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}
