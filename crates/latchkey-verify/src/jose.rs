@@ -162,7 +162,9 @@ impl fmt::Debug for VerifyingKey {
 }
 
 fn coordinate(text: Option<&str>, name: &str, len: usize) -> Result<Vec<u8>, KeyError> {
-    let bytes = text.and_then(b64_decode).ok_or_else(|| KeyError::Invalid(format!("{name} is missing or not base64url")))?;
+    let bytes = text
+        .and_then(b64_decode)
+        .ok_or_else(|| KeyError::Invalid(format!("{name} is missing or not base64url")))?;
     if bytes.len() != len {
         return Err(KeyError::Invalid(format!("{name} must be {len} bytes")));
     }
@@ -182,7 +184,10 @@ impl VerifyingKey {
         let check = |expected: Algorithm| match declared {
             None => Ok(expected),
             Some(a) if a == expected.as_str() => Ok(expected),
-            Some(a) => Err(KeyError::Invalid(format!("a {} key cannot be used with alg {a}", jwk.kty))),
+            Some(a) => Err(KeyError::Invalid(format!(
+                "a {} key cannot be used with alg {a}",
+                jwk.kty
+            ))),
         };
         let (alg, kind) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
             ("EC", Some("P-256")) => {
@@ -206,16 +211,36 @@ impl VerifyingKey {
                 (check(Algorithm::EdDSA)?, PublicKind::EdDsa(key))
             }
             ("RSA", _) => {
-                let n = jwk.n.as_deref().and_then(b64_decode).ok_or_else(|| KeyError::Invalid("n missing".into()))?;
-                let e = jwk.e.as_deref().and_then(b64_decode).ok_or_else(|| KeyError::Invalid("e missing".into()))?;
+                let n = jwk
+                    .n
+                    .as_deref()
+                    .and_then(b64_decode)
+                    .ok_or_else(|| KeyError::Invalid("n missing".into()))?;
+                let e = jwk
+                    .e
+                    .as_deref()
+                    .and_then(b64_decode)
+                    .ok_or_else(|| KeyError::Invalid("e missing".into()))?;
                 if n.len() < 256 {
-                    return Err(KeyError::Invalid("RSA keys shorter than 2048 bits are refused".into()));
+                    return Err(KeyError::Invalid(
+                        "RSA keys shorter than 2048 bits are refused".into(),
+                    ));
                 }
-                let public = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&n), rsa::BigUint::from_bytes_be(&e))
-                    .map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))?;
-                (check(Algorithm::RS256)?, PublicKind::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(public))))
+                let public = rsa::RsaPublicKey::new(
+                    rsa::BigUint::from_bytes_be(&n),
+                    rsa::BigUint::from_bytes_be(&e),
+                )
+                .map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))?;
+                (
+                    check(Algorithm::RS256)?,
+                    PublicKind::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(public))),
+                )
             }
-            (kty, crv) => return Err(KeyError::Invalid(format!("unsupported key type {kty} {crv:?}"))),
+            (kty, crv) => {
+                return Err(KeyError::Invalid(format!(
+                    "unsupported key type {kty} {crv:?}"
+                )))
+            }
         };
         Ok(VerifyingKey { kid, alg, kind })
     }
@@ -223,9 +248,15 @@ impl VerifyingKey {
     /// An HS256 key from a shared secret of at least 256 bits.
     pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<VerifyingKey, KeyError> {
         if secret.len() < 32 {
-            return Err(KeyError::Invalid("an HS256 secret needs at least 256 bits".into()));
+            return Err(KeyError::Invalid(
+                "an HS256 secret needs at least 256 bits".into(),
+            ));
         }
-        Ok(VerifyingKey { kid: kid.into(), alg: Algorithm::HS256, kind: PublicKind::Hs256(secret.to_vec()) })
+        Ok(VerifyingKey {
+            kid: kid.into(),
+            alg: Algorithm::HS256,
+            kind: PublicKind::Hs256(secret.to_vec()),
+        })
     }
 
     pub fn kid(&self) -> &str {
@@ -240,11 +271,16 @@ impl VerifyingKey {
     pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> bool {
         use rsa::signature::Verifier as _;
         match &self.kind {
-            PublicKind::Es256(key) => p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok()),
-            PublicKind::EdDsa(key) => ed25519_dalek::Signature::from_slice(signature).is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
-            PublicKind::Rs256(key) => rsa::pkcs1v15::Signature::try_from(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok()),
+            PublicKind::Es256(key) => p256::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
+            PublicKind::EdDsa(key) => ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
+            PublicKind::Rs256(key) => rsa::pkcs1v15::Signature::try_from(signature)
+                .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
             PublicKind::Hs256(secret) => {
-                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else { return false };
+                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+                    return false;
+                };
                 mac.update(message);
                 mac.verify_slice(signature).is_ok()
             }
@@ -255,7 +291,10 @@ impl VerifyingKey {
 enum PrivateKind {
     Es256(p256::ecdsa::SigningKey),
     EdDsa(ed25519_dalek::SigningKey),
-    Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>, Box<rsa::RsaPrivateKey>),
+    Rs256(
+        Box<rsa::pkcs1v15::SigningKey<Sha256>>,
+        Box<rsa::RsaPrivateKey>,
+    ),
     Hs256(Vec<u8>),
 }
 
@@ -278,29 +317,47 @@ impl SigningKey {
     pub fn from_bytes(alg: Algorithm, bytes: &[u8]) -> Result<SigningKey, KeyError> {
         let kind = match alg {
             Algorithm::ES256 => PrivateKind::Es256(
-                p256::ecdsa::SigningKey::from_slice(bytes).map_err(|_| KeyError::Invalid("bad P-256 private key".into()))?,
+                p256::ecdsa::SigningKey::from_slice(bytes)
+                    .map_err(|_| KeyError::Invalid("bad P-256 private key".into()))?,
             ),
             Algorithm::EdDSA => {
-                let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Invalid("an Ed25519 seed is 32 bytes".into()))?;
+                let seed: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| KeyError::Invalid("an Ed25519 seed is 32 bytes".into()))?;
                 PrivateKind::EdDsa(ed25519_dalek::SigningKey::from_bytes(&seed))
             }
             Algorithm::RS256 => {
                 use rsa::pkcs1::DecodeRsaPrivateKey as _;
-                let private = rsa::RsaPrivateKey::from_pkcs1_der(bytes).map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))?;
-                PrivateKind::Rs256(Box::new(rsa::pkcs1v15::SigningKey::new(private.clone())), Box::new(private))
+                let private = rsa::RsaPrivateKey::from_pkcs1_der(bytes)
+                    .map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))?;
+                PrivateKind::Rs256(
+                    Box::new(rsa::pkcs1v15::SigningKey::new(private.clone())),
+                    Box::new(private),
+                )
             }
             Algorithm::HS256 => {
                 if bytes.len() < 32 {
-                    return Err(KeyError::Invalid("an HS256 secret needs at least 256 bits".into()));
+                    return Err(KeyError::Invalid(
+                        "an HS256 secret needs at least 256 bits".into(),
+                    ));
                 }
                 PrivateKind::Hs256(bytes.to_vec())
             }
         };
-        let mut key = SigningKey { kid: String::new(), alg, kind };
+        let mut key = SigningKey {
+            kid: String::new(),
+            alg,
+            kind,
+        };
         key.kid = match key.public_jwk() {
             Some(jwk) => jwk.thumbprint()?,
             None => match &key.kind {
-                PrivateKind::Hs256(secret) => format!("hs256-{}", &b64(&Sha256::digest([b"latchkey-kid|".as_slice(), secret].concat()))[..16]),
+                PrivateKind::Hs256(secret) => format!(
+                    "hs256-{}",
+                    &b64(&Sha256::digest(
+                        [b"latchkey-kid|".as_slice(), secret].concat()
+                    ))[..16]
+                ),
                 _ => unreachable!("only HS256 has no public JWK"),
             },
         };
@@ -314,7 +371,10 @@ impl SigningKey {
             PrivateKind::EdDsa(k) => k.to_bytes().to_vec(),
             PrivateKind::Rs256(_, private) => {
                 use rsa::pkcs1::EncodeRsaPrivateKey as _;
-                private.to_pkcs1_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+                private
+                    .to_pkcs1_der()
+                    .map(|d| d.as_bytes().to_vec())
+                    .unwrap_or_default()
             }
             PrivateKind::Hs256(secret) => secret.clone(),
         }
@@ -330,16 +390,42 @@ impl SigningKey {
 
     /// The public JWK with `kid`, `alg` and `use: sig`; `None` for HS256.
     pub fn public_jwk(&self) -> Option<Jwk> {
-        let base = Jwk { kty: String::new(), crv: None, x: None, y: None, n: None, e: None, kid: None, alg: Some(self.alg.as_str().into()), use_: Some("sig".into()) };
+        let base = Jwk {
+            kty: String::new(),
+            crv: None,
+            x: None,
+            y: None,
+            n: None,
+            e: None,
+            kid: None,
+            alg: Some(self.alg.as_str().into()),
+            use_: Some("sig".into()),
+        };
         let mut jwk = match &self.kind {
             PrivateKind::Es256(k) => {
                 let point = k.verifying_key().to_encoded_point(false);
-                Jwk { kty: "EC".into(), crv: Some("P-256".into()), x: point.x().map(|x| b64(x)), y: point.y().map(|y| b64(y)), ..base }
+                Jwk {
+                    kty: "EC".into(),
+                    crv: Some("P-256".into()),
+                    x: point.x().map(|x| b64(x)),
+                    y: point.y().map(|y| b64(y)),
+                    ..base
+                }
             }
-            PrivateKind::EdDsa(k) => Jwk { kty: "OKP".into(), crv: Some("Ed25519".into()), x: Some(b64(k.verifying_key().as_bytes())), ..base },
+            PrivateKind::EdDsa(k) => Jwk {
+                kty: "OKP".into(),
+                crv: Some("Ed25519".into()),
+                x: Some(b64(k.verifying_key().as_bytes())),
+                ..base
+            },
             PrivateKind::Rs256(_, private) => {
                 use rsa::traits::PublicKeyParts as _;
-                Jwk { kty: "RSA".into(), n: Some(b64(&private.n().to_bytes_be())), e: Some(b64(&private.e().to_bytes_be())), ..base }
+                Jwk {
+                    kty: "RSA".into(),
+                    n: Some(b64(&private.n().to_bytes_be())),
+                    e: Some(b64(&private.e().to_bytes_be())),
+                    ..base
+                }
             }
             PrivateKind::Hs256(_) => return None,
         };
@@ -352,13 +438,27 @@ impl SigningKey {
     /// The matching verifying key.
     pub fn verifying_key(&self) -> VerifyingKey {
         match &self.kind {
-            PrivateKind::Hs256(secret) => VerifyingKey { kid: self.kid.clone(), alg: Algorithm::HS256, kind: PublicKind::Hs256(secret.clone()) },
-            PrivateKind::Es256(k) => VerifyingKey { kid: self.kid.clone(), alg: self.alg, kind: PublicKind::Es256(*k.verifying_key()) },
-            PrivateKind::EdDsa(k) => VerifyingKey { kid: self.kid.clone(), alg: self.alg, kind: PublicKind::EdDsa(k.verifying_key()) },
+            PrivateKind::Hs256(secret) => VerifyingKey {
+                kid: self.kid.clone(),
+                alg: Algorithm::HS256,
+                kind: PublicKind::Hs256(secret.clone()),
+            },
+            PrivateKind::Es256(k) => VerifyingKey {
+                kid: self.kid.clone(),
+                alg: self.alg,
+                kind: PublicKind::Es256(*k.verifying_key()),
+            },
+            PrivateKind::EdDsa(k) => VerifyingKey {
+                kid: self.kid.clone(),
+                alg: self.alg,
+                kind: PublicKind::EdDsa(k.verifying_key()),
+            },
             PrivateKind::Rs256(_, private) => VerifyingKey {
                 kid: self.kid.clone(),
                 alg: self.alg,
-                kind: PublicKind::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(private.to_public_key()))),
+                kind: PublicKind::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(
+                    private.to_public_key(),
+                ))),
             },
         }
     }
@@ -374,7 +474,8 @@ impl SigningKey {
             PrivateKind::Rs256(k, _) => k.sign(message).to_vec(),
             PrivateKind::Hs256(secret) => {
                 // HMAC accepts any key length; construction cannot fail.
-                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+                    .unwrap_or_else(|_| unreachable!());
                 mac.update(message);
                 mac.finalize().into_bytes().to_vec()
             }
@@ -384,7 +485,11 @@ impl SigningKey {
     /// Signs `claims` as a compact JWS with header `{"alg","kid","typ"}`.
     pub fn sign<C: Serialize>(&self, typ: &str, claims: &C) -> Result<String, serde_json::Error> {
         let header = serde_json::json!({ "alg": self.alg.as_str(), "kid": self.kid, "typ": typ });
-        let signing_input = format!("{}.{}", b64(&serde_json::to_vec(&header)?), b64(&serde_json::to_vec(claims)?));
+        let signing_input = format!(
+            "{}.{}",
+            b64(&serde_json::to_vec(&header)?),
+            b64(&serde_json::to_vec(claims)?)
+        );
         let signature = self.sign_bytes(signing_input.as_bytes());
         Ok(format!("{signing_input}.{}", b64(&signature)))
     }
@@ -485,7 +590,12 @@ pub struct Validation {
 
 impl Validation {
     pub fn new(issuer: impl Into<String>) -> Validation {
-        Validation { issuer: issuer.into(), audiences: Vec::new(), typ: None, leeway_secs: 30 }
+        Validation {
+            issuer: issuer.into(),
+            audiences: Vec::new(),
+            typ: None,
+            leeway_secs: 30,
+        }
     }
 }
 
@@ -540,13 +650,21 @@ pub struct Verified<C> {
 
 /// Splits a compact JWS and decodes its header without verifying anything.
 /// For display (`latchkey token inspect`) only.
-pub fn decode_unverified(token: &str) -> Result<(serde_json::Value, serde_json::Value), VerifyError> {
+pub fn decode_unverified(
+    token: &str,
+) -> Result<(serde_json::Value, serde_json::Value), VerifyError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(p), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(VerifyError::Malformed);
     };
-    let header = b64_decode(h).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(VerifyError::Malformed)?;
-    let payload = b64_decode(p).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(VerifyError::Malformed)?;
+    let header = b64_decode(h)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(VerifyError::Malformed)?;
+    let payload = b64_decode(p)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(VerifyError::Malformed)?;
     Ok((header, payload))
 }
 
@@ -555,7 +673,12 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Verifies a compact JWS token and validates its claims at time `now`
 /// (Unix seconds). The signature is checked before any claim is read.
-pub fn verify<C: DeserializeOwned>(token: &str, keys: &KeySet, validation: &Validation, now: i64) -> Result<Verified<C>, VerifyError> {
+pub fn verify<C: DeserializeOwned>(
+    token: &str,
+    keys: &KeySet,
+    validation: &Validation,
+    now: i64,
+) -> Result<Verified<C>, VerifyError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(VerifyError::Malformed);
     }
@@ -563,9 +686,11 @@ pub fn verify<C: DeserializeOwned>(token: &str, keys: &KeySet, validation: &Vali
     let (Some(d1), Some(d2), None) = (dots.next(), dots.next(), dots.next()) else {
         return Err(VerifyError::Malformed);
     };
-    let (header_b64, payload_b64, signature_b64) = (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
+    let (header_b64, payload_b64, signature_b64) =
+        (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
     let header_bytes = b64_decode(header_b64).ok_or(VerifyError::Malformed)?;
-    let header: Header<'_> = serde_json::from_slice(&header_bytes).map_err(|_| VerifyError::Malformed)?;
+    let header: Header<'_> =
+        serde_json::from_slice(&header_bytes).map_err(|_| VerifyError::Malformed)?;
     if header.alg.eq_ignore_ascii_case("none") {
         return Err(VerifyError::AlgNone);
     }
@@ -578,7 +703,7 @@ pub fn verify<C: DeserializeOwned>(token: &str, keys: &KeySet, validation: &Vali
         return Err(VerifyError::AlgorithmMismatch);
     }
     let signature = b64_decode(signature_b64).ok_or(VerifyError::Malformed)?;
-    if !key.verify_signature(token[..d2].as_bytes(), &signature) {
+    if !key.verify_signature(&token.as_bytes()[..d2], &signature) {
         return Err(VerifyError::BadSignature);
     }
     if let Some(expected) = &validation.typ {
@@ -589,7 +714,8 @@ pub fn verify<C: DeserializeOwned>(token: &str, keys: &KeySet, validation: &Vali
         }
     }
     let payload = b64_decode(payload_b64).ok_or(VerifyError::Malformed)?;
-    let registered: Registered = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+    let registered: Registered =
+        serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
     if registered.iss.as_deref() != Some(validation.issuer.as_str()) {
         return Err(VerifyError::WrongIssuer);
     }
@@ -609,5 +735,9 @@ pub fn verify<C: DeserializeOwned>(token: &str, keys: &KeySet, validation: &Vali
         }
     }
     let claims: C = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
-    Ok(Verified { kid: key.kid.clone(), alg: key.alg, claims })
+    Ok(Verified {
+        kid: key.kid.clone(),
+        alg: key.alg,
+        claims,
+    })
 }

@@ -1,7 +1,9 @@
 //! The JOSE layer against RFC vectors, an independent implementation
 //! (`jsonwebtoken`) and every hostile token we know of.
 
-use latchkey_verify::jose::{self, b64, Algorithm, Jwk, KeySet, SigningKey, Validation, VerifyError, VerifyingKey};
+use latchkey_verify::jose::{
+    self, b64, Algorithm, Jwk, KeySet, SigningKey, Validation, VerifyError, VerifyingKey,
+};
 use rand::RngCore as _;
 use serde_json::json;
 
@@ -10,7 +12,9 @@ const NOW: i64 = 1_800_000_000;
 
 fn random_key(alg: Algorithm) -> SigningKey {
     let bytes = match alg {
-        Algorithm::ES256 => p256::SecretKey::random(&mut rand::rngs::OsRng).to_bytes().to_vec(),
+        Algorithm::ES256 => p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .to_bytes()
+            .to_vec(),
         Algorithm::EdDSA | Algorithm::HS256 => {
             let mut b = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut b);
@@ -30,7 +34,11 @@ fn claims(now: i64) -> serde_json::Value {
 }
 
 fn validation() -> Validation {
-    Validation { audiences: vec!["api".into()], typ: Some("at+jwt".into()), ..Validation::new(ISS) }
+    Validation {
+        audiences: vec!["api".into()],
+        typ: Some("at+jwt".into()),
+        ..Validation::new(ISS)
+    }
 }
 
 fn set_of(keys: &[&SigningKey]) -> KeySet {
@@ -38,14 +46,22 @@ fn set_of(keys: &[&SigningKey]) -> KeySet {
 }
 
 fn forge(header: serde_json::Value, payload: serde_json::Value, signature: &[u8]) -> String {
-    format!("{}.{}.{}", b64(header.to_string().as_bytes()), b64(payload.to_string().as_bytes()), b64(signature))
+    format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(payload.to_string().as_bytes()),
+        b64(signature)
+    )
 }
 
 #[test]
 fn rfc8037_a4_ed25519_signature_matches_byte_for_byte() {
     let d = jose::b64_decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A").expect("d");
     let key = SigningKey::from_bytes(Algorithm::EdDSA, &d).expect("ed25519");
-    assert_eq!(key.public_jwk().and_then(|j| j.x), Some("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into()));
+    assert_eq!(
+        key.public_jwk().and_then(|j| j.x),
+        Some("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into())
+    );
     let jws = key.sign_raw("eyJhbGciOiJFZERTQSJ9", &b64(b"Example of Ed25519 signing"));
     assert_eq!(
         jws,
@@ -55,19 +71,40 @@ fn rfc8037_a4_ed25519_signature_matches_byte_for_byte() {
 
 #[test]
 fn rfc8037_a3_and_rfc7638_thumbprints() {
-    let okp = Jwk { kty: "OKP".into(), crv: Some("Ed25519".into()), x: Some("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into()), ..empty_jwk() };
-    assert_eq!(okp.thumbprint().expect("thumbprint"), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    let okp = Jwk {
+        kty: "OKP".into(),
+        crv: Some("Ed25519".into()),
+        x: Some("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into()),
+        ..empty_jwk()
+    };
+    assert_eq!(
+        okp.thumbprint().expect("thumbprint"),
+        "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    );
     let rsa = Jwk {
         kty: "RSA".into(),
         n: Some("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw".into()),
         e: Some("AQAB".into()),
         ..empty_jwk()
     };
-    assert_eq!(rsa.thumbprint().expect("thumbprint"), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    assert_eq!(
+        rsa.thumbprint().expect("thumbprint"),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
 }
 
 fn empty_jwk() -> Jwk {
-    Jwk { kty: String::new(), crv: None, x: None, y: None, n: None, e: None, kid: None, alg: None, use_: None }
+    Jwk {
+        kty: String::new(),
+        crv: None,
+        x: None,
+        y: None,
+        n: None,
+        e: None,
+        kid: None,
+        alg: None,
+        use_: None,
+    }
 }
 
 #[test]
@@ -81,22 +118,35 @@ fn rfc7515_a3_es256_vector_verifies() {
     };
     let keys = KeySet::new(vec![VerifyingKey::from_jwk(&jwk).expect("jwk")]);
     let token = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q";
-    let verified = jose::verify::<serde_json::Value>(token, &keys, &Validation::new("joe"), 1_300_819_000).expect("RFC vector verifies");
+    let verified =
+        jose::verify::<serde_json::Value>(token, &keys, &Validation::new("joe"), 1_300_819_000)
+            .expect("RFC vector verifies");
     assert_eq!(verified.claims["http://example.com/is_root"], true);
     // The RFC's private key reproduces the public key, and our signature over the same input verifies.
     let d = jose::b64_decode("jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI").expect("d");
     let key = SigningKey::from_bytes(Algorithm::ES256, &d).expect("p256");
     assert_eq!(key.public_jwk().and_then(|j| j.x), jwk.x);
-    let ours = key.sign_raw("eyJhbGciOiJFUzI1NiJ9", token.split('.').nth(1).expect("payload"));
-    jose::verify::<serde_json::Value>(&ours, &keys, &Validation::new("joe"), 1_300_819_000).expect("ours verifies");
+    let ours = key.sign_raw(
+        "eyJhbGciOiJFUzI1NiJ9",
+        token.split('.').nth(1).expect("payload"),
+    );
+    jose::verify::<serde_json::Value>(&ours, &keys, &Validation::new("joe"), 1_300_819_000)
+        .expect("ours verifies");
 }
 
 #[test]
 fn every_algorithm_round_trips_and_verifies_with_jsonwebtoken() {
-    for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256, Algorithm::HS256] {
+    for alg in [
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+        Algorithm::RS256,
+        Algorithm::HS256,
+    ] {
         let key = random_key(alg);
         let token = key.sign("at+jwt", &claims(NOW)).expect("sign");
-        let verified = jose::verify::<serde_json::Value>(&token, &set_of(&[&key]), &validation(), NOW).expect("own verification");
+        let verified =
+            jose::verify::<serde_json::Value>(&token, &set_of(&[&key]), &validation(), NOW)
+                .expect("own verification");
         assert_eq!(verified.alg, alg);
         assert_eq!(verified.kid, key.kid());
 
@@ -104,8 +154,15 @@ fn every_algorithm_round_trips_and_verifies_with_jsonwebtoken() {
         let decoding = match key.public_jwk() {
             Some(jwk) => {
                 let text = serde_json::to_string(&jwk).expect("jwk json");
-                let theirs: jsonwebtoken::jwk::Jwk = serde_json::from_str(&text).expect("their jwk");
-                assert_eq!(theirs.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).expect("their thumbprint"), key.kid(), "{alg}: kid is the RFC 7638 thumbprint");
+                let theirs: jsonwebtoken::jwk::Jwk =
+                    serde_json::from_str(&text).expect("their jwk");
+                assert_eq!(
+                    theirs
+                        .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+                        .expect("their thumbprint"),
+                    key.kid(),
+                    "{alg}: kid is the RFC 7638 thumbprint"
+                );
                 jsonwebtoken::DecodingKey::from_jwk(&theirs).expect("decoding key")
             }
             None => jsonwebtoken::DecodingKey::from_secret(&key.to_bytes()),
@@ -120,7 +177,8 @@ fn every_algorithm_round_trips_and_verifies_with_jsonwebtoken() {
         v.set_issuer(&[ISS]);
         v.set_audience(&["api"]);
         v.validate_exp = false; // their clock is the real one; ours is NOW
-        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &v).unwrap_or_else(|e| panic!("{alg}: jsonwebtoken refused our token: {e}"));
+        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &v)
+            .unwrap_or_else(|e| panic!("{alg}: jsonwebtoken refused our token: {e}"));
         assert_eq!(data.claims["sub"], "user-1");
         assert_eq!(data.header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(data.header.kid.as_deref(), Some(key.kid()));
@@ -131,9 +189,25 @@ fn every_algorithm_round_trips_and_verifies_with_jsonwebtoken() {
 fn alg_none_never_verifies() {
     let key = random_key(Algorithm::ES256);
     for alg in ["none", "None", "NONE"] {
-        let token = format!("{}.", forge(json!({"alg": alg, "kid": key.kid(), "typ": "at+jwt"}), claims(NOW), b"").trim_end_matches('.'));
-        let token = if token.matches('.').count() == 1 { format!("{token}.") } else { token };
-        assert_eq!(jose::verify::<serde_json::Value>(&token, &set_of(&[&key]), &validation(), NOW).err(), Some(VerifyError::AlgNone), "{alg}");
+        let token = format!(
+            "{}.",
+            forge(
+                json!({"alg": alg, "kid": key.kid(), "typ": "at+jwt"}),
+                claims(NOW),
+                b""
+            )
+            .trim_end_matches('.')
+        );
+        let token = if token.matches('.').count() == 1 {
+            format!("{token}.")
+        } else {
+            token
+        };
+        assert_eq!(
+            jose::verify::<serde_json::Value>(&token, &set_of(&[&key]), &validation(), NOW).err(),
+            Some(VerifyError::AlgNone),
+            "{alg}"
+        );
     }
 }
 
@@ -143,10 +217,17 @@ fn hs256_signed_with_the_public_key_is_algorithm_confusion() {
         let key = random_key(alg);
         let public_text = serde_json::to_string(&key.public_jwk()).expect("jwk");
         // The attacker HMACs with what they know: the public key (as JWK text).
-        let forger = SigningKey::from_bytes(Algorithm::HS256, public_text.as_bytes()).expect("hmac key");
-        let header = b64(json!({"alg": "HS256", "kid": key.kid(), "typ": "at+jwt"}).to_string().as_bytes());
+        let forger =
+            SigningKey::from_bytes(Algorithm::HS256, public_text.as_bytes()).expect("hmac key");
+        let header = b64(json!({"alg": "HS256", "kid": key.kid(), "typ": "at+jwt"})
+            .to_string()
+            .as_bytes());
         let token = forger.sign_raw(&header, &b64(claims(NOW).to_string().as_bytes()));
-        assert_eq!(jose::verify::<serde_json::Value>(&token, &set_of(&[&key]), &validation(), NOW).err(), Some(VerifyError::AlgorithmMismatch), "{alg}");
+        assert_eq!(
+            jose::verify::<serde_json::Value>(&token, &set_of(&[&key]), &validation(), NOW).err(),
+            Some(VerifyError::AlgorithmMismatch),
+            "{alg}"
+        );
     }
 }
 
@@ -155,8 +236,16 @@ fn header_alg_must_match_the_keys_algorithm() {
     let key = random_key(Algorithm::ES256);
     let token = key.sign("at+jwt", &claims(NOW)).expect("sign");
     let (_, rest) = token.split_once('.').expect("dot");
-    let relabeled = format!("{}.{rest}", b64(json!({"alg": "RS256", "kid": key.kid(), "typ": "at+jwt"}).to_string().as_bytes()));
-    assert_eq!(jose::verify::<serde_json::Value>(&relabeled, &set_of(&[&key]), &validation(), NOW).err(), Some(VerifyError::AlgorithmMismatch));
+    let relabeled = format!(
+        "{}.{rest}",
+        b64(json!({"alg": "RS256", "kid": key.kid(), "typ": "at+jwt"})
+            .to_string()
+            .as_bytes())
+    );
+    assert_eq!(
+        jose::verify::<serde_json::Value>(&relabeled, &set_of(&[&key]), &validation(), NOW).err(),
+        Some(VerifyError::AlgorithmMismatch)
+    );
 }
 
 #[test]
@@ -165,13 +254,22 @@ fn kid_rules() {
     let b = random_key(Algorithm::EdDSA);
     let token = a.sign("at+jwt", &claims(NOW)).expect("sign");
     // Unknown kid.
-    assert_eq!(jose::verify::<serde_json::Value>(&token, &set_of(&[&b]), &validation(), NOW).err(), Some(VerifyError::UnknownKid));
+    assert_eq!(
+        jose::verify::<serde_json::Value>(&token, &set_of(&[&b]), &validation(), NOW).err(),
+        Some(VerifyError::UnknownKid)
+    );
     // Missing kid with several keys.
-    let header = b64(json!({"alg": "ES256", "typ": "at+jwt"}).to_string().as_bytes());
+    let header = b64(json!({"alg": "ES256", "typ": "at+jwt"})
+        .to_string()
+        .as_bytes());
     let no_kid = a.sign_raw(&header, &b64(claims(NOW).to_string().as_bytes()));
-    assert_eq!(jose::verify::<serde_json::Value>(&no_kid, &set_of(&[&a, &b]), &validation(), NOW).err(), Some(VerifyError::MissingKid));
+    assert_eq!(
+        jose::verify::<serde_json::Value>(&no_kid, &set_of(&[&a, &b]), &validation(), NOW).err(),
+        Some(VerifyError::MissingKid)
+    );
     // Missing kid with exactly one key is unambiguous.
-    jose::verify::<serde_json::Value>(&no_kid, &set_of(&[&a]), &validation(), NOW).expect("single key");
+    jose::verify::<serde_json::Value>(&no_kid, &set_of(&[&a]), &validation(), NOW)
+        .expect("single key");
 }
 
 #[test]
@@ -179,12 +277,25 @@ fn embedded_keys_in_the_header_are_ignored() {
     let real = random_key(Algorithm::ES256);
     let attacker = random_key(Algorithm::ES256);
     let header = json!({"alg": "ES256", "kid": attacker.kid(), "typ": "at+jwt", "jwk": attacker.public_jwk(), "jku": "https://evil.example/jwks", "x5u": "https://evil.example/x"});
-    let token = attacker.sign_raw(&b64(header.to_string().as_bytes()), &b64(claims(NOW).to_string().as_bytes()));
-    assert_eq!(jose::verify::<serde_json::Value>(&token, &set_of(&[&real]), &validation(), NOW).err(), Some(VerifyError::UnknownKid));
+    let token = attacker.sign_raw(
+        &b64(header.to_string().as_bytes()),
+        &b64(claims(NOW).to_string().as_bytes()),
+    );
+    assert_eq!(
+        jose::verify::<serde_json::Value>(&token, &set_of(&[&real]), &validation(), NOW).err(),
+        Some(VerifyError::UnknownKid)
+    );
     // Even claiming the real kid, the attacker's signature fails.
-    let header = json!({"alg": "ES256", "kid": real.kid(), "typ": "at+jwt", "jwk": attacker.public_jwk()});
-    let token = attacker.sign_raw(&b64(header.to_string().as_bytes()), &b64(claims(NOW).to_string().as_bytes()));
-    assert_eq!(jose::verify::<serde_json::Value>(&token, &set_of(&[&real]), &validation(), NOW).err(), Some(VerifyError::BadSignature));
+    let header =
+        json!({"alg": "ES256", "kid": real.kid(), "typ": "at+jwt", "jwk": attacker.public_jwk()});
+    let token = attacker.sign_raw(
+        &b64(header.to_string().as_bytes()),
+        &b64(claims(NOW).to_string().as_bytes()),
+    );
+    assert_eq!(
+        jose::verify::<serde_json::Value>(&token, &set_of(&[&real]), &validation(), NOW).err(),
+        Some(VerifyError::BadSignature)
+    );
 }
 
 #[test]
@@ -192,20 +303,39 @@ fn bad_signature_and_tampered_payload_fail() {
     let key = random_key(Algorithm::EdDSA);
     let token = key.sign("at+jwt", &claims(NOW)).expect("sign");
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-    let tampered_payload = b64(json!({"iss": ISS, "sub": "admin", "aud": "api", "exp": NOW + 900}).to_string().as_bytes());
+    let tampered_payload = b64(
+        json!({"iss": ISS, "sub": "admin", "aud": "api", "exp": NOW + 900})
+            .to_string()
+            .as_bytes(),
+    );
     let tampered = format!("{}.{}.{}", parts[0], tampered_payload, parts[2]);
-    assert_eq!(jose::verify::<serde_json::Value>(&tampered, &set_of(&[&key]), &validation(), NOW).err(), Some(VerifyError::BadSignature));
+    assert_eq!(
+        jose::verify::<serde_json::Value>(&tampered, &set_of(&[&key]), &validation(), NOW).err(),
+        Some(VerifyError::BadSignature)
+    );
     let mut sig = jose::b64_decode(&parts[2]).expect("sig");
     sig[10] ^= 1;
     parts[2] = b64(&sig);
-    assert_eq!(jose::verify::<serde_json::Value>(&parts.join("."), &set_of(&[&key]), &validation(), NOW).err(), Some(VerifyError::BadSignature));
+    assert_eq!(
+        jose::verify::<serde_json::Value>(&parts.join("."), &set_of(&[&key]), &validation(), NOW)
+            .err(),
+        Some(VerifyError::BadSignature)
+    );
 }
 
 #[test]
 fn claim_checks() {
     let key = random_key(Algorithm::ES256);
     let keys = set_of(&[&key]);
-    let check = |claims: serde_json::Value, typ: &str, now: i64| jose::verify::<serde_json::Value>(&key.sign(typ, &claims).expect("sign"), &keys, &validation(), now).err();
+    let check = |claims: serde_json::Value, typ: &str, now: i64| {
+        jose::verify::<serde_json::Value>(
+            &key.sign(typ, &claims).expect("sign"),
+            &keys,
+            &validation(),
+            now,
+        )
+        .err()
+    };
     let mut c = claims(NOW);
     c["iss"] = json!("https://evil.example");
     assert_eq!(check(c, "at+jwt", NOW), Some(VerifyError::WrongIssuer));
@@ -214,14 +344,28 @@ fn claim_checks() {
     assert_eq!(check(c, "at+jwt", NOW), Some(VerifyError::WrongAudience));
     let mut c = claims(NOW);
     c["aud"] = json!(["other", "api"]);
-    assert_eq!(check(c, "at+jwt", NOW), None, "aud as an array containing ours");
-    assert_eq!(check(claims(NOW), "JWT", NOW), Some(VerifyError::WrongType), "an ID token is not an access token");
+    assert_eq!(
+        check(c, "at+jwt", NOW),
+        None,
+        "aud as an array containing ours"
+    );
+    assert_eq!(
+        check(claims(NOW), "JWT", NOW),
+        Some(VerifyError::WrongType),
+        "an ID token is not an access token"
+    );
     assert_eq!(check(claims(NOW), "application/at+jwt", NOW), None);
     // exp with 30 s leeway.
     assert_eq!(check(claims(NOW), "at+jwt", NOW + 900 + 29), None);
-    assert_eq!(check(claims(NOW), "at+jwt", NOW + 900 + 30), Some(VerifyError::Expired));
+    assert_eq!(
+        check(claims(NOW), "at+jwt", NOW + 900 + 30),
+        Some(VerifyError::Expired)
+    );
     // nbf in the future beyond leeway.
-    assert_eq!(check(claims(NOW + 31), "at+jwt", NOW), Some(VerifyError::NotYetValid));
+    assert_eq!(
+        check(claims(NOW + 31), "at+jwt", NOW),
+        Some(VerifyError::NotYetValid)
+    );
     assert_eq!(check(claims(NOW + 29), "at+jwt", NOW), None);
     let mut c = claims(NOW);
     c.as_object_mut().expect("object").remove("exp");
@@ -234,11 +378,34 @@ fn malformed_tokens_are_refused() {
     let keys = set_of(&[&key]);
     let good = key.sign("at+jwt", &claims(NOW)).expect("sign");
     let too_big = format!("{}.{}.{}", "a".repeat(9000), "b".repeat(9000), "c");
-    for token in ["", "a", "a.b", "a.b.c.d", "!!!.???.***", too_big.as_str(), &format!("{good}.extra"), &good.replace('.', "..")] {
-        assert_eq!(jose::verify::<serde_json::Value>(token, &keys, &validation(), NOW).err(), Some(VerifyError::Malformed), "{token:.40}");
+    for token in [
+        "",
+        "a",
+        "a.b",
+        "a.b.c.d",
+        "!!!.???.***",
+        too_big.as_str(),
+        &format!("{good}.extra"),
+        &good.replace('.', ".."),
+    ] {
+        assert_eq!(
+            jose::verify::<serde_json::Value>(token, &keys, &validation(), NOW).err(),
+            Some(VerifyError::Malformed),
+            "{token:.40}"
+        );
     }
-    let crit = key.sign_raw(&b64(json!({"alg": "ES256", "kid": key.kid(), "typ": "at+jwt", "crit": ["exp"]}).to_string().as_bytes()), &b64(claims(NOW).to_string().as_bytes()));
-    assert_eq!(jose::verify::<serde_json::Value>(&crit, &keys, &validation(), NOW).err(), Some(VerifyError::UnsupportedCritical));
+    let crit = key.sign_raw(
+        &b64(
+            json!({"alg": "ES256", "kid": key.kid(), "typ": "at+jwt", "crit": ["exp"]})
+                .to_string()
+                .as_bytes(),
+        ),
+        &b64(claims(NOW).to_string().as_bytes()),
+    );
+    assert_eq!(
+        jose::verify::<serde_json::Value>(&crit, &keys, &validation(), NOW).err(),
+        Some(VerifyError::UnsupportedCritical)
+    );
 }
 
 #[test]
@@ -246,10 +413,22 @@ fn weak_or_mismatched_jwks_are_refused() {
     let key = random_key(Algorithm::ES256);
     let mut jwk = key.public_jwk().expect("jwk");
     jwk.alg = Some("HS256".into());
-    assert!(VerifyingKey::from_jwk(&jwk).is_err(), "an EC key cannot be declared HS256");
-    let oct = Jwk { kty: "oct".into(), ..empty_jwk() };
-    assert!(VerifyingKey::from_jwk(&oct).is_err(), "symmetric keys never come from a JWKS");
-    assert!(VerifyingKey::hs256("k", &[0u8; 16]).is_err(), "HS256 needs 256 bits");
+    assert!(
+        VerifyingKey::from_jwk(&jwk).is_err(),
+        "an EC key cannot be declared HS256"
+    );
+    let oct = Jwk {
+        kty: "oct".into(),
+        ..empty_jwk()
+    };
+    assert!(
+        VerifyingKey::from_jwk(&oct).is_err(),
+        "symmetric keys never come from a JWKS"
+    );
+    assert!(
+        VerifyingKey::hs256("k", &[0u8; 16]).is_err(),
+        "HS256 needs 256 bits"
+    );
     let mut off_curve = key.public_jwk().expect("jwk");
     off_curve.y = off_curve.x.clone();
     assert!(VerifyingKey::from_jwk(&off_curve).is_err());

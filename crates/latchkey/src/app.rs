@@ -131,7 +131,37 @@ pub fn router(state: AppState) -> Router {
         // The path only: query strings may carry codes, tokens or emails.
         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
     });
-    Router::new()
+    // Endpoints that other origins may call (with CORS from the allowlist):
+    // metadata, JWKS, token, revocation, introspection, UserInfo, device start.
+    let api = Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(routes::oidc::discovery),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(routes::oidc::discovery),
+        )
+        .route("/.well-known/jwks.json", get(routes::oauth::jwks))
+        .route("/oauth2/token", post(routes::oauth::token))
+        .route("/oauth2/revoke", post(routes::oauth::revoke))
+        .route("/oauth2/introspect", post(routes::oauth::introspect))
+        .route(
+            "/oauth2/userinfo",
+            get(routes::oidc::userinfo).post(routes::oidc::userinfo),
+        )
+        .route(
+            "/oauth2/device_authorization",
+            post(routes::oauth::device_authorization),
+        )
+        // No CorsLayer at all without an allowlist: it would answer every
+        // OPTIONS with Access-Control-Allow-Methods/-Headers.
+        .layer(tower::util::option_layer(
+            (!config.http.cors_allowed_origins.is_empty()).then(|| cors_layer(config)),
+        ));
+    // Pages and cookie-authenticated endpoints: same-origin only, never CORS
+    // (RFC 9700: no CORS on the authorization endpoint).
+    let pages = Router::new()
         .route("/", get(routes::login::home))
         .route(
             "/login",
@@ -148,25 +178,45 @@ pub fn router(state: AppState) -> Router {
             "/account/sessions/{handle}/revoke",
             post(routes::account::revoke_session),
         )
+        .route(
+            "/account/consents/{client_id}/revoke",
+            post(routes::account::revoke_consent),
+        )
         .route("/admin", get(routes::admin::admin_page))
         .route("/admin/api/users", get(routes::admin::users_json))
+        .route(
+            "/oauth2/authorize",
+            get(routes::authorize::authorize).post(routes::authorize::authorize),
+        )
+        .route("/oauth2/authorize/resume", get(routes::authorize::resume))
+        .route(
+            "/oauth2/authorize/consent",
+            post(routes::authorize::consent),
+        )
+        .route(
+            "/oauth2/logout",
+            get(routes::oidc::logout).post(routes::oidc::logout),
+        )
+        .route(
+            "/device",
+            get(routes::device::device_page).post(routes::device::device_submit),
+        )
+        .route("/device/decision", post(routes::device::device_decision))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
-        .route("/.well-known/jwks.json", get(routes::oauth::jwks))
-        .route("/oauth2/token", post(routes::oauth::token))
-        .route("/oauth2/revoke", post(routes::oauth::revoke))
-        .route("/oauth2/introspect", post(routes::oauth::introspect))
         .route("/static/latchkey.css", get(routes::health::stylesheet))
+        .route(
+            "/static/form_post.js",
+            get(routes::health::form_post_script),
+        );
+    Router::new()
+        .merge(pages)
+        .merge(api)
         .fallback(routes::health::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::telemetry::track_requests,
-        ))
-        // No CorsLayer at all without an allowlist: it would answer every
-        // OPTIONS with Access-Control-Allow-Methods/-Headers.
-        .layer(tower::util::option_layer(
-            (!config.http.cors_allowed_origins.is_empty()).then(|| cors_layer(config)),
         ))
         // Extractors (FormOrJson) enforce the limit and answer a JSON 413.
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
@@ -268,6 +318,12 @@ async fn maintenance_loop(state: AppState) {
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired sessions removed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "session purge failed"),
+        }
+        if let Err(e) = crate::oauth::authorize::purge_expired(&state.pool, now).await {
+            tracing::warn!(error = %e, "authorization purge failed");
+        }
+        if let Err(e) = crate::oauth::device::purge_expired(&state.pool, now).await {
+            tracing::warn!(error = %e, "device code purge failed");
         }
         if let Err(e) = crate::tokens::purge_expired(&state.pool, now).await {
             tracing::warn!(error = %e, "token purge failed");

@@ -29,6 +29,9 @@ pub enum EventKind {
     PasswordRehashed,
     AccessDenied,
     RefreshTokenReuse,
+    AuthorizationCodeReplay,
+    ConsentGranted,
+    ConsentRevoked,
     SigningKeyRotated,
     SigningKeyRetired,
 }
@@ -50,6 +53,9 @@ impl EventKind {
             EventKind::PasswordRehashed => "password_rehashed",
             EventKind::AccessDenied => "access_denied",
             EventKind::RefreshTokenReuse => "refresh_token_reuse",
+            EventKind::AuthorizationCodeReplay => "authorization_code_replay",
+            EventKind::ConsentGranted => "consent_granted",
+            EventKind::ConsentRevoked => "consent_revoked",
             EventKind::SigningKeyRotated => "signing_key_rotated",
             EventKind::SigningKeyRetired => "signing_key_retired",
         }

@@ -306,7 +306,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { action } => crate::cli_admin::keys(action_into(action)?).await,
-        Command::Client { config, action } => crate::cli_admin::client(&resolve_config(&config)?, action).await,
+        Command::Client { config, action } => {
+            crate::cli_admin::client(&resolve_config(&config)?, action).await
+        }
         Command::Token { action } => crate::cli_admin::token(action).await,
     }
 }
@@ -759,9 +761,18 @@ fn doctor_command(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 fn action_into(action: KeysAction) -> anyhow::Result<crate::cli_admin::KeysCommand> {
     Ok(match action {
         KeysAction::GenerateMaster => unreachable!("handled before"),
-        KeysAction::List { config, json } => crate::cli_admin::KeysCommand::List { config: resolve_config(&config)?, json },
-        KeysAction::Rotate { config, json } => crate::cli_admin::KeysCommand::Rotate { config: resolve_config(&config)?, json },
-        KeysAction::Retire { kid, config } => crate::cli_admin::KeysCommand::Retire { config: resolve_config(&config)?, kid },
+        KeysAction::List { config, json } => crate::cli_admin::KeysCommand::List {
+            config: resolve_config(&config)?,
+            json,
+        },
+        KeysAction::Rotate { config, json } => crate::cli_admin::KeysCommand::Rotate {
+            config: resolve_config(&config)?,
+            json,
+        },
+        KeysAction::Retire { kid, config } => crate::cli_admin::KeysCommand::Retire {
+            config: resolve_config(&config)?,
+            kid,
+        },
     })
 }
 

@@ -38,7 +38,10 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             if json {
                 crate::cli::print_json_doc(&serde_json::json!({ "keys": keys }))?;
             } else {
-                println!("{:<45} {:<6} {:<8} {:<24} {:<24} removed from JWKS", "kid", "alg", "status", "signs from", "signs until");
+                println!(
+                    "{:<45} {:<6} {:<8} {:<24} {:<24} removed from JWKS",
+                    "kid", "alg", "status", "signs from", "signs until"
+                );
                 for k in keys {
                     println!(
                         "{:<45} {:<6} {:<8} {:<24} {:<24} {}",
@@ -46,7 +49,9 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                         k.alg,
                         format!("{:?}", k.status).to_lowercase(),
                         format_utc(k.activates_at),
-                        k.signing_ended_at.map(format_utc).unwrap_or_else(|| "-".into()),
+                        k.signing_ended_at
+                            .map(format_utc)
+                            .unwrap_or_else(|| "-".into()),
                         k.remove_at.map(format_utc).unwrap_or_else(|| "-".into())
                     );
                 }
@@ -56,17 +61,42 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             let (pool, ring) = ring(&config).await?;
             let kid = ring.rotate(&pool, now).await?;
             let activates = now + config.tokens.key_prepublish_secs;
-            crate::audit::record(&pool, crate::audit::EventKind::SigningKeyRotated, crate::audit::Event { actor: "cli".into(), subject: kid.clone(), ..Default::default() }, now).await?;
+            crate::audit::record(
+                &pool,
+                crate::audit::EventKind::SigningKeyRotated,
+                crate::audit::Event {
+                    actor: "cli".into(),
+                    subject: kid.clone(),
+                    ..Default::default()
+                },
+                now,
+            )
+            .await?;
             if json {
-                crate::cli::print_json_doc(&serde_json::json!({ "kid": kid, "activates_at": activates }))?;
+                crate::cli::print_json_doc(
+                    &serde_json::json!({ "kid": kid, "activates_at": activates }),
+                )?;
             } else {
-                eprintln!("new key {kid} is published now and signs from {}", format_utc(activates));
+                eprintln!(
+                    "new key {kid} is published now and signs from {}",
+                    format_utc(activates)
+                );
             }
         }
         KeysCommand::Retire { config, kid } => {
             let (pool, ring) = ring(&config).await?;
             ring.retire(&pool, &kid, now).await?;
-            crate::audit::record(&pool, crate::audit::EventKind::SigningKeyRetired, crate::audit::Event { actor: "cli".into(), subject: kid.clone(), ..Default::default() }, now).await?;
+            crate::audit::record(
+                &pool,
+                crate::audit::EventKind::SigningKeyRetired,
+                crate::audit::Event {
+                    actor: "cli".into(),
+                    subject: kid.clone(),
+                    ..Default::default()
+                },
+                now,
+            )
+            .await?;
             eprintln!("key {kid} no longer signs; it stays in the JWKS until the tokens it signed have expired");
         }
     }
@@ -131,12 +161,15 @@ pub enum ClientAction {
 }
 
 fn validate_redirect_uri(uri: &str) -> anyhow::Result<String> {
-    let parsed = url::Url::parse(uri).with_context(|| format!("--redirect-uri {uri:?} is not an absolute URL"))?;
+    let parsed = url::Url::parse(uri)
+        .with_context(|| format!("--redirect-uri {uri:?} is not an absolute URL"))?;
     if parsed.fragment().is_some() {
         bail!("--redirect-uri {uri:?} must not contain a fragment (RFC 6749 §3.1.2)");
     }
     if parsed.scheme() == "http" && !crate::config::is_loopback_host(&parsed) {
-        bail!("--redirect-uri {uri:?}: plain http is only allowed for loopback addresses (RFC 8252)");
+        bail!(
+            "--redirect-uri {uri:?}: plain http is only allowed for loopback addresses (RFC 8252)"
+        );
     }
     Ok(uri.to_owned())
 }
@@ -145,14 +178,32 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
     let pool = crate::cli::open_store_for(config).await?;
     let now = SystemClock.now();
     match action {
-        ClientAction::Create { name, redirect_uris, grants, scopes, public, first_party, audience, token_format, access_token_lifetime, signing_algorithm, json } => {
+        ClientAction::Create {
+            name,
+            redirect_uris,
+            grants,
+            scopes,
+            public,
+            first_party,
+            audience,
+            token_format,
+            access_token_lifetime,
+            signing_algorithm,
+            json,
+        } => {
             let name = name.trim().to_owned();
             if name.is_empty() || name.len() > 200 {
                 bail!("--name must be 1 to 200 characters");
             }
             let grants: Vec<String> = grants
                 .iter()
-                .map(|g| if g == "device_code" { "urn:ietf:params:oauth:grant-type:device_code".to_owned() } else { g.clone() })
+                .map(|g| {
+                    if g == "device_code" {
+                        "urn:ietf:params:oauth:grant-type:device_code".to_owned()
+                    } else {
+                        g.clone()
+                    }
+                })
                 .collect();
             for g in &grants {
                 if !GRANT_TYPES.contains(&g.as_str()) {
@@ -162,7 +213,10 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             if public && grants.iter().any(|g| g == "client_credentials") {
                 bail!("a public client cannot use client_credentials: it has no secret");
             }
-            let redirect_uris = redirect_uris.iter().map(|u| validate_redirect_uri(u)).collect::<anyhow::Result<Vec<_>>>()?;
+            let redirect_uris = redirect_uris
+                .iter()
+                .map(|u| validate_redirect_uri(u))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let scopes = Scope::parse(&scopes.join(" "))?;
             let access_token_format = match token_format.as_str() {
                 "jwt" => AccessTokenFormat::Jwt,
@@ -170,7 +224,9 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 other => bail!("--token-format {other:?}: use jwt or opaque"),
             };
             if let Some(alg) = &signing_algorithm {
-                let known = std::iter::once(&config.tokens.signing_algorithm).chain(&config.tokens.additional_algorithms).any(|a| a == alg);
+                let known = std::iter::once(&config.tokens.signing_algorithm)
+                    .chain(&config.tokens.additional_algorithms)
+                    .any(|a| a == alg);
                 if !known {
                     bail!("--signing-algorithm {alg}: the deployment keeps keys for {} only (tokens.additional_algorithms)", config.tokens.signing_algorithm);
                 }
@@ -211,12 +267,25 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 crate::cli::print_json_doc(&serde_json::json!(all))?;
             } else {
                 for c in all {
-                    println!("{}  {:<24} {:<12} grants={} scopes={}", c.id, c.name, if c.confidential { "confidential" } else { "public" }, c.grant_types.join(","), c.scopes);
+                    println!(
+                        "{}  {:<24} {:<12} grants={} scopes={}",
+                        c.id,
+                        c.name,
+                        if c.confidential {
+                            "confidential"
+                        } else {
+                            "public"
+                        },
+                        c.grant_types.join(","),
+                        c.scopes
+                    );
                 }
             }
         }
         ClientAction::Show { client_id, json } => {
-            let c = clients::find(&pool, &client_id).await?.with_context(|| format!("no client {client_id:?}"))?;
+            let c = clients::find(&pool, &client_id)
+                .await?
+                .with_context(|| format!("no client {client_id:?}"))?;
             if json {
                 crate::cli::print_json_doc(&serde_json::to_value(&c)?)?;
             } else {
@@ -224,9 +293,13 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             }
         }
         ClientAction::RotateSecret { client_id, json } => {
-            let secret = clients::rotate_secret(&pool, &client_id, now).await?.with_context(|| format!("no confidential client {client_id:?}"))?;
+            let secret = clients::rotate_secret(&pool, &client_id, now)
+                .await?
+                .with_context(|| format!("no confidential client {client_id:?}"))?;
             if json {
-                crate::cli::print_json_doc(&serde_json::json!({ "client_id": client_id, "client_secret": secret.expose() }))?;
+                crate::cli::print_json_doc(
+                    &serde_json::json!({ "client_id": client_id, "client_secret": secret.expose() }),
+                )?;
             } else {
                 println!("client_secret: {}", secret.expose());
             }
@@ -273,35 +346,64 @@ fn relative(seconds: i64) -> String {
 }
 
 pub async fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
-    let TokenAction::Inspect { token, issuer, audience, json } = action;
+    let TokenAction::Inspect {
+        token,
+        issuer,
+        audience,
+        json,
+    } = action;
     let token = token.trim();
-    let (header, claims) = jose::decode_unverified(token).map_err(|e| anyhow::anyhow!("{e}: expected three base64url parts separated by dots"))?;
+    let (header, claims) = jose::decode_unverified(token)
+        .map_err(|e| anyhow::anyhow!("{e}: expected three base64url parts separated by dots"))?;
     let now = SystemClock.now();
     let verdict = match &issuer {
         None => None,
         Some(issuer) => {
             let issuer = issuer.trim_end_matches('/');
             let url = format!("{issuer}/.well-known/jwks.json");
-            let jwks: JwkSet = reqwest::get(&url).await.with_context(|| format!("cannot fetch {url}"))?.error_for_status()?.json().await.with_context(|| format!("{url} is not a JWKS"))?;
+            let jwks: JwkSet = reqwest::get(&url)
+                .await
+                .with_context(|| format!("cannot fetch {url}"))?
+                .error_for_status()?
+                .json()
+                .await
+                .with_context(|| format!("{url} is not a JWKS"))?;
             let (keys, _) = KeySet::from_jwks(&jwks);
-            let validation = Validation { audiences: audience.into_iter().collect(), typ: None, ..Validation::new(issuer) };
+            let validation = Validation {
+                audiences: audience.into_iter().collect(),
+                typ: None,
+                ..Validation::new(issuer)
+            };
             Some(jose::verify::<serde_json::Value>(token, &keys, &validation, now).map(|_| ()))
         }
     };
     if json {
         let verified = verdict.as_ref().map(|v| v.is_ok());
-        let reason = verdict.as_ref().and_then(|v| v.as_ref().err().map(|e| e.to_string()));
-        crate::cli::print_json_doc(&serde_json::json!({ "header": header, "claims": claims, "verified": verified, "reason": reason }))?;
+        let reason = verdict
+            .as_ref()
+            .and_then(|v| v.as_ref().err().map(|e| e.to_string()));
+        crate::cli::print_json_doc(
+            &serde_json::json!({ "header": header, "claims": claims, "verified": verified, "reason": reason }),
+        )?;
     } else {
-        println!("Header\n{}\n\nClaims\n{}\n", serde_json::to_string_pretty(&header)?, serde_json::to_string_pretty(&claims)?);
+        println!(
+            "Header\n{}\n\nClaims\n{}\n",
+            serde_json::to_string_pretty(&header)?,
+            serde_json::to_string_pretty(&claims)?
+        );
         for (name, label) in [("iat", "issued"), ("nbf", "valid from"), ("exp", "expires")] {
             if let Some(t) = claims.get(name).and_then(|v| v.as_i64()) {
                 println!("{label:<11} {} ({})", format_utc(t), relative(t - now));
             }
         }
         match &verdict {
-            None => println!("\nsignature   not checked (pass --issuer URL to verify against its JWKS)"),
-            Some(Ok(())) => println!("\nsignature   valid, issued by {}", issuer.unwrap_or_default()),
+            None => {
+                println!("\nsignature   not checked (pass --issuer URL to verify against its JWKS)")
+            }
+            Some(Ok(())) => println!(
+                "\nsignature   valid, issued by {}",
+                issuer.unwrap_or_default()
+            ),
             Some(Err(e)) => println!("\nsignature   INVALID: {e}"),
         }
     }

@@ -409,26 +409,49 @@ impl Config {
         for name in std::iter::once(&t.signing_algorithm).chain(&t.additional_algorithms) {
             match latchkey_verify::jose::Algorithm::parse(name) {
                 Some(latchkey_verify::jose::Algorithm::HS256) if name != &t.signing_algorithm => {
-                    return Err(invalid("tokens.additional_algorithms", "HS256 can only be the sole signing_algorithm"))
+                    return Err(invalid(
+                        "tokens.additional_algorithms",
+                        "HS256 can only be the sole signing_algorithm",
+                    ))
                 }
                 Some(_) => {}
-                None => return Err(invalid("tokens.signing_algorithm", format!("{name:?} is not one of ES256, EdDSA, RS256, HS256"))),
+                None => {
+                    return Err(invalid(
+                        "tokens.signing_algorithm",
+                        format!("{name:?} is not one of ES256, EdDSA, RS256, HS256"),
+                    ))
+                }
             }
         }
         if t.signing_algorithm == "HS256" {
-            let secret = t.hs256_secret.as_deref().and_then(crate::crypto::b64url_decode);
+            let secret = t
+                .hs256_secret
+                .as_deref()
+                .and_then(crate::crypto::b64url_decode);
             if secret.is_none_or(|s| s.len() < 32) {
-                return Err(invalid("tokens.hs256_secret", "HS256 needs a base64url secret of at least 32 bytes (256 bits)"));
+                return Err(invalid(
+                    "tokens.hs256_secret",
+                    "HS256 needs a base64url secret of at least 32 bytes (256 bits)",
+                ));
             }
         }
         if !matches!(t.rsa_bits, 2048 | 3072) {
             return Err(invalid("tokens.rsa_bits", "must be 2048 or 3072"));
         }
         if t.key_prepublish_secs <= 0 || t.key_rotation_secs <= t.key_prepublish_secs {
-            return Err(invalid("tokens.key_rotation_secs", "must be positive and longer than tokens.key_prepublish_secs"));
+            return Err(invalid(
+                "tokens.key_rotation_secs",
+                "must be positive and longer than tokens.key_prepublish_secs",
+            ));
         }
-        if t.access_token_lifetime_secs <= 0 || t.refresh_token_idle_secs <= 0 || t.refresh_token_absolute_secs < t.refresh_token_idle_secs {
-            return Err(invalid("tokens.*_lifetime", "lifetimes must be positive; refresh_token_absolute_secs ≥ refresh_token_idle_secs"));
+        if t.access_token_lifetime_secs <= 0
+            || t.refresh_token_idle_secs <= 0
+            || t.refresh_token_absolute_secs < t.refresh_token_idle_secs
+        {
+            return Err(invalid(
+                "tokens.*_lifetime",
+                "lifetimes must be positive; refresh_token_absolute_secs ≥ refresh_token_idle_secs",
+            ));
         }
         if !(0..=300).contains(&t.leeway_secs) {
             return Err(invalid("tokens.leeway_secs", "must be between 0 and 300"));
@@ -649,7 +672,10 @@ const OPTIONAL_NESTED: &[[&str; 2]] = &[["tokens", "hs256_secret"]];
 
 fn known_option(defaults: &toml::Table, path: &[String]) -> bool {
     (path.len() == 1 && OPTIONAL_OPTIONS.contains(&path[0].as_str()))
-        || (path.len() == 2 && OPTIONAL_NESTED.iter().any(|[a, b]| path[0] == *a && path[1] == *b))
+        || (path.len() == 2
+            && OPTIONAL_NESTED
+                .iter()
+                .any(|[a, b]| path[0] == *a && path[1] == *b))
         || lookup(defaults, path).is_some()
 }
 

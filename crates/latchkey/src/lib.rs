@@ -15,6 +15,7 @@ pub mod identity;
 pub mod keys;
 pub mod login;
 pub mod oauth;
+pub mod oidc;
 pub mod routes;
 pub mod session;
 pub mod store;

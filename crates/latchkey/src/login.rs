@@ -68,7 +68,14 @@ pub async fn sign_in_with_password(
             });
         }
     };
-    let user = identity::find_by_email(&state.pool, email).await?;
+    let user = match identity::find_by_email(&state.pool, email).await {
+        Ok(user) => user,
+        Err(e) => {
+            // Not the user's fault: an outage must not lock accounts.
+            attempt.abandoned();
+            return Err(e.into());
+        }
+    };
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let verification = state.hasher.verify(password, stored.as_deref()).await?;
     let user = match user {

@@ -116,6 +116,13 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
+    /// The attempt could not be judged (e.g. the database was down): give
+    /// both reservations back without clearing earlier failures.
+    pub fn abandoned(self) {
+        self.throttle.store.settle_success(&self.account_key, false);
+        self.throttle.store.settle_success(&self.ip_key, false);
+    }
+
     /// The password was right: the account's counter is cleared and the IP's
     /// reserved failure given back.
     pub fn succeeded(self) {

@@ -120,7 +120,11 @@ fn aad(kid: &str, alg: Algorithm) -> Vec<u8> {
 
 impl KeyRing {
     pub fn new(config: &TokenConfig, master: &MasterKey) -> KeyRing {
-        KeyRing { config: config.clone(), sealing_key: master.derive("latchkey/signing-key-seal/v1"), snapshot: RwLock::new(Arc::new(Snapshot::default())) }
+        KeyRing {
+            config: config.clone(),
+            sealing_key: master.derive("latchkey/signing-key-seal/v1"),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+        }
     }
 
     /// Algorithms this deployment keeps keys for (the default first).
@@ -137,10 +141,16 @@ impl KeyRing {
         Algorithm::parse(&self.config.signing_algorithm).unwrap_or(Algorithm::ES256)
     }
 
+    /// The longest lifetime of a token signed by these keys (per-client
+    /// overrides included): the retention below covers no more than this.
+    pub fn max_token_lifetime_secs(&self) -> i64 {
+        self.config.access_token_lifetime_secs.max(3600)
+    }
+
     /// How long a superseded key stays published: anything it signed must be
     /// verifiable until it expires.
     pub fn retention_secs(&self) -> i64 {
-        self.config.access_token_lifetime_secs.max(3600) + self.config.leeway_secs + 300
+        self.max_token_lifetime_secs() + self.config.leeway_secs + 300
     }
 
     /// `Cache-Control: max-age` for the JWKS: half the pre-publication window
@@ -155,49 +165,96 @@ impl KeyRing {
         let nonce_bytes = random_bytes::<24>();
         let nonce = XNonce::from_slice(&nonce_bytes);
         // Encryption with a fresh nonce and in-memory buffers cannot fail.
-        let sealed = cipher.encrypt(nonce, Payload { msg: secret, aad: &aad(kid, alg) }).unwrap_or_default();
+        let sealed = cipher
+            .encrypt(
+                nonce,
+                Payload {
+                    msg: secret,
+                    aad: &aad(kid, alg),
+                },
+            )
+            .unwrap_or_default();
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&sealed);
         b64url(&out)
     }
 
     fn unseal(&self, kid: &str, alg: Algorithm, sealed: &str) -> Result<Vec<u8>, KeyError> {
-        let bytes = b64url_decode(sealed).filter(|b| b.len() > 24).ok_or_else(|| KeyError::Corrupt { kid: kid.into(), reason: "sealed key is not base64url".into() })?;
+        let bytes = b64url_decode(sealed)
+            .filter(|b| b.len() > 24)
+            .ok_or_else(|| KeyError::Corrupt {
+                kid: kid.into(),
+                reason: "sealed key is not base64url".into(),
+            })?;
         let cipher = XChaCha20Poly1305::new((&self.sealing_key).into());
         cipher
-            .decrypt(XNonce::from_slice(&bytes[..24]), Payload { msg: &bytes[24..], aad: &aad(kid, alg) })
+            .decrypt(
+                XNonce::from_slice(&bytes[..24]),
+                Payload {
+                    msg: &bytes[24..],
+                    aad: &aad(kid, alg),
+                },
+            )
             .map_err(|_| KeyError::WrongMasterKey { kid: kid.into() })
     }
-
 }
 
 /// A fresh private key of `alg` (RSA with `rsa_bits`).
 fn generate_key(alg: Algorithm, rsa_bits: u32) -> Result<SigningKey, KeyError> {
     {
         let bytes = match alg {
-            Algorithm::ES256 => p256::SecretKey::random(&mut rand::rngs::OsRng).to_bytes().to_vec(),
+            Algorithm::ES256 => p256::SecretKey::random(&mut rand::rngs::OsRng)
+                .to_bytes()
+                .to_vec(),
             Algorithm::EdDSA => random_bytes::<32>().to_vec(),
             Algorithm::RS256 => {
                 use rsa::pkcs1::EncodeRsaPrivateKey as _;
                 let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, rsa_bits as usize)
-                    .map_err(|e| KeyError::Corrupt { kid: String::new(), reason: e.to_string() })?;
-                key.to_pkcs1_der().map_err(|e| KeyError::Corrupt { kid: String::new(), reason: e.to_string() })?.as_bytes().to_vec()
+                    .map_err(|e| KeyError::Corrupt {
+                        kid: String::new(),
+                        reason: e.to_string(),
+                    })?;
+                key.to_pkcs1_der()
+                    .map_err(|e| KeyError::Corrupt {
+                        kid: String::new(),
+                        reason: e.to_string(),
+                    })?
+                    .as_bytes()
+                    .to_vec()
             }
-            Algorithm::HS256 => return Err(KeyError::Corrupt { kid: String::new(), reason: "HS256 keys come from configuration".into() }),
+            Algorithm::HS256 => {
+                return Err(KeyError::Corrupt {
+                    kid: String::new(),
+                    reason: "HS256 keys come from configuration".into(),
+                })
+            }
         };
-        SigningKey::from_bytes(alg, &bytes).map_err(|e| KeyError::Corrupt { kid: String::new(), reason: e.to_string() })
+        SigningKey::from_bytes(alg, &bytes).map_err(|e| KeyError::Corrupt {
+            kid: String::new(),
+            reason: e.to_string(),
+        })
     }
 }
 
 impl KeyRing {
     /// Inserts a new key of `alg` with the given generation; `Ok(false)` when
     /// another instance inserted that generation first.
-    async fn insert(&self, pool: &Pool, alg: Algorithm, generation: i64, now: UnixTime, activates_at: UnixTime) -> Result<bool, KeyError> {
+    async fn insert(
+        &self,
+        pool: &Pool,
+        alg: Algorithm,
+        generation: i64,
+        now: UnixTime,
+        activates_at: UnixTime,
+    ) -> Result<bool, KeyError> {
         // RSA generation takes a while: keep it off the async threads.
         let bits = self.config.rsa_bits;
         let key = tokio::task::spawn_blocking(move || generate_key(alg, bits))
             .await
-            .map_err(|e| KeyError::Corrupt { kid: String::new(), reason: e.to_string() })??;
+            .map_err(|e| KeyError::Corrupt {
+                kid: String::new(),
+                reason: e.to_string(),
+            })??;
         let jwk = serde_json::to_string(&key.public_jwk()).unwrap_or_default();
         let sealed = self.seal(key.kid(), alg, &key.to_bytes());
         let inserted = sqlx::query(
@@ -232,12 +289,21 @@ impl KeyRing {
             let kid: String = row.try_get("kid")?;
             let alg_name: String = row.try_get("alg")?;
             let Some(alg) = Algorithm::parse(&alg_name) else {
-                return Err(KeyError::Corrupt { kid, reason: format!("unknown algorithm {alg_name}") });
+                return Err(KeyError::Corrupt {
+                    kid,
+                    reason: format!("unknown algorithm {alg_name}"),
+                });
             };
             let secret = self.unseal(&kid, alg, &row.try_get::<String, _>("sealed_private")?)?;
-            let key = SigningKey::from_bytes(alg, &secret).map_err(|e| KeyError::Corrupt { kid: kid.clone(), reason: e.to_string() })?;
+            let key = SigningKey::from_bytes(alg, &secret).map_err(|e| KeyError::Corrupt {
+                kid: kid.clone(),
+                reason: e.to_string(),
+            })?;
             if key.kid() != kid {
-                return Err(KeyError::Corrupt { kid, reason: "thumbprint does not match the stored kid".into() });
+                return Err(KeyError::Corrupt {
+                    kid,
+                    reason: "thumbprint does not match the stored kid".into(),
+                });
             }
             keys.push(RingKey {
                 key: Arc::new(key),
@@ -250,15 +316,33 @@ impl KeyRing {
         }
         // A key is superseded when the next generation of its algorithm activates.
         for i in 0..keys.len() {
-            let next = keys.iter().filter(|k| k.key.algorithm() == keys[i].key.algorithm() && k.generation > keys[i].generation && k.retired_at.is_none()).map(|k| k.activates_at).min();
+            let next = keys
+                .iter()
+                .filter(|k| {
+                    k.key.algorithm() == keys[i].key.algorithm()
+                        && k.generation > keys[i].generation
+                        && k.retired_at.is_none()
+                })
+                .map(|k| k.activates_at)
+                .min();
             keys[i].superseded_at = next;
         }
         let mut verify: Vec<_> = keys.iter().map(|k| k.key.verifying_key()).collect();
         if let Some(hs) = self.hs256_key() {
             verify.push(hs.verifying_key());
-            keys.push(RingKey { key: Arc::new(hs), generation: 0, created_at: 0, activates_at: 0, retired_at: None, superseded_at: None });
+            keys.push(RingKey {
+                key: Arc::new(hs),
+                generation: 0,
+                created_at: 0,
+                activates_at: 0,
+                retired_at: None,
+                superseded_at: None,
+            });
         }
-        let snapshot = Snapshot { verify: KeySet::new(verify), keys };
+        let snapshot = Snapshot {
+            verify: KeySet::new(verify),
+            keys,
+        };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
         Ok(())
     }
@@ -267,12 +351,19 @@ impl KeyRing {
         if self.default_algorithm() != Algorithm::HS256 {
             return None;
         }
-        let secret = self.config.hs256_secret.as_deref().and_then(b64url_decode)?;
+        let secret = self
+            .config
+            .hs256_secret
+            .as_deref()
+            .and_then(b64url_decode)?;
         SigningKey::from_bytes(Algorithm::HS256, &secret).ok()
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Creates missing keys and the next generation when rotation is due, then
@@ -281,7 +372,11 @@ impl KeyRing {
         self.reload(pool).await?;
         for alg in self.algorithms().into_iter().filter(|a| a.is_asymmetric()) {
             let snapshot = self.snapshot();
-            let of_alg: Vec<&RingKey> = snapshot.keys.iter().filter(|k| k.key.algorithm() == alg).collect();
+            let of_alg: Vec<&RingKey> = snapshot
+                .keys
+                .iter()
+                .filter(|k| k.key.algorithm() == alg)
+                .collect();
             let newest = of_alg.iter().map(|k| k.generation).max().unwrap_or(0);
             let active = active_of(&of_alg, now);
             match active {
@@ -291,10 +386,13 @@ impl KeyRing {
                 }
                 None => {} // a published key activates soon
                 Some(active) => {
-                    let due = active.activates_at + self.config.key_rotation_secs - self.config.key_prepublish_secs;
+                    let due = active.activates_at + self.config.key_rotation_secs
+                        - self.config.key_prepublish_secs;
                     if newest == active.generation && now >= due {
-                        let activates_at = (active.activates_at + self.config.key_rotation_secs).max(now + self.config.key_prepublish_secs);
-                        self.insert(pool, alg, newest + 1, now, activates_at).await?;
+                        let activates_at = (active.activates_at + self.config.key_rotation_secs)
+                            .max(now + self.config.key_prepublish_secs);
+                        self.insert(pool, alg, newest + 1, now, activates_at)
+                            .await?;
                     }
                 }
             }
@@ -302,9 +400,17 @@ impl KeyRing {
         // Drop keys whose retention ended: nothing they signed is still valid.
         let retention = self.retention_secs();
         for k in self.snapshot().keys.iter().filter(|k| k.generation > 0) {
-            if k.signing_ended_at().is_some_and(|end| end + retention <= now) {
-                sqlx::query("DELETE FROM signing_keys WHERE kid = $1").bind(k.key.kid()).execute(pool).await?;
-                tracing::info!(kid = k.key.kid(), "signing key removed after its retention period");
+            if k.signing_ended_at()
+                .is_some_and(|end| end + retention <= now)
+            {
+                sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                    .bind(k.key.kid())
+                    .execute(pool)
+                    .await?;
+                tracing::info!(
+                    kid = k.key.kid(),
+                    "signing key removed after its retention period"
+                );
             }
         }
         self.reload(pool).await
@@ -313,11 +419,20 @@ impl KeyRing {
     /// The key that signs new tokens of `alg` at `now`.
     pub fn signing_key(&self, alg: Algorithm, now: UnixTime) -> Result<Arc<SigningKey>, KeyError> {
         let snapshot = self.snapshot();
-        let of_alg: Vec<&RingKey> = snapshot.keys.iter().filter(|k| k.key.algorithm() == alg).collect();
+        let of_alg: Vec<&RingKey> = snapshot
+            .keys
+            .iter()
+            .filter(|k| k.key.algorithm() == alg)
+            .collect();
         if alg == Algorithm::HS256 {
-            return of_alg.first().map(|k| k.key.clone()).ok_or(KeyError::NoActiveKey(alg));
+            return of_alg
+                .first()
+                .map(|k| k.key.clone())
+                .ok_or(KeyError::NoActiveKey(alg));
         }
-        active_of(&of_alg, now).map(|k| k.key.clone()).ok_or(KeyError::NoActiveKey(alg))
+        active_of(&of_alg, now)
+            .map(|k| k.key.clone())
+            .ok_or(KeyError::NoActiveKey(alg))
     }
 
     /// Every key that may verify a token now (published keys and HS256).
@@ -377,16 +492,37 @@ impl KeyRing {
         self.reload(pool).await?;
         let alg = self.default_algorithm();
         if !alg.is_asymmetric() {
-            return Err(KeyError::Corrupt { kid: String::new(), reason: "HS256 keys are rotated by changing tokens.hs256_secret".into() });
+            return Err(KeyError::Corrupt {
+                kid: String::new(),
+                reason: "HS256 keys are rotated by changing tokens.hs256_secret".into(),
+            });
         }
         let snapshot = self.snapshot();
-        let newest = snapshot.keys.iter().filter(|k| k.key.algorithm() == alg).map(|k| k.generation).max().unwrap_or(0);
+        let newest = snapshot
+            .keys
+            .iter()
+            .filter(|k| k.key.algorithm() == alg)
+            .map(|k| k.generation)
+            .max()
+            .unwrap_or(0);
         let activates_at = now + self.config.key_prepublish_secs;
-        if !self.insert(pool, alg, newest + 1, now, activates_at).await? {
-            return Err(KeyError::Corrupt { kid: String::new(), reason: "another instance rotated at the same moment; run `keys list`".into() });
+        if !self
+            .insert(pool, alg, newest + 1, now, activates_at)
+            .await?
+        {
+            return Err(KeyError::Corrupt {
+                kid: String::new(),
+                reason: "another instance rotated at the same moment; run `keys list`".into(),
+            });
         }
         self.reload(pool).await?;
-        Ok(self.snapshot().keys.iter().find(|k| k.key.algorithm() == alg && k.generation == newest + 1).map(|k| k.key.kid().to_owned()).unwrap_or_default())
+        Ok(self
+            .snapshot()
+            .keys
+            .iter()
+            .find(|k| k.key.algorithm() == alg && k.generation == newest + 1)
+            .map(|k| k.key.kid().to_owned())
+            .unwrap_or_default())
     }
 
     /// `latchkey keys retire KID`: the key stops signing now. If it was the
@@ -396,23 +532,49 @@ impl KeyRing {
     pub async fn retire(&self, pool: &Pool, kid: &str, now: UnixTime) -> Result<(), KeyError> {
         self.reload(pool).await?;
         let snapshot = self.snapshot();
-        let Some(target) = snapshot.keys.iter().find(|k| k.key.kid() == kid && k.generation > 0) else {
+        let Some(target) = snapshot
+            .keys
+            .iter()
+            .find(|k| k.key.kid() == kid && k.generation > 0)
+        else {
             return Err(KeyError::UnknownKid(kid.to_owned()));
         };
         let alg = target.key.algorithm();
         let was_active = {
-            let of_alg: Vec<&RingKey> = snapshot.keys.iter().filter(|k| k.key.algorithm() == alg).collect();
+            let of_alg: Vec<&RingKey> = snapshot
+                .keys
+                .iter()
+                .filter(|k| k.key.algorithm() == alg)
+                .collect();
             active_of(&of_alg, now).is_some_and(|a| a.key.kid() == kid)
         };
-        sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE kid = $1").bind(kid).bind(now).execute(pool).await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE kid = $1")
+            .bind(kid)
+            .bind(now)
+            .execute(pool)
+            .await?;
         if was_active {
-            let next = snapshot.keys.iter().filter(|k| k.key.algorithm() == alg && k.generation > target.generation && k.retired_at.is_none()).min_by_key(|k| k.generation);
+            let next = snapshot
+                .keys
+                .iter()
+                .filter(|k| {
+                    k.key.algorithm() == alg
+                        && k.generation > target.generation
+                        && k.retired_at.is_none()
+                })
+                .min_by_key(|k| k.generation);
             match next {
                 Some(next) => {
                     sqlx::query("UPDATE signing_keys SET activates_at = $2 WHERE kid = $1 AND activates_at > $2").bind(next.key.kid()).bind(now).execute(pool).await?;
                 }
                 None => {
-                    let newest = snapshot.keys.iter().filter(|k| k.key.algorithm() == alg).map(|k| k.generation).max().unwrap_or(0);
+                    let newest = snapshot
+                        .keys
+                        .iter()
+                        .filter(|k| k.key.algorithm() == alg)
+                        .map(|k| k.generation)
+                        .max()
+                        .unwrap_or(0);
                     self.insert(pool, alg, newest + 1, now, now).await?;
                 }
             }
@@ -424,5 +586,8 @@ impl KeyRing {
 /// The active key among one algorithm's keys: the highest generation that
 /// has activated and is not retired.
 fn active_of<'a>(keys: &[&'a RingKey], now: UnixTime) -> Option<&'a RingKey> {
-    keys.iter().filter(|k| k.activates_at <= now && k.retired_at.is_none_or(|r| r > now)).max_by_key(|k| k.generation).copied()
+    keys.iter()
+        .filter(|k| k.activates_at <= now && k.retired_at.is_none_or(|r| r > now))
+        .max_by_key(|k| k.generation)
+        .copied()
 }

@@ -16,7 +16,12 @@ use crate::crypto::{SecretToken, TokenHash};
 use crate::store::{Pool, StoreError};
 
 /// Grant types a client may be allowed.
-pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"];
+pub const GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:device_code",
+];
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Client {
@@ -69,7 +74,11 @@ impl Client {
 #[derive(Debug)]
 pub enum ClientCredentials {
     /// `client_secret_basic` (`via_basic = true`) or `client_secret_post`.
-    Secret { client_id: String, secret: String, via_basic: bool },
+    Secret {
+        client_id: String,
+        secret: String,
+        via_basic: bool,
+    },
     /// A public client naming itself (`none`).
     PublicId { client_id: String },
 }
@@ -110,7 +119,10 @@ pub struct NewClient {
 const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at";
 
 fn split(text: String) -> Vec<String> {
-    text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    text.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
@@ -125,7 +137,11 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
         grant_types: split(row.try_get("grant_types")?),
         scopes: Scope::from_stored(&row.try_get::<String, _>("scopes")?),
         audience: row.try_get("audience")?,
-        access_token_format: if row.try_get::<String, _>("access_token_format")? == "opaque" { AccessTokenFormat::Opaque } else { AccessTokenFormat::Jwt },
+        access_token_format: if row.try_get::<String, _>("access_token_format")? == "opaque" {
+            AccessTokenFormat::Opaque
+        } else {
+            AccessTokenFormat::Jwt
+        },
         access_token_lifetime_secs: row.try_get("access_token_lifetime_secs")?,
         signing_algorithm: row.try_get("signing_algorithm")?,
         first_party: row.try_get::<i64, _>("first_party")? != 0,
@@ -136,7 +152,11 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
 
 /// Registers a client; returns it and, for a confidential client, its secret
 /// (the only time the secret exists outside the caller).
-pub async fn create(pool: &Pool, new: NewClient, now: UnixTime) -> Result<(Client, Option<SecretToken>), StoreError> {
+pub async fn create(
+    pool: &Pool,
+    new: NewClient,
+    now: UnixTime,
+) -> Result<(Client, Option<SecretToken>), StoreError> {
     let id = format!("lk_{}", uuid::Uuid::new_v4().simple());
     let secret = new.confidential.then(SecretToken::generate);
     sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)"))
@@ -159,26 +179,44 @@ pub async fn create(pool: &Pool, new: NewClient, now: UnixTime) -> Result<(Clien
         .bind(now)
         .execute(pool)
         .await?;
-    let client = find(pool, &id).await?.ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
+    let client = find(pool, &id)
+        .await?
+        .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
     Ok((client, secret))
 }
 
 pub async fn find(pool: &Pool, id: &str) -> Result<Option<Client>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1")).bind(id).fetch_optional(pool).await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
 pub async fn list(pool: &Pool) -> Result<Vec<Client>, StoreError> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM clients ORDER BY created_at, id")).fetch_all(pool).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM clients ORDER BY created_at, id"
+    ))
+    .fetch_all(pool)
+    .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
 pub async fn delete(pool: &Pool, id: &str) -> Result<bool, StoreError> {
-    Ok(sqlx::query("DELETE FROM clients WHERE id = $1").bind(id).execute(pool).await?.rows_affected() == 1)
+    Ok(sqlx::query("DELETE FROM clients WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        == 1)
 }
 
 /// Replaces the secret of a confidential client; returns the new one.
-pub async fn rotate_secret(pool: &Pool, id: &str, now: UnixTime) -> Result<Option<SecretToken>, StoreError> {
+pub async fn rotate_secret(
+    pool: &Pool,
+    id: &str,
+    now: UnixTime,
+) -> Result<Option<SecretToken>, StoreError> {
     let secret = SecretToken::generate();
     let updated = sqlx::query("UPDATE clients SET secret_hash = $2, updated_at = $3 WHERE id = $1 AND secret_hash IS NOT NULL")
         .bind(id)
@@ -191,15 +229,30 @@ pub async fn rotate_secret(pool: &Pool, id: &str, now: UnixTime) -> Result<Optio
 
 /// Authenticates a client. Confidential clients must present their secret;
 /// public clients identify themselves by id only.
-pub async fn authenticate(pool: &Pool, credentials: &ClientCredentials) -> Result<Client, ClientError> {
+pub async fn authenticate(
+    pool: &Pool,
+    credentials: &ClientCredentials,
+) -> Result<Client, ClientError> {
     match credentials {
-        ClientCredentials::Secret { client_id, secret, via_basic } => {
-            let failed = ClientError::AuthenticationFailed { via_basic: *via_basic };
+        ClientCredentials::Secret {
+            client_id,
+            secret,
+            via_basic,
+        } => {
+            let failed = ClientError::AuthenticationFailed {
+                via_basic: *via_basic,
+            };
             let client = find(pool, client_id).await?;
             // Hash even when the client is unknown, so timing says nothing.
             let presented = TokenHash::of(secret);
             match client {
-                Some(c) if c.secret_hash.as_deref().is_some_and(|h| crate::crypto::constant_time_eq(h.as_bytes(), presented.as_str().as_bytes())) => Ok(c),
+                Some(c)
+                    if c.secret_hash.as_deref().is_some_and(|h| {
+                        crate::crypto::constant_time_eq(h.as_bytes(), presented.as_str().as_bytes())
+                    }) =>
+                {
+                    Ok(c)
+                }
                 _ => Err(failed),
             }
         }

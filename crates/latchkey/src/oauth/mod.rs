@@ -7,8 +7,12 @@
 //! Must not: sign tokens itself (that is `tokens`), or touch sessions beyond
 //! reading who is signed in.
 
+pub mod authorize;
 pub mod clients;
+pub mod device;
 pub mod grants;
+pub mod pkce;
+pub mod redirect_uri;
 pub mod scope;
 
 /// RFC 6749 §5.2 / RFC 7009 / RFC 6750 error codes.
@@ -46,11 +50,18 @@ pub struct OAuthError {
     pub description: String,
     /// `invalid_client` after HTTP Basic: answer 401 with `WWW-Authenticate: Basic`.
     pub via_basic: bool,
+    /// An extension error code (RFC 8628 `authorization_pending`, `slow_down`, ...) sent instead of `code`.
+    pub extension: Option<String>,
 }
 
 impl OAuthError {
     pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> OAuthError {
-        OAuthError { code, description: description.into(), via_basic: false }
+        OAuthError {
+            code,
+            description: description.into(),
+            via_basic: false,
+            extension: None,
+        }
     }
     pub fn invalid_request(d: impl Into<String>) -> OAuthError {
         OAuthError::new(OAuthErrorCode::InvalidRequest, d)
@@ -63,7 +74,10 @@ impl OAuthError {
 impl From<crate::store::StoreError> for OAuthError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Unavailable(_) => OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "the database is unavailable; retry shortly"),
+            crate::store::StoreError::Unavailable(_) => OAuthError::new(
+                OAuthErrorCode::TemporarilyUnavailable,
+                "the database is unavailable; retry shortly",
+            ),
             other => {
                 tracing::error!(error = %other, "storage error in an OAuth request");
                 OAuthError::new(OAuthErrorCode::ServerError, "internal error")
@@ -75,7 +89,12 @@ impl From<crate::store::StoreError> for OAuthError {
 impl From<clients::ClientError> for OAuthError {
     fn from(e: clients::ClientError) -> Self {
         match e {
-            clients::ClientError::AuthenticationFailed { via_basic } => OAuthError { code: OAuthErrorCode::InvalidClient, description: "client authentication failed".into(), via_basic },
+            clients::ClientError::AuthenticationFailed { via_basic } => OAuthError {
+                code: OAuthErrorCode::InvalidClient,
+                description: "client authentication failed".into(),
+                via_basic,
+                extension: None,
+            },
             clients::ClientError::Store(s) => s.into(),
         }
     }

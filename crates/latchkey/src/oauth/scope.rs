@@ -16,7 +16,11 @@ impl Scope {
     pub fn parse(text: &str) -> Result<Scope, ScopeError> {
         let mut set = BTreeSet::new();
         for token in text.split(' ').filter(|t| !t.is_empty()) {
-            if token.len() > 128 || !token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)) {
+            if token.len() > 128
+                || !token
+                    .bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+            {
                 return Err(ScopeError(token.chars().take(40).collect()));
             }
             set.insert(token.to_owned());
@@ -29,7 +33,12 @@ impl Scope {
 
     /// For values read back from our own database.
     pub(crate) fn from_stored(text: &str) -> Scope {
-        Scope(text.split(' ').filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        Scope(
+            text.split(' ')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
     }
 
     pub fn contains(&self, token: &str) -> bool {
@@ -67,7 +76,10 @@ mod tests {
 
     #[test]
     fn parses_normalizes_and_rejects() {
-        assert_eq!(Scope::parse("b a  b").map(|s| s.to_string()), Ok("a b".into()));
+        assert_eq!(
+            Scope::parse("b a  b").map(|s| s.to_string()),
+            Ok("a b".into())
+        );
         assert!(Scope::parse("ok bad\"quote").is_err());
         assert!(Scope::parse("back\\slash").is_err());
         assert!(Scope::parse("tab\there").is_err());

@@ -69,10 +69,10 @@ pub async fn account(
     SignedIn(who): SignedIn,
 ) -> Result<Response, HttpError> {
     let sessions = session_views(&state, &who).await?;
+    let consents = crate::oauth::authorize::consents_of_user(&state.pool, &who.user.id).await?;
     let csrf_token = csrf_token(&state, &who);
     if !wants_html(&headers) {
-        let body =
-            serde_json::json!({ "user": who.user, "sessions": sessions, "csrf_token": csrf_token });
+        let body = serde_json::json!({ "user": who.user, "sessions": sessions, "consents": consents, "csrf_token": csrf_token });
         return Ok(axum::Json(body).into_response());
     }
     let notice = match headers.get("referer").and_then(|v| v.to_str().ok()) {
@@ -83,7 +83,7 @@ pub async fn account(
     Ok(render(
         &state,
         "account.html",
-        minijinja::context! { user => who.user, sessions, csrf_token, signed_in => true, is_admin, notice },
+        minijinja::context! { user => who.user, sessions, consents, csrf_token, signed_in => true, is_admin, notice },
     )?
     .into_response())
 }
@@ -190,6 +190,42 @@ pub async fn revoke_others(
     .await?;
     Ok(if is_json {
         axum::Json(serde_json::json!({ "ended": ended })).into_response()
+    } else {
+        Redirect::to("/account").into_response()
+    })
+}
+
+/// `POST /account/consents/{client_id}/revoke`: withdraw consent from a client
+/// (its refresh tokens for this user stop working too).
+pub async fn revoke_consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(who): SignedIn,
+    Path(client_id): Path<String>,
+    FormOrJson {
+        value: form,
+        is_json,
+    }: FormOrJson<CsrfForm>,
+) -> Result<Response, HttpError> {
+    check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
+    let now = state.clock.now();
+    if !crate::oauth::authorize::revoke_consent(&state.pool, &who.user.id, &client_id, now).await? {
+        let e = HttpError::json(
+            StatusCode::NOT_FOUND,
+            "unknown_consent",
+            "you have not granted this application anything",
+        );
+        return Err(if is_json { e } else { e.as_page() });
+    }
+    let event = Event {
+        actor: who.user.id.clone(),
+        subject: client_id.clone(),
+        detail: "consent withdrawn".into(),
+        ..Event::default()
+    };
+    audit::record(&state.pool, EventKind::ConsentRevoked, event, now).await?;
+    Ok(if is_json {
+        StatusCode::NO_CONTENT.into_response()
     } else {
         Redirect::to("/account").into_response()
     })

@@ -51,6 +51,14 @@ pub async fn stylesheet() -> Response {
         .into_response()
 }
 
+pub async fn form_post_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        crate::ui::FORM_POST_SCRIPT,
+    )
+        .into_response()
+}
+
 pub async fn not_found(headers: HeaderMap) -> HttpError {
     let e = HttpError::json(StatusCode::NOT_FOUND, "not_found", "no such page");
     if wants_html(&headers) {

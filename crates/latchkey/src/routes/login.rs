@@ -23,6 +23,10 @@ pub async fn home(MaybeSignedIn(who): MaybeSignedIn) -> Redirect {
 #[derive(Deserialize)]
 pub struct LoginQuery {
     next: Option<String>,
+    /// OIDC `login_hint`, passed on by the authorization endpoint.
+    login_hint: Option<String>,
+    /// Set when an application asked for a fresh sign-in (`prompt=login`, `max_age`).
+    reauth: Option<String>,
 }
 
 /// Only same-site paths may be a post-login destination (no open redirect):
@@ -66,7 +70,13 @@ pub async fn login_page(
     Query(q): Query<LoginQuery>,
 ) -> Result<Response, HttpError> {
     let next = safe_next(q.next.as_deref());
-    login_page_response(&state, jar, StatusCode::OK, &next, "", "")
+    let hint: String = q.login_hint.unwrap_or_default().chars().take(320).collect();
+    let notice = if q.reauth.is_some() {
+        "Please sign in again to continue."
+    } else {
+        ""
+    };
+    login_page_response(&state, jar, StatusCode::OK, &next, &hint, notice)
 }
 
 #[derive(Deserialize)]
@@ -146,6 +156,10 @@ pub async fn login_submit(
     {
         Ok(success) => {
             let https = state.config.is_https();
+            // Re-authentication replaces the previous session (and its id).
+            if let Some(previous) = crate::http::auth::session_token(&headers, https) {
+                crate::session::end(&state.pool, &previous).await?;
+            }
             let jar = jar.add(session_cookie(&success.token, https));
             if is_json {
                 let body = serde_json::json!({ "user": success.user, "session": success.session });
@@ -237,6 +251,7 @@ pub async fn logout(
             state.clock.now(),
         )
         .await?;
+        crate::oidc::backchannel::session_ended(&state, &session.user_id, &session.handle).await;
     }
     let jar = clear_session_cookie(jar, https);
     Ok(if is_json {

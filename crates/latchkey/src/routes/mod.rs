@@ -5,9 +5,12 @@
 
 pub mod account;
 pub mod admin;
+pub mod authorize;
+pub mod device;
 pub mod health;
 pub mod login;
 pub mod oauth;
+pub mod oidc;
 
 use axum::response::Html;
 

@@ -19,12 +19,12 @@
 use sqlx::Row as _;
 
 use crate::clock::UnixTime;
+use crate::clock::{Clock as _, SystemClock};
 use crate::config::SessionConfig;
 use crate::crypto::{SecretToken, TokenHash};
-use crate::clock::{Clock as _, SystemClock};
 use crate::identity::{self, User};
-use crate::tokens::refresh::{revoke_for_sessions_tx, SessionSelector};
 use crate::store::{Pool, StoreError, Tx};
+use crate::tokens::refresh::{revoke_for_sessions_tx, SessionSelector};
 
 /// How a session was authenticated (RFC 8176 `amr` values) and when.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -219,14 +219,25 @@ async fn delete_by_hash(pool: &Pool, id_hash: &str) -> Result<(), StoreError> {
 pub async fn end(pool: &Pool, token: &SecretToken) -> Result<Option<Session>, StoreError> {
     let hash = token.hash();
     let mut tx = pool.begin().await?;
-    let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1"))
-        .bind(hash.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1"
+    ))
+    .bind(hash.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let session = session_from_row(&row)?;
-    revoke_for_sessions_tx(&mut tx, SessionSelector::Handle(&session.handle), "signed out", SystemClock.now()).await?;
-    sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&session.id_hash).execute(&mut *tx).await?;
+    revoke_for_sessions_tx(
+        &mut tx,
+        SessionSelector::Handle(&session.handle),
+        "signed out",
+        SystemClock.now(),
+    )
+    .await?;
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+        .bind(&session.id_hash)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Some(session))
 }
@@ -265,16 +276,32 @@ pub async fn revoke(pool: &Pool, user_id: &str, handle: &str) -> Result<bool, St
     if deleted.rows_affected() != 1 {
         return Ok(false);
     }
-    revoke_for_sessions_tx(&mut tx, SessionSelector::Handle(handle), "session revoked", SystemClock.now()).await?;
+    revoke_for_sessions_tx(
+        &mut tx,
+        SessionSelector::Handle(handle),
+        "session revoked",
+        SystemClock.now(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
 }
 
 /// Ends every session of the user except `keep_handle`.
-pub async fn revoke_others(pool: &Pool, user_id: &str, keep_handle: &str) -> Result<u64, StoreError> {
+pub async fn revoke_others(
+    pool: &Pool,
+    user_id: &str,
+    keep_handle: &str,
+) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
     let except = Some(keep_handle);
-    revoke_for_sessions_tx(&mut tx, SessionSelector::User { user_id, except }, "signed out elsewhere", SystemClock.now()).await?;
+    revoke_for_sessions_tx(
+        &mut tx,
+        SessionSelector::User { user_id, except },
+        "signed out elsewhere",
+        SystemClock.now(),
+    )
+    .await?;
     let deleted = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2")
         .bind(user_id)
         .bind(keep_handle)
@@ -296,7 +323,10 @@ pub(crate) async fn delete_all_for_user_tx(
     tx: &mut Tx<'_>,
     user_id: &str,
 ) -> Result<u64, sqlx::Error> {
-    let all = SessionSelector::User { user_id, except: None };
+    let all = SessionSelector::User {
+        user_id,
+        except: None,
+    };
     revoke_for_sessions_tx(tx, all, "all sessions ended", SystemClock.now()).await?;
     Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user_id)

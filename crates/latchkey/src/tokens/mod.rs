@@ -84,16 +84,33 @@ pub struct AccessClaims {
 }
 
 fn lifetime(state: &AppState, client: &Client) -> i64 {
-    client.access_token_lifetime_secs.filter(|l| *l > 0).unwrap_or(state.config.tokens.access_token_lifetime_secs)
+    let lifetime = client
+        .access_token_lifetime_secs
+        .filter(|l| *l > 0)
+        .unwrap_or(state.config.tokens.access_token_lifetime_secs);
+    // A JWT must verify until it expires, and its key stays in the JWKS only
+    // for `KeyRing::retention_secs` after it stops signing.
+    match client.access_token_format {
+        AccessTokenFormat::Jwt => lifetime.min(state.keys.max_token_lifetime_secs()),
+        AccessTokenFormat::Opaque => lifetime,
+    }
 }
 
 /// The algorithm that signs tokens for `client` (its override, else the default).
 pub fn algorithm_for(state: &AppState, client: &Client) -> Algorithm {
-    client.signing_algorithm.as_deref().and_then(Algorithm::parse).filter(|a| state.keys.algorithms().contains(a)).unwrap_or_else(|| state.keys.default_algorithm())
+    client
+        .signing_algorithm
+        .as_deref()
+        .and_then(Algorithm::parse)
+        .filter(|a| state.keys.algorithms().contains(a))
+        .unwrap_or_else(|| state.keys.default_algorithm())
 }
 
 /// Issues an access token in the client's configured format.
-pub async fn issue_access_token(state: &AppState, spec: AccessTokenSpec<'_>) -> Result<IssuedAccessToken, TokenError> {
+pub async fn issue_access_token(
+    state: &AppState,
+    spec: AccessTokenSpec<'_>,
+) -> Result<IssuedAccessToken, TokenError> {
     let now = state.clock.now();
     let expires_in = lifetime(state, spec.client);
     let exp = now + expires_in;
@@ -102,7 +119,10 @@ pub async fn issue_access_token(state: &AppState, spec: AccessTokenSpec<'_>) -> 
         AccessTokenFormat::Jwt => {
             let mut extra = serde_json::Map::new();
             if !spec.roles.is_empty() {
-                extra.insert(state.config.tokens.roles_claim.clone(), serde_json::json!(spec.roles));
+                extra.insert(
+                    state.config.tokens.roles_claim.clone(),
+                    serde_json::json!(spec.roles),
+                );
             }
             let claims = AccessClaims {
                 iss: state.config.issuer_str().to_owned(),
@@ -117,9 +137,16 @@ pub async fn issue_access_token(state: &AppState, spec: AccessTokenSpec<'_>) -> 
                 sid: spec.session_id,
                 extra,
             };
-            let key = state.keys.signing_key(algorithm_for(state, spec.client), now)?;
+            let key = state
+                .keys
+                .signing_key(algorithm_for(state, spec.client), now)?;
             let token = key.sign(ACCESS_TOKEN_TYP, &claims)?;
-            Ok(IssuedAccessToken { token, jti, expires_in, expires_at: exp })
+            Ok(IssuedAccessToken {
+                token,
+                jti,
+                expires_in,
+                expires_at: exp,
+            })
         }
         AccessTokenFormat::Opaque => {
             let secret = SecretToken::generate();
@@ -139,21 +166,40 @@ pub async fn issue_access_token(state: &AppState, spec: AccessTokenSpec<'_>) -> 
             .bind(exp)
             .execute(&state.pool)
             .await?;
-            Ok(IssuedAccessToken { token: secret.expose().to_owned(), jti, expires_in, expires_at: exp })
+            Ok(IssuedAccessToken {
+                token: secret.expose().to_owned(),
+                jti,
+                expires_in,
+                expires_at: exp,
+            })
         }
     }
 }
 
 /// Verifies one of our JWT access tokens (signature, `iss`, `typ`, times);
 /// the audience is not checked here (introspection serves every resource).
-pub fn verify_jwt_access_token(state: &AppState, token: &str, now: UnixTime) -> Result<AccessClaims, VerifyError> {
-    let validation = Validation { typ: Some(ACCESS_TOKEN_TYP.into()), leeway_secs: state.config.tokens.leeway_secs, ..Validation::new(state.config.issuer_str()) };
-    jose::verify::<AccessClaims>(token, &state.keys.verification_keys(), &validation, now).map(|v| v.claims)
+pub fn verify_jwt_access_token(
+    state: &AppState,
+    token: &str,
+    now: UnixTime,
+) -> Result<AccessClaims, VerifyError> {
+    let validation = Validation {
+        typ: Some(ACCESS_TOKEN_TYP.into()),
+        leeway_secs: state.config.tokens.leeway_secs,
+        ..Validation::new(state.config.issuer_str())
+    };
+    jose::verify::<AccessClaims>(token, &state.keys.verification_keys(), &validation, now)
+        .map(|v| v.claims)
 }
 
 /// Puts a JWT's `jti` on the denylist until the token would expire anyway.
 pub async fn deny_jti(pool: &Pool, jti: &str, expires_at: UnixTime) -> Result<(), StoreError> {
-    let inserted = sqlx::query("INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2)").bind(jti).bind(expires_at).execute(pool).await;
+    let inserted =
+        sqlx::query("INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2)")
+            .bind(jti)
+            .bind(expires_at)
+            .execute(pool)
+            .await;
     match inserted.map_err(StoreError::from) {
         Ok(_) | Err(StoreError::Conflict) => Ok(()),
         Err(e) => Err(e),
@@ -161,7 +207,13 @@ pub async fn deny_jti(pool: &Pool, jti: &str, expires_at: UnixTime) -> Result<()
 }
 
 pub async fn is_denied(pool: &Pool, jti: &str) -> Result<bool, StoreError> {
-    Ok(sqlx::query("SELECT 1 AS x FROM revoked_access_tokens WHERE jti = $1").bind(jti).fetch_optional(pool).await?.is_some())
+    Ok(
+        sqlx::query("SELECT 1 AS x FROM revoked_access_tokens WHERE jti = $1")
+            .bind(jti)
+            .fetch_optional(pool)
+            .await?
+            .is_some(),
+    )
 }
 
 /// An opaque access token as stored.
@@ -177,7 +229,10 @@ pub struct OpaqueToken {
     pub expires_at: UnixTime,
 }
 
-pub async fn find_opaque(pool: &Pool, token: &SecretToken) -> Result<Option<OpaqueToken>, StoreError> {
+pub async fn find_opaque(
+    pool: &Pool,
+    token: &SecretToken,
+) -> Result<Option<OpaqueToken>, StoreError> {
     let row = sqlx::query("SELECT hash, jti, client_id, subject, scope, audience, session_id, issued_at, expires_at FROM opaque_access_tokens WHERE hash = $1")
         .bind(token.hash().as_str())
         .fetch_optional(pool)
@@ -199,7 +254,10 @@ pub async fn find_opaque(pool: &Pool, token: &SecretToken) -> Result<Option<Opaq
 }
 
 pub async fn delete_opaque(pool: &Pool, token: &SecretToken) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM opaque_access_tokens WHERE hash = $1").bind(token.hash().as_str()).execute(pool).await?;
+    sqlx::query("DELETE FROM opaque_access_tokens WHERE hash = $1")
+        .bind(token.hash().as_str())
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -233,21 +291,35 @@ pub struct Introspection {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-async fn subject_is_active(pool: &Pool, subject: &str, client_id: &str) -> Result<bool, StoreError> {
+async fn subject_is_active(
+    pool: &Pool,
+    subject: &str,
+    client_id: &str,
+) -> Result<bool, StoreError> {
     if subject == client_id {
         return Ok(true); // client credentials: the client itself
     }
-    Ok(crate::identity::find_by_id(pool, subject).await?.is_some_and(|u| !u.disabled))
+    Ok(crate::identity::find_by_id(pool, subject)
+        .await?
+        .is_some_and(|u| !u.disabled))
 }
 
 /// Introspects any token we issued: JWT or opaque access token, or refresh
 /// token. Expired, revoked, malformed and foreign tokens are all simply inactive.
-pub async fn introspect(state: &AppState, token: &str, hint: Option<&str>) -> Result<Introspection, StoreError> {
+pub async fn introspect(
+    state: &AppState,
+    token: &str,
+    hint: Option<&str>,
+) -> Result<Introspection, StoreError> {
     let now = state.clock.now();
     let inactive = Introspection::default();
     if let Some(secret) = SecretToken::parse(token) {
         // Refresh tokens and opaque access tokens share the same shape.
-        let order: [bool; 2] = if hint == Some("access_token") { [false, true] } else { [true, false] };
+        let order: [bool; 2] = if hint == Some("access_token") {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for refresh_first in order {
             if refresh_first {
                 if let Some(info) = refresh::describe(&state.pool, &secret, now).await? {
@@ -268,7 +340,9 @@ pub async fn introspect(state: &AppState, token: &str, hint: Option<&str>) -> Re
                     return Ok(inactive);
                 }
             } else if let Some(t) = find_opaque(&state.pool, &secret).await? {
-                if t.expires_at > now && subject_is_active(&state.pool, &t.subject, &t.client_id).await? {
+                if t.expires_at > now
+                    && subject_is_active(&state.pool, &t.subject, &t.client_id).await?
+                {
                     return Ok(Introspection {
                         active: true,
                         scope: Some(t.scope),
@@ -289,8 +363,12 @@ pub async fn introspect(state: &AppState, token: &str, hint: Option<&str>) -> Re
         }
         return Ok(inactive);
     }
-    let Ok(claims) = verify_jwt_access_token(state, token, now) else { return Ok(inactive) };
-    if is_denied(&state.pool, &claims.jti).await? || !subject_is_active(&state.pool, &claims.sub, &claims.client_id).await? {
+    let Ok(claims) = verify_jwt_access_token(state, token, now) else {
+        return Ok(inactive);
+    };
+    if is_denied(&state.pool, &claims.jti).await?
+        || !subject_is_active(&state.pool, &claims.sub, &claims.client_id).await?
+    {
         return Ok(inactive);
     }
     Ok(Introspection {
@@ -328,7 +406,12 @@ pub async fn revoke(state: &AppState, client: &Client, token: &str) -> Result<()
     // A JWT: only a genuine, unexpired token of ours, issued to this client.
     if let Ok(claims) = verify_jwt_access_token(state, token, now) {
         if claims.client_id == client.id {
-            deny_jti(&state.pool, &claims.jti, claims.exp + state.config.tokens.leeway_secs).await?;
+            deny_jti(
+                &state.pool,
+                &claims.jti,
+                claims.exp + state.config.tokens.leeway_secs,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -336,8 +419,16 @@ pub async fn revoke(state: &AppState, client: &Client, token: &str) -> Result<()
 
 /// Removes denylist entries and opaque tokens that have expired (background).
 pub async fn purge_expired(pool: &Pool, now: UnixTime) -> Result<u64, StoreError> {
-    let a = sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at <= $1").bind(now).execute(pool).await?.rows_affected();
-    let b = sqlx::query("DELETE FROM opaque_access_tokens WHERE expires_at <= $1").bind(now).execute(pool).await?.rows_affected();
+    let a = sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at <= $1")
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let b = sqlx::query("DELETE FROM opaque_access_tokens WHERE expires_at <= $1")
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected();
     let c = refresh::purge_expired(pool, now).await?;
     Ok(a + b + c)
 }

@@ -44,7 +44,11 @@ pub enum RefreshError {
     #[error("the refresh token is invalid, expired or revoked")]
     Invalid,
     #[error("the refresh token was already used; its whole family has been revoked")]
-    Reused { family_id: String, user_id: String, session_handle: Option<String> },
+    Reused {
+        family_id: String,
+        user_id: String,
+        session_handle: Option<String>,
+    },
     #[error("the requested scope exceeds the scope originally granted")]
     ScopeTooWide,
     #[error(transparent)]
@@ -92,7 +96,14 @@ pub async fn start_family(
     Ok((token, family))
 }
 
-async fn insert_token(tx: &mut Tx<'_>, token: &SecretToken, family: &Family, scope: &Scope, config: &TokenConfig, now: UnixTime) -> Result<(), sqlx::Error> {
+async fn insert_token(
+    tx: &mut Tx<'_>,
+    token: &SecretToken,
+    family: &Family,
+    scope: &Scope,
+    config: &TokenConfig,
+    now: UnixTime,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO refresh_tokens (hash, family_id, scope, created_at, idle_expires_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(token.hash().as_str())
         .bind(&family.id)
@@ -157,13 +168,14 @@ pub async fn rotate(
     let mut tx = pool.begin().await?;
     // First statement is the write: it takes the lock both engines need to
     // serialize concurrent uses of one token.
-    let claimed = sqlx::query("UPDATE refresh_tokens SET spent_at = $2 WHERE hash = $1 AND spent_at IS NULL")
-        .bind(presented.hash().as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-        == 1;
+    let claimed =
+        sqlx::query("UPDATE refresh_tokens SET spent_at = $2 WHERE hash = $1 AND spent_at IS NULL")
+            .bind(presented.hash().as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
     let Some(found) = load(&mut tx, presented).await? else {
         return Err(RefreshError::Invalid);
     };
@@ -172,7 +184,9 @@ pub async fn rotate(
         tx.rollback().await?;
         return Err(RefreshError::Invalid);
     }
-    if !claimed || found.spent {
+    // `found` was read after our own UPDATE, so `found.spent` is always true
+    // here; only `claimed` tells whether this request spent the token.
+    if !claimed {
         if !found.family_revoked {
             revoke_family_tx(&mut tx, &found.family.id, "reuse", now).await?;
             if let Some(handle) = &found.family.session_handle {
@@ -180,9 +194,17 @@ pub async fn rotate(
             }
         }
         tx.commit().await?;
-        return Err(RefreshError::Reused { family_id: found.family.id, user_id: found.family.user_id, session_handle: found.family.session_handle });
+        return Err(RefreshError::Reused {
+            family_id: found.family.id,
+            user_id: found.family.user_id,
+            session_handle: found.family.session_handle,
+        });
     }
-    if found.family_revoked || found.user_disabled || found.idle_expires_at <= now || found.family.expires_at <= now {
+    if found.family_revoked
+        || found.user_disabled
+        || found.idle_expires_at <= now
+        || found.family.expires_at <= now
+    {
         tx.rollback().await?;
         return Err(RefreshError::Invalid);
     }
@@ -199,10 +221,19 @@ pub async fn rotate(
     let token = SecretToken::generate();
     insert_token(&mut tx, &token, &found.family, &scope, config, now).await?;
     tx.commit().await?;
-    Ok(Rotated { token, family: found.family, scope })
+    Ok(Rotated {
+        token,
+        family: found.family,
+        scope,
+    })
 }
 
-async fn revoke_family_tx(tx: &mut Tx<'_>, family_id: &str, reason: &str, now: UnixTime) -> Result<(), sqlx::Error> {
+async fn revoke_family_tx(
+    tx: &mut Tx<'_>,
+    family_id: &str,
+    reason: &str,
+    now: UnixTime,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL")
         .bind(family_id)
         .bind(now)
@@ -213,9 +244,22 @@ async fn revoke_family_tx(tx: &mut Tx<'_>, family_id: &str, reason: &str, now: U
 }
 
 /// Ends a sign-in session and every refresh family that came from it.
-async fn end_session_tx(tx: &mut Tx<'_>, session_handle: &str, now: UnixTime) -> Result<(), sqlx::Error> {
-    revoke_for_sessions_tx(tx, SessionSelector::Handle(session_handle), "session ended", now).await?;
-    sqlx::query("DELETE FROM sessions WHERE handle = $1").bind(session_handle).execute(&mut **tx).await?;
+async fn end_session_tx(
+    tx: &mut Tx<'_>,
+    session_handle: &str,
+    now: UnixTime,
+) -> Result<(), sqlx::Error> {
+    revoke_for_sessions_tx(
+        tx,
+        SessionSelector::Handle(session_handle),
+        "session ended",
+        now,
+    )
+    .await?;
+    sqlx::query("DELETE FROM sessions WHERE handle = $1")
+        .bind(session_handle)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -223,14 +267,22 @@ async fn end_session_tx(tx: &mut Tx<'_>, session_handle: &str, now: UnixTime) ->
 pub enum SessionSelector<'a> {
     Handle(&'a str),
     /// Every session of the user, except the given handle (if any).
-    User { user_id: &'a str, except: Option<&'a str> },
+    User {
+        user_id: &'a str,
+        except: Option<&'a str>,
+    },
 }
 
 /// Revokes the refresh families of the selected sessions. Called by every
 /// path that ends a session by intent (sign-out, revocation, disabling), in
 /// the same transaction as the session deletion. Sessions that merely expire
 /// keep their refresh tokens (they have their own idle/absolute limits).
-pub async fn revoke_for_sessions_tx(tx: &mut Tx<'_>, selector: SessionSelector<'_>, reason: &str, now: UnixTime) -> Result<u64, sqlx::Error> {
+pub async fn revoke_for_sessions_tx(
+    tx: &mut Tx<'_>,
+    selector: SessionSelector<'_>,
+    reason: &str,
+    now: UnixTime,
+) -> Result<u64, sqlx::Error> {
     let result = match selector {
         SessionSelector::Handle(handle) => {
             sqlx::query("UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE session_handle = $1 AND revoked_at IS NULL")
@@ -258,9 +310,16 @@ pub async fn revoke_for_sessions_tx(tx: &mut Tx<'_>, selector: SessionSelector<'
 
 /// RFC 7009: revokes the family of `token` if it belongs to `client_id`.
 /// Returns whether the token was a refresh token at all.
-pub async fn revoke_by_token(pool: &Pool, token: &SecretToken, client_id: &str, now: UnixTime) -> Result<bool, StoreError> {
+pub async fn revoke_by_token(
+    pool: &Pool,
+    token: &SecretToken,
+    client_id: &str,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
-    let Some(found) = load(&mut tx, token).await? else { return Ok(false) };
+    let Some(found) = load(&mut tx, token).await? else {
+        return Ok(false);
+    };
     if found.family.client_id == client_id {
         revoke_family_tx(&mut tx, &found.family.id, "revoked by client", now).await?;
         tx.commit().await?;
@@ -280,23 +339,38 @@ pub struct RefreshInfo {
 }
 
 /// A live (unspent, unrevoked, unexpired) refresh token's facts, else `None`.
-pub async fn describe(pool: &Pool, token: &SecretToken, now: UnixTime) -> Result<Option<RefreshInfo>, StoreError> {
+pub async fn describe(
+    pool: &Pool,
+    token: &SecretToken,
+    now: UnixTime,
+) -> Result<Option<RefreshInfo>, StoreError> {
     let mut tx = pool.begin().await?;
     let found = load(&mut tx, token).await?;
     tx.rollback().await?;
-    Ok(found.filter(|f| !f.spent && !f.family_revoked && !f.user_disabled && f.idle_expires_at > now && f.family.expires_at > now).map(|f| RefreshInfo {
-        client_id: f.family.client_id,
-        user_id: f.family.user_id,
-        session_handle: f.family.session_handle,
-        scope: f.token_scope.to_string(),
-        created_at: f.created_at,
-        expires_at: f.idle_expires_at.min(f.family.expires_at),
-    }))
+    Ok(found
+        .filter(|f| {
+            !f.spent
+                && !f.family_revoked
+                && !f.user_disabled
+                && f.idle_expires_at > now
+                && f.family.expires_at > now
+        })
+        .map(|f| RefreshInfo {
+            client_id: f.family.client_id,
+            user_id: f.family.user_id,
+            session_handle: f.family.session_handle,
+            scope: f.token_scope.to_string(),
+            created_at: f.created_at,
+            expires_at: f.idle_expires_at.min(f.family.expires_at),
+        }))
 }
 
 /// Is the family revoked? (Tests and audits.)
 pub async fn family_revoked(pool: &Pool, family_id: &str) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT revoked_at FROM refresh_families WHERE id = $1").bind(family_id).fetch_optional(pool).await?;
+    let row = sqlx::query("SELECT revoked_at FROM refresh_families WHERE id = $1")
+        .bind(family_id)
+        .fetch_optional(pool)
+        .await?;
     Ok(match row {
         Some(r) => r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
         None => true,
@@ -307,7 +381,11 @@ pub async fn family_revoked(pool: &Pool, family_id: &str) -> Result<bool, StoreE
 pub async fn purge_expired(pool: &Pool, now: UnixTime) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM refresh_families WHERE expires_at <= $1)").bind(now).execute(&mut *tx).await?;
-    let n = sqlx::query("DELETE FROM refresh_families WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?.rows_affected();
+    let n = sqlx::query("DELETE FROM refresh_families WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     tx.commit().await?;
     Ok(n)
 }

@@ -11,6 +11,7 @@ pub struct Templates {
 }
 
 pub const STYLESHEET: &str = include_str!("static/latchkey.css");
+pub const FORM_POST_SCRIPT: &str = include_str!("static/form_post.js");
 
 impl Templates {
     pub fn new() -> Templates {
@@ -21,6 +22,10 @@ impl Templates {
             ("login.html", include_str!("templates/login.html")),
             ("account.html", include_str!("templates/account.html")),
             ("admin.html", include_str!("templates/admin.html")),
+            ("consent.html", include_str!("templates/consent.html")),
+            ("form_post.html", include_str!("templates/form_post.html")),
+            ("logout.html", include_str!("templates/logout.html")),
+            ("device.html", include_str!("templates/device.html")),
         ] {
             // The templates are part of the binary; a syntax error is a build bug.
             env.add_template(name, source)

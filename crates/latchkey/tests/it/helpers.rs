@@ -25,6 +25,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub backend: Backend,
     pub database_url: String,
+    /// The master key this server was started with (to start a second
+    /// instance on the same database).
+    pub master_key: MasterKey,
     _dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -122,7 +125,8 @@ impl TestApp {
             config.issuer = format!("http://127.0.0.1:{port}");
         }
         let database_url = config.database.url.clone();
-        let app = Application::build(config, MasterKey::generate(), deps)
+        let master_key = MasterKey::generate();
+        let app = Application::build(config, master_key.clone(), deps)
             .await
             .expect("server builds");
         let state = app.state().clone();
@@ -138,6 +142,7 @@ impl TestApp {
             client: new_client(),
             backend,
             database_url,
+            master_key,
             _dir: dir,
             shutdown: Some(tx),
             server: Some(server),

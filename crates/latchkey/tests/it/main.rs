@@ -6,8 +6,10 @@ mod helpers;
 
 mod cli;
 mod docs;
+mod keys;
 mod login;
 mod observability;
 mod sessions;
 mod storage;
+mod tokens;
 mod web_security;

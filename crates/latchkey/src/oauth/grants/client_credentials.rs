@@ -9,20 +9,44 @@ use crate::oauth::scope::Scope;
 use crate::oauth::{OAuthError, OAuthErrorCode};
 use crate::tokens::{self, AccessTokenSpec};
 
-pub async fn grant(state: &AppState, client: &Client, requested: Option<Scope>) -> Result<TokenResponse, OAuthError> {
+pub async fn grant(
+    state: &AppState,
+    client: &Client,
+    requested: Option<Scope>,
+) -> Result<TokenResponse, OAuthError> {
     if !client.confidential || !client.allows_grant("client_credentials") {
-        return Err(OAuthError::new(OAuthErrorCode::UnauthorizedClient, "this client may not use the client_credentials grant"));
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnauthorizedClient,
+            "this client may not use the client_credentials grant",
+        ));
     }
     let scope = match requested {
         Some(s) if !s.is_empty() => {
             if !s.is_subset(&client.scopes) {
-                return Err(OAuthError::new(OAuthErrorCode::InvalidScope, "the requested scope exceeds what this client is allowed"));
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidScope,
+                    "the requested scope exceeds what this client is allowed",
+                ));
             }
             s
         }
         _ => client.scopes.clone(),
     };
-    let spec = AccessTokenSpec { client, subject: client.id.clone(), scope: scope.clone(), roles: Vec::new(), session_id: None, family_id: None };
+    let spec = AccessTokenSpec {
+        client,
+        subject: client.id.clone(),
+        scope: scope.clone(),
+        roles: Vec::new(),
+        session_id: None,
+        family_id: None,
+    };
     let issued = tokens::issue_access_token(state, spec).await?;
-    Ok(TokenResponse { access_token: issued.token, token_type: "Bearer", expires_in: issued.expires_in, scope: scope.to_string(), refresh_token: None, id_token: None })
+    Ok(TokenResponse {
+        access_token: issued.token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        scope: scope.to_string(),
+        refresh_token: None,
+        id_token: None,
+    })
 }

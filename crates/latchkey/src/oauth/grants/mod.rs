@@ -4,7 +4,9 @@
 //!
 //! `password` and the implicit flow do not exist here and never will.
 
+pub mod authorization_code;
 pub mod client_credentials;
+pub mod device_code;
 pub mod refresh_token;
 
 use serde::Serialize;

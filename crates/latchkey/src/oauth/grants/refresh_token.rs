@@ -12,28 +12,81 @@ use crate::oauth::{OAuthError, OAuthErrorCode};
 use crate::tokens::refresh::{self, RefreshError};
 use crate::tokens::{self, AccessTokenSpec};
 
-pub async fn grant(state: &AppState, client: &Client, presented: &str, requested: Option<Scope>) -> Result<TokenResponse, OAuthError> {
+pub async fn grant(
+    state: &AppState,
+    client: &Client,
+    presented: &str,
+    requested: Option<Scope>,
+) -> Result<TokenResponse, OAuthError> {
     if !client.allows_grant("refresh_token") {
-        return Err(OAuthError::new(OAuthErrorCode::UnauthorizedClient, "this client may not use the refresh_token grant"));
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnauthorizedClient,
+            "this client may not use the refresh_token grant",
+        ));
     }
     let Some(presented) = SecretToken::parse(presented) else {
-        return Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked"));
+        return Err(OAuthError::invalid_grant(
+            "the refresh token is invalid, expired or revoked",
+        ));
     };
     let now = state.clock.now();
-    let rotated = match refresh::rotate(&state.pool, &state.config.tokens, &presented, &client.id, requested.as_ref(), now).await {
+    let rotated = match refresh::rotate(
+        &state.pool,
+        &state.config.tokens,
+        &presented,
+        &client.id,
+        requested.as_ref(),
+        now,
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(RefreshError::Reused { family_id, user_id, session_handle }) => {
-            let detail = format!("refresh token reuse by client {}: family {family_id} revoked, session {} ended", client.id, session_handle.as_deref().unwrap_or("-"));
+        Err(RefreshError::Reused {
+            family_id,
+            user_id,
+            session_handle,
+        }) => {
+            let detail = format!(
+                "refresh token reuse by client {}: family {family_id} revoked, session {} ended",
+                client.id,
+                session_handle.as_deref().unwrap_or("-")
+            );
             tracing::warn!(client_id = %client.id, %family_id, "refresh token reuse detected");
-            audit::record(&state.pool, EventKind::RefreshTokenReuse, Event { actor: client.id.clone(), subject: user_id, detail, ..Event::default() }, now).await?;
-            return Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked"));
+            audit::record(
+                &state.pool,
+                EventKind::RefreshTokenReuse,
+                Event {
+                    actor: client.id.clone(),
+                    subject: user_id,
+                    detail,
+                    ..Event::default()
+                },
+                now,
+            )
+            .await?;
+            return Err(OAuthError::invalid_grant(
+                "the refresh token is invalid, expired or revoked",
+            ));
         }
-        Err(RefreshError::ScopeTooWide) => return Err(OAuthError::new(OAuthErrorCode::InvalidScope, "the requested scope exceeds the scope originally granted")),
-        Err(RefreshError::Invalid) => return Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")),
+        Err(RefreshError::ScopeTooWide) => {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidScope,
+                "the requested scope exceeds the scope originally granted",
+            ))
+        }
+        Err(RefreshError::Invalid) => {
+            return Err(OAuthError::invalid_grant(
+                "the refresh token is invalid, expired or revoked",
+            ))
+        }
         Err(RefreshError::Store(e)) => return Err(e.into()),
     };
     // Roles are read fresh: a role removed since sign-in is gone from new tokens.
-    let user = identity::find_by_id(&state.pool, &rotated.family.user_id).await?.ok_or_else(|| OAuthError::invalid_grant("the refresh token is invalid, expired or revoked"))?;
+    let user = identity::find_by_id(&state.pool, &rotated.family.user_id)
+        .await?
+        .ok_or_else(|| {
+            OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
+        })?;
     let spec = AccessTokenSpec {
         client,
         subject: user.id.clone(),

@@ -1,0 +1,652 @@
+//! The authorization endpoint's rules (RFC 6749 §4.1, OAuth 2.1, OIDC Core §3.1.2).
+//!
+//! Two phases of validation, in this order:
+//! 1. `client_id` and `redirect_uri`. If either is wrong the user sees an
+//!    error **page** — never a redirect (RFC 9700 §4.1: an open redirector
+//!    otherwise).
+//! 2. everything else; errors then go back to the client's redirect URI with
+//!    `error`, `state` and `iss` (RFC 9207).
+//!
+//! A request waiting for sign-in or consent is stored as an explicit,
+//! expiring [`PendingRequest`] (10 minutes); the browser only carries its id.
+//! Codes are 256-bit, stored as SHA-256, single-use, 60 s, bound to client,
+//! redirect URI, PKCE challenge, nonce and session.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row as _;
+
+use super::clients::{self, Client};
+use super::pkce::CodeChallenge;
+use super::redirect_uri;
+use super::scope::Scope;
+use crate::clock::UnixTime;
+use crate::crypto::{SecretToken, TokenHash};
+use crate::store::{Pool, StoreError};
+
+/// Lifetime of an authorization code (RFC 9700: as short as possible; ≤ 60 s).
+pub const CODE_LIFETIME_SECS: i64 = 60;
+/// Lifetime of a request waiting for sign-in or consent.
+pub const PENDING_LIFETIME_SECS: i64 = 600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    Query,
+    FormPost,
+}
+
+/// A validated authorization request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: String,
+    pub response_mode: ResponseMode,
+    pub prompt: Vec<String>,
+    pub max_age: Option<i64>,
+    pub login_hint: Option<String>,
+    pub acr_values: Option<String>,
+}
+
+impl AuthorizationRequest {
+    pub fn scope(&self) -> Scope {
+        Scope::from_stored(&self.scope)
+    }
+    pub fn prompts(&self, p: &str) -> bool {
+        self.prompt.iter().any(|x| x == p)
+    }
+}
+
+/// Where an error goes.
+#[derive(Debug, Clone)]
+pub enum AuthorizeError {
+    /// Client or redirect URI cannot be trusted: show a page, never redirect.
+    Page(String),
+    /// Tell the client, at its (verified) redirect URI.
+    Redirect(ErrorRedirect),
+    Store(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ErrorRedirect {
+    pub redirect_uri: String,
+    pub response_mode: ResponseMode,
+    pub state: Option<String>,
+    pub error: &'static str,
+    pub description: String,
+}
+
+impl From<StoreError> for AuthorizeError {
+    fn from(e: StoreError) -> Self {
+        AuthorizeError::Store(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for AuthorizeError {
+    fn from(e: sqlx::Error) -> Self {
+        AuthorizeError::Store(StoreError::from(e).to_string())
+    }
+}
+
+/// Parameters of a GET query or POST form, each at most once.
+pub fn collect_params(raw: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw) {
+        if map.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("parameter {k} appears more than once"));
+        }
+    }
+    Ok(map)
+}
+
+/// Validates a request in the two phases described in the module docs.
+pub async fn validate(
+    pool: &Pool,
+    params: &BTreeMap<String, String>,
+    duplicate: Option<String>,
+) -> Result<(Client, AuthorizationRequest), AuthorizeError> {
+    let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let client_id = get("client_id")
+        .ok_or_else(|| AuthorizeError::Page("The request has no client_id.".into()))?;
+    let client = clients::find(pool, client_id)
+        .await?
+        .ok_or_else(|| AuthorizeError::Page("This application is not registered here.".into()))?;
+    let redirect_uri = match get("redirect_uri") {
+        Some(uri) if redirect_uri::matches(&client.redirect_uris, uri) => uri.to_owned(),
+        Some(_) => {
+            return Err(AuthorizeError::Page(
+                "The redirect URI is not registered for this application.".into(),
+            ))
+        }
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None => {
+            return Err(AuthorizeError::Page(
+                "The request has no redirect_uri.".into(),
+            ))
+        }
+    };
+    let response_mode = match get("response_mode") {
+        None | Some("query") => ResponseMode::Query,
+        Some("form_post") => ResponseMode::FormPost,
+        Some(_) => ResponseMode::Query,
+    };
+    let state = get("state").map(str::to_owned);
+    let fail = |error: &'static str, description: String| {
+        AuthorizeError::Redirect(ErrorRedirect {
+            redirect_uri: redirect_uri.clone(),
+            response_mode,
+            state: state.clone(),
+            error,
+            description,
+        })
+    };
+    if let Some(dup) = duplicate {
+        return Err(fail("invalid_request", dup));
+    }
+    if let Some(mode) = get("response_mode") {
+        if !matches!(mode, "query" | "form_post") {
+            return Err(fail(
+                "invalid_request",
+                format!("response_mode {mode:?} is not supported; use query or form_post"),
+            ));
+        }
+    }
+    match get("response_type") {
+        Some("code") => {}
+        None => return Err(fail("invalid_request", "response_type is required".into())),
+        Some(other) => return Err(fail("unsupported_response_type", format!("response_type {other:?} is not supported; only code (implicit and hybrid flows do not exist)"))),
+    }
+    if get("request").is_some() {
+        return Err(fail(
+            "request_not_supported",
+            "request objects are not supported".into(),
+        ));
+    }
+    if get("request_uri").is_some() {
+        return Err(fail(
+            "request_uri_not_supported",
+            "request_uri is not supported".into(),
+        ));
+    }
+    if !client.allows_grant("authorization_code") {
+        return Err(fail(
+            "unauthorized_client",
+            "this client may not use the authorization code flow".into(),
+        ));
+    }
+    let scope = Scope::parse(get("scope").unwrap_or_default())
+        .map_err(|e| fail("invalid_scope", e.to_string()))?;
+    if !scope.is_subset(&client.scopes) {
+        return Err(fail(
+            "invalid_scope",
+            "the requested scope exceeds what this client is allowed".into(),
+        ));
+    }
+    let challenge = CodeChallenge::parse(get("code_challenge"), get("code_challenge_method"))
+        .map_err(|e| fail("invalid_request", e.to_string()))?;
+    let prompt: Vec<String> = get("prompt")
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = prompt
+        .iter()
+        .find(|p| !matches!(p.as_str(), "none" | "login" | "consent" | "select_account"))
+    {
+        return Err(fail(
+            "invalid_request",
+            format!("prompt value {bad:?} is not supported"),
+        ));
+    }
+    if prompt.iter().any(|p| p == "none") && prompt.len() > 1 {
+        return Err(fail(
+            "invalid_request",
+            "prompt=none cannot be combined with other values".into(),
+        ));
+    }
+    let max_age = match get("max_age") {
+        None => None,
+        Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            fail(
+                "invalid_request",
+                "max_age must be a non-negative integer".into(),
+            )
+        })?),
+    };
+    let bounded = |name: &str, max: usize| -> Result<Option<String>, AuthorizeError> {
+        match get(name) {
+            Some(v) if v.len() > max => Err(fail(
+                "invalid_request",
+                format!("{name} is longer than {max} characters"),
+            )),
+            v => Ok(v.map(str::to_owned)),
+        }
+    };
+    let request = AuthorizationRequest {
+        client_id: client.id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        scope: scope.to_string(),
+        state: bounded("state", 1024)?,
+        nonce: bounded("nonce", 512)?,
+        code_challenge: challenge.as_str().to_owned(),
+        response_mode,
+        prompt,
+        max_age,
+        login_hint: bounded("login_hint", 320)?,
+        acr_values: bounded("acr_values", 256)?,
+    };
+    Ok((client, request))
+}
+
+/// A stored request waiting for the user.
+#[derive(Debug, Clone)]
+pub struct PendingRequest {
+    pub id: String,
+    pub request: AuthorizationRequest,
+    pub created_at: UnixTime,
+}
+
+pub async fn store_pending(
+    pool: &Pool,
+    request: &AuthorizationRequest,
+    now: UnixTime,
+) -> Result<PendingRequest, StoreError> {
+    let id = SecretToken::generate().expose().to_owned();
+    let params = serde_json::to_string(request)
+        .map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))?;
+    sqlx::query("INSERT INTO authorization_requests (id, client_id, params, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&id)
+        .bind(&request.client_id)
+        .bind(params)
+        .bind(now)
+        .bind(now + PENDING_LIFETIME_SECS)
+        .execute(pool)
+        .await?;
+    Ok(PendingRequest {
+        id,
+        request: request.clone(),
+        created_at: now,
+    })
+}
+
+pub async fn load_pending(
+    pool: &Pool,
+    id: &str,
+    now: UnixTime,
+) -> Result<Option<PendingRequest>, StoreError> {
+    let row = sqlx::query(
+        "SELECT params, created_at, expires_at FROM authorization_requests WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    if row.try_get::<i64, _>("expires_at")? <= now {
+        return Ok(None);
+    }
+    let request: AuthorizationRequest = serde_json::from_str(&row.try_get::<String, _>("params")?)
+        .map_err(|e| StoreError::Other(sqlx::Error::Decode(Box::new(e))))?;
+    Ok(Some(PendingRequest {
+        id: id.to_owned(),
+        request,
+        created_at: row.try_get("created_at")?,
+    }))
+}
+
+pub async fn delete_pending(pool: &Pool, id: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM authorization_requests WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The signed-in user, as far as the authorization decision needs.
+#[derive(Debug, Clone)]
+pub struct Authentication {
+    pub user_id: String,
+    pub session_handle: String,
+    pub auth_time: UnixTime,
+    pub amr: Vec<String>,
+}
+
+/// What happens next with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The user must (re-)authenticate.
+    Login,
+    /// The user must approve the client and scopes.
+    Consent,
+    /// Issue the code.
+    Issue,
+    /// `prompt=none` could not be honoured: `login_required` / `consent_required`.
+    Fail(&'static str),
+}
+
+/// Decides the next step. `requested_at` is when the request first arrived:
+/// `prompt=login` / `select_account` need a sign-in *after* it; `max_age` a
+/// sign-in within that many seconds.
+pub async fn decide(
+    pool: &Pool,
+    client: &Client,
+    request: &AuthorizationRequest,
+    who: Option<&Authentication>,
+    requested_at: UnixTime,
+    now: UnixTime,
+) -> Result<Decision, StoreError> {
+    let fresh_login_needed = |a: &Authentication| {
+        ((request.prompts("login") || request.prompts("select_account"))
+            && a.auth_time < requested_at)
+            || request.max_age.is_some_and(|max| now - a.auth_time > max)
+    };
+    let Some(who) = who.filter(|a| !fresh_login_needed(a)) else {
+        return Ok(if request.prompts("none") {
+            Decision::Fail("login_required")
+        } else {
+            Decision::Login
+        });
+    };
+    if client.first_party && !request.prompts("consent") {
+        return Ok(Decision::Issue);
+    }
+    let granted = consent_of(pool, &who.user_id, &client.id).await?;
+    let covered = granted
+        .as_ref()
+        .is_some_and(|g| request.scope().is_subset(g));
+    if covered && !request.prompts("consent") {
+        return Ok(Decision::Issue);
+    }
+    Ok(if request.prompts("none") {
+        Decision::Fail("consent_required")
+    } else {
+        Decision::Consent
+    })
+}
+
+/// The scopes a user granted a client, if any.
+pub async fn consent_of(
+    pool: &Pool,
+    user_id: &str,
+    client_id: &str,
+) -> Result<Option<Scope>, StoreError> {
+    let row = sqlx::query("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2")
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row
+        .map(|r| {
+            r.try_get::<String, _>("scope")
+                .map(|s| Scope::from_stored(&s))
+        })
+        .transpose()?)
+}
+
+/// Records consent, widening any earlier grant (one transaction).
+pub async fn grant_consent(
+    pool: &Pool,
+    user_id: &str,
+    client_id: &str,
+    scope: &Scope,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let existing = sqlx::query("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2")
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let merged = match existing {
+        Some(row) => {
+            let old = Scope::from_stored(&row.try_get::<String, _>("scope")?);
+            Scope::from_stored(&format!("{old} {scope}"))
+        }
+        None => scope.clone(),
+    };
+    sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(user_id)
+    .bind(client_id)
+    .bind(merged.to_string())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A consent as shown on the account page.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsentView {
+    pub client_id: String,
+    pub client_name: String,
+    pub scope: String,
+    pub granted_at: UnixTime,
+}
+
+pub async fn consents_of_user(pool: &Pool, user_id: &str) -> Result<Vec<ConsentView>, StoreError> {
+    let rows = sqlx::query("SELECT c.client_id, k.name, c.scope, c.granted_at FROM consents c JOIN clients k ON k.id = c.client_id WHERE c.user_id = $1 ORDER BY k.name")
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ConsentView {
+                client_id: r.try_get("client_id")?,
+                client_name: r.try_get("name")?,
+                scope: r.try_get("scope")?,
+                granted_at: r.try_get("granted_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// Withdraws consent: the client must ask again, and its refresh tokens for
+/// this user stop working.
+pub async fn revoke_consent(
+    pool: &Pool,
+    user_id: &str,
+    client_id: &str,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query("UPDATE refresh_families SET revoked_at = $3, revoked_reason = 'consent withdrawn' WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL")
+        .bind(user_id)
+        .bind(client_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Issues a code for an approved request.
+pub async fn issue_code(
+    pool: &Pool,
+    request: &AuthorizationRequest,
+    who: &Authentication,
+    now: UnixTime,
+) -> Result<SecretToken, StoreError> {
+    let code = SecretToken::generate();
+    sqlx::query(
+        "INSERT INTO authorization_codes (hash, client_id, user_id, session_handle, redirect_uri, scope, nonce, code_challenge, auth_time, amr, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(code.hash().as_str())
+    .bind(&request.client_id)
+    .bind(&who.user_id)
+    .bind(&who.session_handle)
+    .bind(&request.redirect_uri)
+    .bind(&request.scope)
+    .bind(request.nonce.clone())
+    .bind(&request.code_challenge)
+    .bind(who.auth_time)
+    .bind(who.amr.join(" "))
+    .bind(now)
+    .bind(now + CODE_LIFETIME_SECS)
+    .execute(pool)
+    .await?;
+    Ok(code)
+}
+
+/// A code as redeemed at the token endpoint.
+#[derive(Debug, Clone)]
+pub struct RedeemedCode {
+    pub client_id: String,
+    pub user_id: String,
+    pub session_handle: String,
+    pub redirect_uri: String,
+    pub scope: Scope,
+    pub nonce: Option<String>,
+    pub challenge: CodeChallenge,
+    pub auth_time: UnixTime,
+    pub amr: Vec<String>,
+    pub expires_at: UnixTime,
+}
+
+/// What happened to a presented code.
+#[derive(Debug)]
+pub enum Redemption {
+    /// First use: the caller must now check client, redirect URI and PKCE.
+    Fresh(RedeemedCode),
+    /// Already used: the caller revokes what it issued.
+    Replayed {
+        family: Option<String>,
+        jti: Option<String>,
+        jti_exp: Option<i64>,
+        user_id: String,
+    },
+    Unknown,
+}
+
+/// Marks the code used (atomically; exactly one caller gets `Fresh`).
+pub async fn redeem(
+    pool: &Pool,
+    code: &SecretToken,
+    now: UnixTime,
+) -> Result<Redemption, StoreError> {
+    let hash = code.hash();
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query(
+        "UPDATE authorization_codes SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
+    )
+    .bind(hash.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let row = sqlx::query("SELECT hash, client_id, user_id, session_handle, redirect_uri, scope, nonce, code_challenge, auth_time, amr, expires_at, issued_family, issued_jti, issued_exp FROM authorization_codes WHERE hash = $1")
+        .bind(hash.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let Some(row) = row else {
+        return Ok(Redemption::Unknown);
+    };
+    if !code.matches(&TokenHash::from_stored(row.try_get("hash")?)) {
+        return Ok(Redemption::Unknown);
+    }
+    if !claimed {
+        return Ok(Redemption::Replayed {
+            family: row.try_get("issued_family")?,
+            jti: row.try_get("issued_jti")?,
+            jti_exp: row.try_get("issued_exp")?,
+            user_id: row.try_get("user_id")?,
+        });
+    }
+    Ok(Redemption::Fresh(RedeemedCode {
+        client_id: row.try_get("client_id")?,
+        user_id: row.try_get("user_id")?,
+        session_handle: row.try_get("session_handle")?,
+        redirect_uri: row.try_get("redirect_uri")?,
+        scope: Scope::from_stored(&row.try_get::<String, _>("scope")?),
+        nonce: row.try_get("nonce")?,
+        challenge: CodeChallenge::from_stored(row.try_get("code_challenge")?),
+        auth_time: row.try_get("auth_time")?,
+        amr: row
+            .try_get::<String, _>("amr")?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        expires_at: row.try_get("expires_at")?,
+    }))
+}
+
+/// Remembers what a code produced, so a replay can revoke it.
+pub async fn record_issued(
+    pool: &Pool,
+    code: &SecretToken,
+    family: Option<&str>,
+    jti: &str,
+    exp: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE authorization_codes SET issued_family = $2, issued_jti = $3, issued_exp = $4 WHERE hash = $1")
+        .bind(code.hash().as_str())
+        .bind(family)
+        .bind(jti)
+        .bind(exp)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Removes expired codes and pending requests (background).
+pub async fn purge_expired(pool: &Pool, now: UnixTime) -> Result<(), StoreError> {
+    // Used codes are kept until they expire plus a day, so a late replay is still detected.
+    sqlx::query("DELETE FROM authorization_codes WHERE expires_at <= $1")
+        .bind(now - 86_400)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM authorization_requests WHERE expires_at <= $1")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Builds the redirect back to the client: `code` or `error`, always `state`
+/// (when given) and `iss` (RFC 9207).
+pub fn response_params(
+    issuer: &str,
+    state: Option<&str>,
+    pairs: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    if let Some(state) = state {
+        out.push(("state".into(), state.to_owned()));
+    }
+    out.push(("iss".into(), issuer.to_owned()));
+    out
+}
+
+/// `redirect_uri` with `params` appended to its query.
+pub fn redirect_with(redirect_uri: &str, params: &[(String, String)]) -> String {
+    let encoded: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    format!("{redirect_uri}{separator}{encoded}")
+}

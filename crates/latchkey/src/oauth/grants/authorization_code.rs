@@ -1,0 +1,164 @@
+//! `authorization_code` (RFC 6749 §4.1.3, OAuth 2.1) with mandatory PKCE.
+//!
+//! The code is claimed atomically before anything else; a second use is a
+//! replay: it fails with `invalid_grant` **and** revokes what the first use
+//! issued (the refresh family, the access token's `jti`).
+
+use super::TokenResponse;
+use crate::app::AppState;
+use crate::audit::{self, Event, EventKind};
+use crate::crypto::SecretToken;
+use crate::identity;
+use crate::oauth::authorize::{self, Redemption};
+use crate::oauth::clients::Client;
+use crate::oauth::{OAuthError, OAuthErrorCode};
+use crate::oidc::{self, IdTokenSpec};
+use crate::tokens::{self, refresh, AccessTokenSpec};
+
+pub async fn grant(
+    state: &AppState,
+    client: &Client,
+    code: &str,
+    redirect_uri: Option<&str>,
+    verifier: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
+    if !client.allows_grant("authorization_code") {
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnauthorizedClient,
+            "this client may not use the authorization_code grant",
+        ));
+    }
+    let invalid =
+        || OAuthError::invalid_grant("the authorization code is invalid, expired or already used");
+    let Some(code) = SecretToken::parse(code) else {
+        return Err(invalid());
+    };
+    let now = state.clock.now();
+    let redeemed = match authorize::redeem(&state.pool, &code, now).await? {
+        Redemption::Unknown => return Err(invalid()),
+        Redemption::Replayed {
+            family,
+            jti,
+            jti_exp,
+            user_id,
+        } => {
+            if let Some(family) = &family {
+                let mut tx = state
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(crate::store::StoreError::from)?;
+                sqlx::query("UPDATE refresh_families SET revoked_at = $2, revoked_reason = 'authorization code replay' WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(family)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(crate::store::StoreError::from)?;
+                tx.commit().await.map_err(crate::store::StoreError::from)?;
+            }
+            if let (Some(jti), Some(exp)) = (&jti, jti_exp) {
+                tokens::deny_jti(&state.pool, jti, exp + state.config.tokens.leeway_secs).await?;
+            }
+            let detail = format!(
+                "authorization code replayed by client {}; tokens it issued were revoked",
+                client.id
+            );
+            audit::record(
+                &state.pool,
+                EventKind::AuthorizationCodeReplay,
+                Event {
+                    actor: client.id.clone(),
+                    subject: user_id,
+                    detail,
+                    ..Event::default()
+                },
+                now,
+            )
+            .await?;
+            return Err(invalid());
+        }
+        Redemption::Fresh(r) => r,
+    };
+    if redeemed.client_id != client.id || redeemed.expires_at <= now {
+        return Err(invalid());
+    }
+    if redirect_uri != Some(redeemed.redirect_uri.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    let Some(verifier) = verifier else {
+        return Err(OAuthError::invalid_request(
+            "code_verifier is required (PKCE)",
+        ));
+    };
+    if !redeemed.challenge.verify(verifier) {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    let user = identity::find_by_id(&state.pool, &redeemed.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or_else(invalid)?;
+    let spec = AccessTokenSpec {
+        client,
+        subject: user.id.clone(),
+        scope: redeemed.scope.clone(),
+        roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        session_id: Some(redeemed.session_handle.clone()),
+        family_id: None,
+    };
+    let access = tokens::issue_access_token(state, spec).await?;
+    // `offline_access` decides whether a refresh token is issued.
+    let refresh =
+        if redeemed.scope.contains("offline_access") && client.allows_grant("refresh_token") {
+            Some(
+                refresh::start_family(
+                    &state.pool,
+                    &state.config.tokens,
+                    &client.id,
+                    &user.id,
+                    Some(&redeemed.session_handle),
+                    &redeemed.scope,
+                    now,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+    authorize::record_issued(
+        &state.pool,
+        &code,
+        refresh.as_ref().map(|(_, f)| f.id.as_str()),
+        &access.jti,
+        access.expires_at,
+    )
+    .await?;
+    let id_token = if redeemed.scope.contains("openid") {
+        Some(oidc::issue_id_token(
+            state,
+            IdTokenSpec {
+                client,
+                user: &user,
+                scope: &redeemed.scope,
+                nonce: redeemed.nonce.as_deref(),
+                auth_time: redeemed.auth_time,
+                amr: &redeemed.amr,
+                session_id: &redeemed.session_handle,
+                access_token: Some(&access.token),
+            },
+        )?)
+    } else {
+        None
+    };
+    Ok(TokenResponse {
+        access_token: access.token,
+        token_type: "Bearer",
+        expires_in: access.expires_in,
+        scope: redeemed.scope.to_string(),
+        refresh_token: refresh.map(|(t, _)| t.expose().to_owned()),
+        id_token,
+    })
+}

@@ -1,0 +1,116 @@
+//! `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4–3.5).
+
+use super::TokenResponse;
+use crate::app::AppState;
+use crate::crypto::SecretToken;
+use crate::identity;
+use crate::oauth::clients::Client;
+use crate::oauth::device::{self, Poll};
+use crate::oauth::{OAuthError, OAuthErrorCode};
+use crate::oidc::{self, IdTokenSpec};
+use crate::tokens::{self, refresh, AccessTokenSpec};
+
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+fn err(code: &str, description: &str) -> OAuthError {
+    // RFC 8628 adds these codes to the RFC 6749 set; they travel as `invalid_grant`'s siblings.
+    let mut e = OAuthError::invalid_grant(description);
+    e.extension = Some(code.to_owned());
+    e
+}
+
+pub async fn grant(
+    state: &AppState,
+    client: &Client,
+    device_code: &str,
+) -> Result<TokenResponse, OAuthError> {
+    if !client.allows_grant(GRANT_TYPE) {
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnauthorizedClient,
+            "this client may not use the device_code grant",
+        ));
+    }
+    let Some(code) = SecretToken::parse(device_code) else {
+        return Err(OAuthError::invalid_grant("the device code is invalid"));
+    };
+    let now = state.clock.now();
+    let approved = match device::poll(&state.pool, &code, &client.id, now).await? {
+        Poll::Pending => {
+            return Err(err(
+                "authorization_pending",
+                "the user has not answered yet",
+            ))
+        }
+        Poll::SlowDown => {
+            return Err(err(
+                "slow_down",
+                "polling too fast; the interval grew by 5 seconds",
+            ))
+        }
+        Poll::Denied => return Err(err("access_denied", "the user denied the request")),
+        Poll::Expired => return Err(err("expired_token", "the device code expired; start again")),
+        Poll::Invalid => {
+            return Err(OAuthError::invalid_grant(
+                "the device code is invalid or already used",
+            ))
+        }
+        Poll::Approved(a) => a,
+    };
+    let user_id = approved.user_id.clone().unwrap_or_default();
+    let user = identity::find_by_id(&state.pool, &user_id)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
+    let spec = AccessTokenSpec {
+        client,
+        subject: user.id.clone(),
+        scope: approved.scope.clone(),
+        roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        session_id: approved.session_handle.clone(),
+        family_id: None,
+    };
+    let access = tokens::issue_access_token(state, spec).await?;
+    let refresh_token =
+        if approved.scope.contains("offline_access") && client.allows_grant("refresh_token") {
+            Some(
+                refresh::start_family(
+                    &state.pool,
+                    &state.config.tokens,
+                    &client.id,
+                    &user.id,
+                    approved.session_handle.as_deref(),
+                    &approved.scope,
+                    now,
+                )
+                .await?
+                .0,
+            )
+        } else {
+            None
+        };
+    let id_token = if approved.scope.contains("openid") {
+        Some(oidc::issue_id_token(
+            state,
+            IdTokenSpec {
+                client,
+                user: &user,
+                scope: &approved.scope,
+                nonce: None,
+                auth_time: approved.auth_time.unwrap_or(now),
+                amr: &approved.amr,
+                session_id: approved.session_handle.as_deref().unwrap_or_default(),
+                access_token: Some(&access.token),
+            },
+        )?)
+    } else {
+        None
+    };
+    Ok(TokenResponse {
+        access_token: access.token,
+        token_type: "Bearer",
+        expires_in: access.expires_in,
+        scope: approved.scope.to_string(),
+        refresh_token: refresh_token.map(|t| t.expose().to_owned()),
+        id_token,
+    })
+}

@@ -1,0 +1,153 @@
+//! OpenID Connect: ID tokens, claims by scope, discovery metadata.
+//!
+//! Owns: which claims each scope releases (`profile` → `name`; `email` →
+//! `email`, `email_verified`), the ID token's shape (OIDC Core §2, with
+//! `at_hash`, `auth_time`, `amr`, `acr`, `sid`, `nonce`), and the metadata
+//! document, which advertises only what is implemented.
+//!
+//! Must not: decide who is signed in or issue codes.
+
+pub mod backchannel;
+
+use latchkey_verify::jose::Algorithm;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256, Sha512};
+
+use crate::app::AppState;
+use crate::crypto::b64url;
+use crate::identity::User;
+use crate::oauth::clients::Client;
+use crate::oauth::scope::Scope;
+use crate::tokens::{algorithm_for, TokenError};
+
+/// ID tokens live one hour (they prove a sign-in; they are not API credentials).
+pub const ID_TOKEN_LIFETIME_SECS: i64 = 3600;
+
+/// Authentication context class for a password-only sign-in. Multi-factor
+/// sign-ins (issue #4) will report a higher level.
+pub const ACR_SINGLE_FACTOR: &str = "urn:latchkey:acr:1fa";
+
+/// Claims released for `scope` (used by ID tokens and UserInfo).
+pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
+    let mut claims = Map::new();
+    claims.insert("sub".into(), json!(user.id));
+    if scope.contains("profile") {
+        if !user.display_name.is_empty() {
+            claims.insert("name".into(), json!(user.display_name));
+        }
+        claims.insert("updated_at".into(), json!(user.updated_at));
+    }
+    if scope.contains("email") {
+        claims.insert("email".into(), json!(user.email.as_str()));
+        claims.insert("email_verified".into(), json!(user.email_verified));
+    }
+    claims
+}
+
+/// OIDC Core §3.1.3.6: left half of the hash of the access token, the hash
+/// matching the signing algorithm (SHA-512 for Ed25519, as OIDC RPs expect).
+pub fn at_hash(alg: Algorithm, access_token: &str) -> String {
+    match alg {
+        Algorithm::EdDSA => {
+            let digest = Sha512::digest(access_token.as_bytes());
+            b64url(&digest[..32])
+        }
+        _ => {
+            let digest = Sha256::digest(access_token.as_bytes());
+            b64url(&digest[..16])
+        }
+    }
+}
+
+pub struct IdTokenSpec<'a> {
+    pub client: &'a Client,
+    pub user: &'a User,
+    pub scope: &'a Scope,
+    pub nonce: Option<&'a str>,
+    pub auth_time: i64,
+    pub amr: &'a [String],
+    pub session_id: &'a str,
+    pub access_token: Option<&'a str>,
+}
+
+pub fn issue_id_token(state: &AppState, spec: IdTokenSpec<'_>) -> Result<String, TokenError> {
+    let now = state.clock.now();
+    let alg = algorithm_for(state, spec.client);
+    let mut claims = user_claims(spec.user, spec.scope);
+    claims.insert("iss".into(), json!(state.config.issuer_str()));
+    claims.insert("aud".into(), json!(spec.client.id));
+    claims.insert("exp".into(), json!(now + ID_TOKEN_LIFETIME_SECS));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("auth_time".into(), json!(spec.auth_time));
+    claims.insert("sid".into(), json!(spec.session_id));
+    claims.insert("amr".into(), json!(spec.amr));
+    claims.insert("acr".into(), json!(ACR_SINGLE_FACTOR));
+    if let Some(nonce) = spec.nonce {
+        claims.insert("nonce".into(), json!(nonce));
+    }
+    if let Some(token) = spec.access_token {
+        claims.insert("at_hash".into(), json!(at_hash(alg, token)));
+    }
+    let key = state.keys.signing_key(alg, now)?;
+    Ok(key.sign("JWT", &Value::Object(claims))?)
+}
+
+/// `/.well-known/openid-configuration` and (the same document)
+/// `/.well-known/oauth-authorization-server`: only what is implemented.
+pub fn metadata(state: &AppState) -> Value {
+    let issuer = state.config.issuer_str();
+    let algs: Vec<&str> = state
+        .keys
+        .algorithms()
+        .into_iter()
+        .filter(|a| a.is_asymmetric())
+        .map(Algorithm::as_str)
+        .collect();
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
+        "token_endpoint": format!("{issuer}/oauth2/token"),
+        "userinfo_endpoint": format!("{issuer}/oauth2/userinfo"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+        "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+        "end_session_endpoint": format!("{issuer}/oauth2/logout"),
+        "device_authorization_endpoint": format!("{issuer}/oauth2/device_authorization"),
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algs,
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "at_hash", "name", "email", "email_verified", "updated_at"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_parameter_supported": false,
+        "frontchannel_logout_supported": false,
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_matches_the_oidc_example() {
+        // OIDC Core §A.3 uses RS256: at_hash of "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" is "77QmUPtjPfzWtF2AnpK9RQ".
+        assert_eq!(
+            at_hash(
+                Algorithm::RS256,
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+            ),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! Discovery, UserInfo and RP-initiated logout.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::CookieJar;
+use latchkey_verify::jose::{self, Validation};
+
+use super::render;
+use crate::app::AppState;
+use crate::audit::{self, Event, EventKind};
+use crate::crypto::SecretToken;
+use crate::http::auth::{clear_session_cookie, MaybeSignedIn};
+use crate::http::csrf::{self, Binding};
+use crate::http::HttpError;
+use crate::identity;
+use crate::oauth::authorize::collect_params;
+use crate::oauth::clients;
+use crate::oauth::scope::Scope;
+
+/// `GET /.well-known/openid-configuration` and `/.well-known/oauth-authorization-server`.
+pub async fn discovery(State(state): State<AppState>) -> Response {
+    let mut response = axum::Json(crate::oidc::metadata(&state)).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+/// RFC 6750 §3 error with its `WWW-Authenticate` header.
+fn bearer_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let challenge = if error.is_empty() {
+        "Bearer realm=\"latchkey\"".to_owned()
+    } else {
+        format!("Bearer realm=\"latchkey\", error=\"{error}\", error_description=\"{description}\"")
+    };
+    let code = if error.is_empty() {
+        "invalid_token"
+    } else {
+        error
+    };
+    let mut response = (
+        status,
+        axum::Json(serde_json::json!({ "error": code, "error_description": description })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+/// `GET|POST /oauth2/userinfo` with `Authorization: Bearer`.
+pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+    else {
+        return bearer_error(StatusCode::UNAUTHORIZED, "", "an access token is required");
+    };
+    let info = match crate::tokens::introspect(&state, token, Some("access_token")).await {
+        Ok(i) => i,
+        Err(e) => return HttpError::from(e).into_response(),
+    };
+    if !info.active || info.token_type != Some("Bearer") {
+        return bearer_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the access token is invalid, expired or revoked",
+        );
+    }
+    let scope = Scope::from_stored(info.scope.as_deref().unwrap_or_default());
+    if !scope.contains("openid") {
+        return bearer_error(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "the openid scope is required",
+        );
+    }
+    let user =
+        match identity::find_by_id(&state.pool, info.sub.as_deref().unwrap_or_default()).await {
+            Ok(Some(u)) if !u.disabled => u,
+            Ok(_) => {
+                return bearer_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the access token is invalid, expired or revoked",
+                )
+            }
+            Err(e) => return HttpError::from(e).into_response(),
+        };
+    let mut response = axum::Json(serde_json::Value::Object(crate::oidc::user_claims(
+        &user, &scope,
+    )))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Facts from a verified `id_token_hint` (expired hints are fine: OIDC RP-Initiated Logout §2).
+struct Hint {
+    client_id: String,
+    sid: Option<String>,
+}
+
+fn verify_hint(state: &AppState, token: &str) -> Option<Hint> {
+    let validation = Validation {
+        leeway_secs: 10 * 365 * 86_400,
+        ..Validation::new(state.config.issuer_str())
+    };
+    let verified = jose::verify::<serde_json::Value>(
+        token,
+        &state.keys.verification_keys(),
+        &validation,
+        state.clock.now(),
+    )
+    .ok()?;
+    let aud = match &verified.claims["aud"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a.first()?.as_str()?.to_owned(),
+        _ => return None,
+    };
+    Some(Hint {
+        client_id: aud,
+        sid: verified.claims["sid"].as_str().map(str::to_owned),
+    })
+}
+
+/// `GET|POST /oauth2/logout` (OpenID Connect RP-Initiated Logout 1.0).
+///
+/// With a valid `id_token_hint` for the current session, the session ends at
+/// once. Otherwise the user confirms on a page (a CSRF-protected POST), so a
+/// third-party page cannot sign users out (logout CSRF).
+/// `post_logout_redirect_uri` must exactly match one registered by the client.
+pub async fn logout(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    jar: CookieJar,
+    RawQuery(query): RawQuery,
+    MaybeSignedIn(who): MaybeSignedIn,
+    body: Bytes,
+) -> Response {
+    let raw = if method == Method::POST {
+        body.to_vec()
+    } else {
+        query.unwrap_or_default().into_bytes()
+    };
+    let params = match collect_params(&raw) {
+        Ok(p) => p,
+        Err(e) => {
+            return HttpError::page(StatusCode::BAD_REQUEST, "invalid_request", e).into_response()
+        }
+    };
+    let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let hint = match get("id_token_hint") {
+        Some(t) => match verify_hint(&state, t) {
+            Some(h) => Some(h),
+            None => {
+                return HttpError::page(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "The id_token_hint is not a valid ID token from this server.",
+                )
+                .into_response()
+            }
+        },
+        None => None,
+    };
+    let client_id = hint
+        .as_ref()
+        .map(|h| h.client_id.clone())
+        .or_else(|| get("client_id").map(str::to_owned));
+    if let (Some(h), Some(c)) = (&hint, get("client_id")) {
+        if h.client_id != c {
+            return HttpError::page(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "client_id does not match the id_token_hint.",
+            )
+            .into_response();
+        }
+    }
+    let client = match &client_id {
+        Some(id) => match clients::find(&state.pool, id).await {
+            Ok(c) => c,
+            Err(e) => return HttpError::from(e).as_page().into_response(),
+        },
+        None => None,
+    };
+    let redirect = match get("post_logout_redirect_uri") {
+        Some(uri) => match &client {
+            Some(c) if c.post_logout_redirect_uris.iter().any(|r| r == uri) => Some(uri.to_owned()),
+            _ => {
+                return HttpError::page(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "post_logout_redirect_uri is not registered for this client.",
+                )
+                .into_response()
+            }
+        },
+        None => None,
+    };
+    let state_param = get("state").map(str::to_owned);
+    let confirmed_by_hint = match (&hint, &who) {
+        (Some(h), Some(w)) => h.sid.as_deref() == Some(w.session.handle.as_str()),
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let confirmed_by_form = method == Method::POST
+        && get("confirm") == Some("yes")
+        && match &who {
+            Some(w) => csrf::verify(
+                &headers,
+                &state.issuer_origin,
+                &state.csrf_key,
+                Binding::Session(&w.session.id_hash),
+                get("csrf_token"),
+            )
+            .is_ok(),
+            None => true,
+        };
+    let https = state.config.is_https();
+    if !(confirmed_by_hint || confirmed_by_form || who.is_none()) {
+        let w = who
+            .as_ref()
+            .map(|w| {
+                (
+                    w.user.email.as_str().to_owned(),
+                    csrf::token_for(&state.csrf_key, Binding::Session(&w.session.id_hash)),
+                )
+            })
+            .unwrap_or_default();
+        let html = render(
+            &state,
+            "logout.html",
+            minijinja::context! { signed_in => true, signed_out => false, email => w.0, csrf_token => w.1, client_id, client_name => client.as_ref().map(|c| c.name.clone()), post_logout_redirect_uri => redirect, state => state_param },
+        );
+        return match html {
+            Ok(h) => h.into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
+    let mut jar = jar;
+    if let Some(w) = &who {
+        let token = crate::http::auth::session_token(&headers, https);
+        if let Some(token) = token.as_ref().and_then(|t| SecretToken::parse(t.expose())) {
+            match crate::session::end(&state.pool, &token).await {
+                Ok(_) => {
+                    let _ = audit::record(
+                        &state.pool,
+                        EventKind::Logout,
+                        Event {
+                            actor: w.user.id.clone(),
+                            subject: w.user.id.clone(),
+                            detail: format!(
+                                "RP-initiated by {}",
+                                client_id.as_deref().unwrap_or("-")
+                            ),
+                            ..Event::default()
+                        },
+                        state.clock.now(),
+                    )
+                    .await;
+                    crate::oidc::backchannel::session_ended(&state, &w.user.id, &w.session.handle)
+                        .await;
+                }
+                Err(e) => return HttpError::from(e).as_page().into_response(),
+            }
+        }
+        jar = clear_session_cookie(jar, https);
+    }
+    match redirect {
+        Some(uri) => {
+            let params: Vec<(String, String)> = state_param
+                .map(|s| vec![("state".to_owned(), s)])
+                .unwrap_or_default();
+            let target = if params.is_empty() {
+                uri
+            } else {
+                crate::oauth::authorize::redirect_with(&uri, &params)
+            };
+            (jar, Redirect::to(&target)).into_response()
+        }
+        None => match render(
+            &state,
+            "logout.html",
+            minijinja::context! { signed_in => false, signed_out => true },
+        ) {
+            Ok(h) => (jar, h).into_response(),
+            Err(e) => e.into_response(),
+        },
+    }
+}
