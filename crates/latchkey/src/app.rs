@@ -36,6 +36,8 @@ pub struct AppInner {
     pub hasher: PasswordHasher,
     pub policy: PasswordPolicy,
     pub throttle: LoginThrottle,
+    /// Token-endpoint requests per client.
+    pub token_rate: crate::throttle::RateLimiter,
     pub csrf_key: [u8; 32],
     /// Signing keys (JWKS, token signatures), reloaded by the maintenance loop.
     pub keys: crate::keys::KeyRing,
@@ -111,6 +113,9 @@ impl AppState {
             hasher: PasswordHasher::new(&config.password)?,
             policy: PasswordPolicy::new(&config.password),
             throttle: LoginThrottle::new(config.login.clone()),
+            token_rate: crate::throttle::RateLimiter::new(
+                config.tokens.max_token_requests_per_client_per_minute,
+            ),
             csrf_key: master_key.derive("latchkey/csrf/v1"),
             keys: crate::keys::KeyRing::new(&config.tokens, &master_key),
             templates: Templates::new(),
@@ -321,6 +326,9 @@ async fn maintenance_loop(state: AppState) {
         }
         if let Err(e) = crate::oauth::authorize::purge_expired(&state.pool, now).await {
             tracing::warn!(error = %e, "authorization purge failed");
+        }
+        if let Err(e) = crate::oauth::clients::purge_assertion_jtis(&state.pool, now).await {
+            tracing::warn!(error = %e, "assertion id purge failed");
         }
         if let Err(e) = crate::oauth::device::purge_expired(&state.pool, now).await {
             tracing::warn!(error = %e, "device code purge failed");

@@ -136,6 +136,47 @@ pub enum ClientAction {
         /// ES256, EdDSA or RS256 (must be among the deployment's algorithms).
         #[arg(long)]
         signing_algorithm: Option<String>,
+        /// Where RP-initiated logout may return to (repeatable, exact match).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// OIDC back-channel logout endpoint of the client.
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
+        /// A JWK Set file with the client's public keys, for private_key_jwt authentication.
+        #[arg(long)]
+        jwks_file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a client; lists given here replace the stored ones.
+    Update {
+        client_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// true or false.
+        #[arg(long)]
+        first_party: Option<bool>,
+        #[arg(long)]
+        audience: Option<String>,
+        #[arg(long)]
+        token_format: Option<String>,
+        /// Seconds; 0 = the deployment default.
+        #[arg(long)]
+        access_token_lifetime: Option<i64>,
+        /// An algorithm, or "default".
+        #[arg(long)]
+        signing_algorithm: Option<String>,
+        /// A URI, or "none" to remove it.
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -174,6 +215,61 @@ fn validate_redirect_uri(uri: &str) -> anyhow::Result<String> {
     Ok(uri.to_owned())
 }
 
+fn read_jwks(path: &std::path::Path) -> anyhow::Result<JwkSet> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let jwks: JwkSet = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JWK Set ({{\"keys\": [...]}})", path.display()))?;
+    let (keys, skipped) = KeySet::from_jwks(&jwks);
+    if let Some(e) = skipped.first() {
+        bail!("{}: {e}", path.display());
+    }
+    if keys.keys().is_empty() {
+        bail!(
+            "{} holds no usable public key (EC P-256, Ed25519 or RSA ≥ 2048)",
+            path.display()
+        );
+    }
+    Ok(jwks)
+}
+
+fn parse_grants(grants: &[String]) -> anyhow::Result<Vec<String>> {
+    let grants: Vec<String> = grants
+        .iter()
+        .map(|g| {
+            if g == "device_code" {
+                "urn:ietf:params:oauth:grant-type:device_code".to_owned()
+            } else {
+                g.clone()
+            }
+        })
+        .collect();
+    for g in &grants {
+        if !GRANT_TYPES.contains(&g.as_str()) {
+            bail!("--grant {g:?} is not supported; use one of: authorization_code, refresh_token, client_credentials, device_code (password and implicit do not exist)");
+        }
+    }
+    Ok(grants)
+}
+
+fn parse_format(format: &str) -> anyhow::Result<AccessTokenFormat> {
+    match format {
+        "jwt" => Ok(AccessTokenFormat::Jwt),
+        "opaque" => Ok(AccessTokenFormat::Opaque),
+        other => bail!("--token-format {other:?}: use jwt or opaque"),
+    }
+}
+
+fn check_algorithm(config: &Config, alg: &str) -> anyhow::Result<()> {
+    let known = std::iter::once(&config.tokens.signing_algorithm)
+        .chain(&config.tokens.additional_algorithms)
+        .any(|a| a == alg);
+    if !known {
+        bail!("--signing-algorithm {alg}: the deployment keeps keys for {} only (tokens.additional_algorithms)", config.tokens.signing_algorithm);
+    }
+    Ok(())
+}
+
 pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<ExitCode> {
     let pool = crate::cli::open_store_for(config).await?;
     let now = SystemClock.now();
@@ -189,27 +285,17 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             token_format,
             access_token_lifetime,
             signing_algorithm,
+            post_logout_redirect_uris,
+            backchannel_logout_uri,
+            jwks_file,
             json,
         } => {
             let name = name.trim().to_owned();
+            let jwks = jwks_file.as_deref().map(read_jwks).transpose()?;
             if name.is_empty() || name.len() > 200 {
                 bail!("--name must be 1 to 200 characters");
             }
-            let grants: Vec<String> = grants
-                .iter()
-                .map(|g| {
-                    if g == "device_code" {
-                        "urn:ietf:params:oauth:grant-type:device_code".to_owned()
-                    } else {
-                        g.clone()
-                    }
-                })
-                .collect();
-            for g in &grants {
-                if !GRANT_TYPES.contains(&g.as_str()) {
-                    bail!("--grant {g:?} is not supported; use one of: authorization_code, refresh_token, client_credentials, device_code (password and implicit do not exist)");
-                }
-            }
+            let grants = parse_grants(&grants)?;
             if public && grants.iter().any(|g| g == "client_credentials") {
                 bail!("a public client cannot use client_credentials: it has no secret");
             }
@@ -217,25 +303,23 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 .iter()
                 .map(|u| validate_redirect_uri(u))
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let post_logout_redirect_uris = post_logout_redirect_uris
+                .iter()
+                .map(|u| validate_redirect_uri(u))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let backchannel_logout_uri = backchannel_logout_uri
+                .map(|u| validate_redirect_uri(&u))
+                .transpose()?;
             let scopes = Scope::parse(&scopes.join(" "))?;
-            let access_token_format = match token_format.as_str() {
-                "jwt" => AccessTokenFormat::Jwt,
-                "opaque" => AccessTokenFormat::Opaque,
-                other => bail!("--token-format {other:?}: use jwt or opaque"),
-            };
+            let access_token_format = parse_format(&token_format)?;
             if let Some(alg) = &signing_algorithm {
-                let known = std::iter::once(&config.tokens.signing_algorithm)
-                    .chain(&config.tokens.additional_algorithms)
-                    .any(|a| a == alg);
-                if !known {
-                    bail!("--signing-algorithm {alg}: the deployment keeps keys for {} only (tokens.additional_algorithms)", config.tokens.signing_algorithm);
-                }
+                check_algorithm(config, alg)?;
             }
             let new = NewClient {
                 name,
                 confidential: !public,
                 redirect_uris,
-                post_logout_redirect_uris: Vec::new(),
+                post_logout_redirect_uris,
                 grant_types: grants,
                 scopes,
                 audience: audience.unwrap_or_default(),
@@ -243,9 +327,16 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 access_token_lifetime_secs: access_token_lifetime.filter(|l| *l > 0),
                 signing_algorithm,
                 first_party,
-                backchannel_logout_uri: None,
+                backchannel_logout_uri,
             };
             let (client, secret) = clients::create(&pool, new, now).await?;
+            let client = match &jwks {
+                Some(j) => {
+                    clients::set_jwks(&pool, &client.id, Some(j), now).await?;
+                    clients::find(&pool, &client.id).await?.unwrap_or(client)
+                }
+                None => client,
+            };
             if json {
                 let mut doc = serde_json::to_value(&client)?;
                 doc["client_id"] = serde_json::json!(client.id);
@@ -259,6 +350,69 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                     println!("client_secret: {}", secret.expose());
                     eprintln!("The secret is shown only now; store it safely (rotate with `latchkey client rotate-secret`).");
                 }
+            }
+        }
+        ClientAction::Update {
+            client_id,
+            name,
+            redirect_uris,
+            post_logout_redirect_uris,
+            grants,
+            scopes,
+            first_party,
+            audience,
+            token_format,
+            access_token_lifetime,
+            signing_algorithm,
+            backchannel_logout_uri,
+            json,
+        } => {
+            let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
+            let update = clients::ClientUpdate {
+                name: name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()),
+                redirect_uris: nonempty(redirect_uris)
+                    .map(|v| {
+                        v.iter()
+                            .map(|u| validate_redirect_uri(u))
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    })
+                    .transpose()?,
+                post_logout_redirect_uris: nonempty(post_logout_redirect_uris)
+                    .map(|v| {
+                        v.iter()
+                            .map(|u| validate_redirect_uri(u))
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    })
+                    .transpose()?,
+                grant_types: nonempty(grants).map(|g| parse_grants(&g)).transpose()?,
+                scopes: nonempty(scopes)
+                    .map(|s| Scope::parse(&s.join(" ")))
+                    .transpose()?,
+                audience,
+                access_token_format: token_format.map(|f| parse_format(&f)).transpose()?,
+                access_token_lifetime_secs: access_token_lifetime.map(|l| (l > 0).then_some(l)),
+                signing_algorithm: match signing_algorithm {
+                    None => None,
+                    Some(a) if a == "default" => Some(None),
+                    Some(a) => {
+                        check_algorithm(config, &a)?;
+                        Some(Some(a))
+                    }
+                },
+                first_party,
+                backchannel_logout_uri: match backchannel_logout_uri {
+                    None => None,
+                    Some(u) if u == "none" => Some(None),
+                    Some(u) => Some(Some(validate_redirect_uri(&u)?)),
+                },
+            };
+            let updated = clients::update(&pool, &client_id, update, now)
+                .await?
+                .with_context(|| format!("no client {client_id:?}"))?;
+            if json {
+                crate::cli::print_json_doc(&serde_json::to_value(&updated)?)?;
+            } else {
+                eprintln!("updated client {client_id}");
             }
         }
         ClientAction::List { json } => {

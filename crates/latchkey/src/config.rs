@@ -150,6 +150,8 @@ pub struct TokenConfig {
     pub leeway_secs: i64,
     /// Name of the access-token claim carrying the user's roles.
     pub roles_claim: String,
+    /// Token-endpoint requests one client may make per minute (429 above); 0 = unlimited.
+    pub max_token_requests_per_client_per_minute: u32,
 }
 
 impl Default for Config {
@@ -246,6 +248,7 @@ impl Default for TokenConfig {
             key_prepublish_secs: 86400,
             leeway_secs: 30,
             roles_claim: "roles".into(),
+            max_token_requests_per_client_per_minute: 3000,
             access_token_lifetime_secs: 15 * 60,
             refresh_token_idle_secs: 14 * 86400,
             refresh_token_absolute_secs: 90 * 86400,

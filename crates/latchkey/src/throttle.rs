@@ -297,3 +297,58 @@ mod tests {
         assert_eq!(t.tracked_keys(), 0);
     }
 }
+
+/// A fixed-window request counter per key (token-endpoint requests per
+/// client). In-process, like [`LoginThrottle`]; a Redis store can replace it.
+pub struct RateLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<String, (UnixTime, u32)>>,
+}
+
+impl RateLimiter {
+    /// `per_minute == 0` disables the limit.
+    pub fn new(per_minute: u32) -> RateLimiter {
+        RateLimiter {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one request; `Err(retry_after_secs)` when over the limit.
+    pub fn check(&self, key: &str, now: UnixTime) -> Result<(), i64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let window = now - now.rem_euclid(60);
+        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (w, _)| *w == window);
+        }
+        let entry = map.entry(key.to_owned()).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        if entry.1 >= self.per_minute {
+            return Err((window + 60 - now).max(1));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::RateLimiter;
+
+    #[test]
+    fn limits_per_key_and_window() {
+        let r = RateLimiter::new(3);
+        for _ in 0..3 {
+            r.check("a", 120).expect("within limit");
+        }
+        assert_eq!(r.check("a", 150), Err(30));
+        r.check("b", 150).expect("other keys are independent");
+        r.check("a", 180).expect("new window");
+        assert!(RateLimiter::new(0).check("x", 0).is_ok());
+    }
+}

@@ -39,6 +39,8 @@ pub struct Client {
     pub signing_algorithm: Option<String>,
     pub first_party: bool,
     pub backchannel_logout_uri: Option<String>,
+    /// Public keys for `private_key_jwt` authentication (a JWK Set).
+    pub jwks: Option<latchkey_verify::jose::JwkSet>,
     pub created_at: UnixTime,
     #[serde(skip)]
     secret_hash: Option<String>,
@@ -116,7 +118,7 @@ pub struct NewClient {
     pub backchannel_logout_uri: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at";
+const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at, jwks";
 
 fn split(text: String) -> Vec<String> {
     text.split(' ')
@@ -130,7 +132,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
     Ok(Client {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        confidential: secret_hash.is_some(),
+        confidential: secret_hash.is_some() || row.try_get::<Option<String>, _>("jwks")?.is_some(),
         secret_hash,
         redirect_uris: split(row.try_get("redirect_uris")?),
         post_logout_redirect_uris: split(row.try_get("post_logout_redirect_uris")?),
@@ -146,6 +148,9 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
         signing_algorithm: row.try_get("signing_algorithm")?,
         first_party: row.try_get::<i64, _>("first_party")? != 0,
         backchannel_logout_uri: row.try_get("backchannel_logout_uri")?,
+        jwks: row
+            .try_get::<Option<String>, _>("jwks")?
+            .and_then(|j| serde_json::from_str(&j).ok()),
         created_at: row.try_get("created_at")?,
     })
 }
@@ -159,7 +164,7 @@ pub async fn create(
 ) -> Result<(Client, Option<SecretToken>), StoreError> {
     let id = format!("lk_{}", uuid::Uuid::new_v4().simple());
     let secret = new.confidential.then(SecretToken::generate);
-    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)"))
+    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14)"))
         .bind(&id)
         .bind(&new.name)
         .bind(secret.as_ref().map(|s| s.hash().as_str().to_owned()))
@@ -177,6 +182,7 @@ pub async fn create(
         .bind(i64::from(new.first_party))
         .bind(new.backchannel_logout_uri.clone())
         .bind(now)
+        .bind(None::<String>)
         .execute(pool)
         .await?;
     let client = find(pool, &id)
@@ -200,6 +206,98 @@ pub async fn list(pool: &Pool) -> Result<Vec<Client>, StoreError> {
     .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// Changes to a client; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ClientUpdate {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+    pub scopes: Option<Scope>,
+    pub audience: Option<String>,
+    pub access_token_format: Option<AccessTokenFormat>,
+    pub access_token_lifetime_secs: Option<Option<i64>>,
+    pub signing_algorithm: Option<Option<String>>,
+    pub first_party: Option<bool>,
+    pub backchannel_logout_uri: Option<Option<String>>,
+}
+
+/// Applies `update` in one transaction; `Ok(None)` when there is no such client.
+pub async fn update(
+    pool: &Pool,
+    id: &str,
+    update: ClientUpdate,
+    now: UnixTime,
+) -> Result<Option<Client>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = from_row(&row)?;
+    if let Some(v) = update.name {
+        c.name = v;
+    }
+    if let Some(v) = update.redirect_uris {
+        c.redirect_uris = v;
+    }
+    if let Some(v) = update.post_logout_redirect_uris {
+        c.post_logout_redirect_uris = v;
+    }
+    if let Some(v) = update.grant_types {
+        c.grant_types = v;
+    }
+    if let Some(v) = update.scopes {
+        c.scopes = v;
+    }
+    if let Some(v) = update.audience {
+        c.audience = v;
+    }
+    if let Some(v) = update.access_token_format {
+        c.access_token_format = v;
+    }
+    if let Some(v) = update.access_token_lifetime_secs {
+        c.access_token_lifetime_secs = v;
+    }
+    if let Some(v) = update.signing_algorithm {
+        c.signing_algorithm = v;
+    }
+    if let Some(v) = update.first_party {
+        c.first_party = v;
+    }
+    if let Some(v) = update.backchannel_logout_uri {
+        c.backchannel_logout_uri = v;
+    }
+    sqlx::query(
+        "UPDATE clients SET name = $2, redirect_uris = $3, post_logout_redirect_uris = $4, grant_types = $5, scopes = $6, audience = $7,
+         access_token_format = $8, access_token_lifetime_secs = $9, signing_algorithm = $10, first_party = $11, backchannel_logout_uri = $12, updated_at = $13
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&c.name)
+    .bind(c.redirect_uris.join(" "))
+    .bind(c.post_logout_redirect_uris.join(" "))
+    .bind(c.grant_types.join(" "))
+    .bind(c.scopes.to_string())
+    .bind(&c.audience)
+    .bind(match c.access_token_format {
+        AccessTokenFormat::Jwt => "jwt",
+        AccessTokenFormat::Opaque => "opaque",
+    })
+    .bind(c.access_token_lifetime_secs)
+    .bind(c.signing_algorithm.clone())
+    .bind(i64::from(c.first_party))
+    .bind(c.backchannel_logout_uri.clone())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(c))
 }
 
 pub async fn delete(pool: &Pool, id: &str) -> Result<bool, StoreError> {
@@ -261,4 +359,110 @@ pub async fn authenticate(
             _ => Err(ClientError::AuthenticationFailed { via_basic: false }),
         },
     }
+}
+
+/// Registers (or with `None` removes) the public keys a client uses for
+/// `private_key_jwt`. Only asymmetric keys are accepted.
+pub async fn set_jwks(
+    pool: &Pool,
+    id: &str,
+    jwks: Option<&latchkey_verify::jose::JwkSet>,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    let text = jwks.map(|j| serde_json::to_string(j).unwrap_or_default());
+    let updated = sqlx::query("UPDATE clients SET jwks = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(text)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// What a `private_key_jwt` assertion is checked against.
+pub struct AssertionContext<'a> {
+    /// Acceptable `aud` values: the issuer and the endpoint URL.
+    pub audiences: Vec<String>,
+    pub now: UnixTime,
+    pub leeway_secs: i64,
+    pub pool: &'a Pool,
+}
+
+/// Longest lifetime accepted for a client assertion.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
+
+/// RFC 7523 §3: `iss` = `sub` = client_id, `aud` is us, `exp` soon, `jti`
+/// never seen before (kept until the assertion expires), signature by one of
+/// the client's registered keys — the algorithm is the key's.
+pub async fn authenticate_assertion(
+    assertion: &str,
+    ctx: &AssertionContext<'_>,
+) -> Result<Client, ClientError> {
+    use latchkey_verify::jose::{self, KeySet, Validation};
+    let failed = ClientError::AuthenticationFailed { via_basic: false };
+    let (_, claims) = jose::decode_unverified(assertion)
+        .map_err(|_| ClientError::AuthenticationFailed { via_basic: false })?;
+    let Some(client_id) = claims["iss"]
+        .as_str()
+        .filter(|iss| claims["sub"].as_str() == Some(*iss))
+        .map(str::to_owned)
+    else {
+        return Err(failed);
+    };
+    let Some(client) = find(ctx.pool, &client_id).await? else {
+        return Err(failed);
+    };
+    let Some(jwks) = &client.jwks else {
+        return Err(failed);
+    };
+    let (keys, _) = KeySet::from_jwks(jwks);
+    let keys = KeySet::new(
+        keys.keys()
+            .iter()
+            .filter(|k| k.algorithm().is_asymmetric())
+            .cloned()
+            .collect(),
+    );
+    let validation = Validation {
+        audiences: ctx.audiences.clone(),
+        leeway_secs: ctx.leeway_secs,
+        ..Validation::new(client_id.clone())
+    };
+    let verified = jose::verify::<serde_json::Value>(assertion, &keys, &validation, ctx.now)
+        .map_err(|_| ClientError::AuthenticationFailed { via_basic: false })?;
+    let exp = verified.claims["exp"].as_i64().unwrap_or(0);
+    let Some(jti) = verified.claims["jti"]
+        .as_str()
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+    else {
+        return Err(failed);
+    };
+    if exp - ctx.now > MAX_ASSERTION_LIFETIME_SECS {
+        return Err(failed);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3)",
+    )
+    .bind(&client.id)
+    .bind(jti)
+    .bind(exp + ctx.leeway_secs)
+    .execute(ctx.pool)
+    .await;
+    match inserted.map_err(StoreError::from) {
+        Ok(_) => Ok(client),
+        Err(StoreError::Conflict) => {
+            tracing::warn!(client_id = %client.id, "client assertion replayed");
+            Err(failed)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Forgets assertion ids that can no longer be replayed (background).
+pub async fn purge_assertion_jtis(pool: &Pool, now: UnixTime) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM client_assertion_jtis WHERE expires_at <= $1")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

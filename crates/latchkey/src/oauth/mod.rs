@@ -52,6 +52,8 @@ pub struct OAuthError {
     pub via_basic: bool,
     /// An extension error code (RFC 8628 `authorization_pending`, `slow_down`, ...) sent instead of `code`.
     pub extension: Option<String>,
+    /// Set on rate-limit refusals: answer 429 with `Retry-After`.
+    pub retry_after: Option<i64>,
 }
 
 impl OAuthError {
@@ -61,6 +63,7 @@ impl OAuthError {
             description: description.into(),
             via_basic: false,
             extension: None,
+            retry_after: None,
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> OAuthError {
@@ -94,6 +97,7 @@ impl From<clients::ClientError> for OAuthError {
                 description: "client authentication failed".into(),
                 via_basic,
                 extension: None,
+                retry_after: None,
             },
             clients::ClientError::Store(s) => s.into(),
         }

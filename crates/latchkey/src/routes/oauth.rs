@@ -22,6 +22,7 @@ use crate::oauth::{OAuthError, OAuthErrorCode};
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let status = match self.code {
+            _ if self.retry_after.is_some() => StatusCode::TOO_MANY_REQUESTS,
             OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
             OAuthErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             OAuthErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -33,6 +34,11 @@ impl IntoResponse for OAuthError {
         let h = response.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                h.insert(header::RETRY_AFTER, v);
+            }
+        }
         if self.code == OAuthErrorCode::InvalidClient && self.via_basic {
             h.insert(
                 header::WWW_AUTHENTICATE,
@@ -119,6 +125,7 @@ fn credentials(headers: &HeaderMap, form: &OAuthForm) -> Result<ClientCredential
                 description: "malformed Basic credentials".into(),
                 via_basic: true,
                 extension: None,
+                retry_after: None,
             };
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
@@ -165,7 +172,33 @@ async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     form: &OAuthForm,
+    endpoint: &str,
 ) -> Result<Client, OAuthError> {
+    if let Some(assertion_type) = form.get("client_assertion_type") {
+        if assertion_type != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+            return Err(OAuthError::invalid_request("client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer"));
+        }
+        if form.get("client_secret").is_some() || headers.contains_key(header::AUTHORIZATION) {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not two",
+            ));
+        }
+        let assertion = form.require("client_assertion")?;
+        let issuer = state.config.issuer_str();
+        let ctx = clients::AssertionContext {
+            audiences: vec![issuer.to_owned(), format!("{issuer}{endpoint}")],
+            now: state.clock.now(),
+            leeway_secs: state.config.tokens.leeway_secs,
+            pool: &state.pool,
+        };
+        let client = clients::authenticate_assertion(assertion, &ctx).await?;
+        if form.get("client_id").is_some_and(|id| id != client.id) {
+            return Err(OAuthError::invalid_request(
+                "client_id differs from the client assertion",
+            ));
+        }
+        return Ok(client);
+    }
     let creds = credentials(headers, form)?;
     Ok(clients::authenticate(&state.pool, &creds).await?)
 }
@@ -189,7 +222,15 @@ pub async fn token(
 ) -> Result<Response, OAuthError> {
     let form = OAuthForm::parse(&headers, &body)?;
     let grant_type = form.require("grant_type")?;
-    let client = authenticate(&state, &headers, &form).await?;
+    let client = authenticate(&state, &headers, &form, "/oauth2/token").await?;
+    if let Err(retry_after) = state.token_rate.check(&client.id, state.clock.now()) {
+        let mut e = OAuthError::invalid_request(format!(
+            "too many token requests from this client; retry in {retry_after} s"
+        ));
+        e.extension = Some("too_many_requests".into());
+        e.retry_after = Some(retry_after);
+        return Err(e);
+    }
     let response = match grant_type {
         "client_credentials" => {
             grants::client_credentials::grant(&state, &client, form.scope()?).await?
@@ -202,6 +243,19 @@ pub async fn token(
                 form.scope()?,
             )
             .await?
+        }
+        "authorization_code" => {
+            grants::authorization_code::grant(
+                &state,
+                &client,
+                form.require("code")?,
+                form.get("redirect_uri"),
+                form.get("code_verifier"),
+            )
+            .await?
+        }
+        grants::device_code::GRANT_TYPE => {
+            grants::device_code::grant(&state, &client, form.require("device_code")?).await?
         }
         // Not offered (yet or ever): password, implicit, and grants this server does not implement.
         other => {
@@ -222,7 +276,7 @@ pub async fn revoke(
 ) -> Result<Response, OAuthError> {
     let form = OAuthForm::parse(&headers, &body)?;
     let token = form.require("token")?.to_owned();
-    let client = authenticate(&state, &headers, &form).await?;
+    let client = authenticate(&state, &headers, &form, "/oauth2/revoke").await?;
     crate::tokens::revoke(&state, &client, &token).await?;
     Ok(no_store(serde_json::json!({})))
 }
@@ -235,7 +289,7 @@ pub async fn introspect(
 ) -> Result<Response, OAuthError> {
     let form = OAuthForm::parse(&headers, &body)?;
     let token = form.require("token")?.to_owned();
-    let client = authenticate(&state, &headers, &form).await?;
+    let client = authenticate(&state, &headers, &form, "/oauth2/introspect").await?;
     if !client.confidential {
         return Err(OAuthError::new(
             OAuthErrorCode::InvalidClient,
@@ -265,7 +319,7 @@ pub async fn device_authorization(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let form = OAuthForm::parse(&headers, &body)?;
-    let client = authenticate(&state, &headers, &form).await?;
+    let client = authenticate(&state, &headers, &form, "/oauth2/device_authorization").await?;
     if !client.allows_grant(grants::device_code::GRANT_TYPE) {
         return Err(OAuthError::new(
             OAuthErrorCode::UnauthorizedClient,

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cli;
+mod client_auth;
 mod docs;
 mod keys;
 mod login;
