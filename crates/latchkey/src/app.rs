@@ -39,8 +39,12 @@ pub struct AppInner {
     /// Token-endpoint requests per client.
     pub token_rate: crate::throttle::RateLimiter,
     pub csrf_key: [u8; 32],
+    /// Seals TOTP secrets (derived from the master key).
+    pub mfa_seal_key: [u8; 32],
     /// Signing keys (JWKS, token signatures), reloaded by the maintenance loop.
     pub keys: crate::keys::KeyRing,
+    /// The WebAuthn Relying Party (passkeys).
+    pub passkeys: crate::webauthn::RelyingParty,
     pub templates: Templates,
     pub metrics: Metrics,
     /// `scheme://host[:port]` of the issuer, for Origin checks.
@@ -117,7 +121,9 @@ impl AppState {
                 config.tokens.max_token_requests_per_client_per_minute,
             ),
             csrf_key: master_key.derive("latchkey/csrf/v1"),
+            mfa_seal_key: master_key.derive("latchkey/totp-seal/v1"),
             keys: crate::keys::KeyRing::new(&config.tokens, &master_key),
+            passkeys: crate::webauthn::RelyingParty::from_config(&config)?,
             templates: Templates::new(),
             metrics: Metrics::new(),
             clock: deps.clock,
@@ -173,6 +179,43 @@ pub fn router(state: AppState) -> Router {
             get(routes::login::login_page).post(routes::login::login_submit),
         )
         .route("/logout", post(routes::login::logout))
+        .route(
+            "/login/passkey/start",
+            post(routes::passkeys::sign_in_start),
+        )
+        .route(
+            "/login/passkey/finish",
+            post(routes::passkeys::sign_in_finish),
+        )
+        .route("/account/passkeys", get(routes::passkeys::list))
+        .route(
+            "/account/passkeys/register/start",
+            post(routes::passkeys::register_start),
+        )
+        .route(
+            "/account/passkeys/register/finish",
+            post(routes::passkeys::register_finish),
+        )
+        .route(
+            "/account/passkeys/{id}/rename",
+            post(routes::passkeys::rename),
+        )
+        .route(
+            "/account/passkeys/{id}/delete",
+            post(routes::passkeys::delete),
+        )
+        .route(
+            "/login/mfa",
+            get(routes::mfa::second_step_page).post(routes::mfa::second_step_submit),
+        )
+        .route("/account/mfa", get(routes::mfa::account_mfa))
+        .route("/account/mfa/totp/start", post(routes::mfa::totp_start))
+        .route("/account/mfa/totp/confirm", post(routes::mfa::totp_confirm))
+        .route(
+            "/account/mfa/recovery-codes",
+            post(routes::mfa::regenerate_codes),
+        )
+        .route("/account/mfa/disable", post(routes::mfa::disable))
         .route("/account", get(routes::account::account))
         .route("/account/sessions", get(routes::account::sessions_json))
         .route(
@@ -214,7 +257,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/static/form_post.js",
             get(routes::health::form_post_script),
-        );
+        )
+        .route("/static/passkeys.js", get(routes::passkeys::script));
     Router::new()
         .merge(pages)
         .merge(api)
@@ -329,6 +373,12 @@ async fn maintenance_loop(state: AppState) {
         }
         if let Err(e) = crate::oauth::clients::purge_assertion_jtis(&state.pool, now).await {
             tracing::warn!(error = %e, "assertion id purge failed");
+        }
+        if let Err(e) = crate::mfa::purge_expired(&state.pool, now).await {
+            tracing::warn!(error = %e, "mfa challenge purge failed");
+        }
+        if let Err(e) = crate::webauthn::purge_expired(&state.pool, now).await {
+            tracing::warn!(error = %e, "webauthn challenge purge failed");
         }
         if let Err(e) = crate::oauth::device::purge_expired(&state.pool, now).await {
             tracing::warn!(error = %e, "device code purge failed");

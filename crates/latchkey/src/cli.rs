@@ -140,6 +140,9 @@ enum UserAction {
     Delete { user: String },
     /// End every session of a user.
     LogoutAll { user: String },
+    /// Remove a user's second factors (authenticator app, recovery codes) after
+    /// they lost them; they sign in with their password and set up MFA again.
+    ResetMfa { user: String },
     /// Import users (with bcrypt or Argon2 hashes) from a JSON or CSV file.
     Import {
         file: PathBuf,
@@ -608,6 +611,25 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
             )
             .await?;
             eprintln!("deleted {}", found.email);
+        }
+        UserAction::ResetMfa { user } => {
+            let found = identity::find(&pool, &user).await?;
+            crate::mfa::disable(&pool, &found.id).await?;
+            let ended = crate::session::revoke_all(&pool, &found.id).await?;
+            audit::record(
+                &pool,
+                EventKind::MfaReset,
+                cli_event(
+                    &found.id,
+                    format!("second factors removed by an operator; {ended} session(s) ended"),
+                ),
+                now,
+            )
+            .await?;
+            eprintln!(
+                "removed the second factors of {} and ended {ended} session(s)",
+                found.email
+            );
         }
         UserAction::LogoutAll { user } => {
             let found = identity::find(&pool, &user).await?;

@@ -45,6 +45,27 @@ pub struct Config {
     pub login: LoginConfig,
     pub http: HttpConfig,
     pub tokens: TokenConfig,
+    pub webauthn: WebauthnConfig,
+    pub mfa: MfaConfig,
+}
+
+/// Multi-factor authentication policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaConfig {
+    /// Users holding any of these roles need a multi-factor sign-in to use them.
+    pub required_roles: Vec<String>,
+    /// Sensitive account changes (MFA, passkeys, password) need a sign-in this recent.
+    pub reauth_window_secs: i64,
+}
+
+impl Default for MfaConfig {
+    fn default() -> Self {
+        MfaConfig {
+            required_roles: vec!["admin".into()],
+            reauth_window_secs: 15 * 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -154,6 +175,31 @@ pub struct TokenConfig {
     pub max_token_requests_per_client_per_minute: u32,
 }
 
+/// Passkeys (WebAuthn Relying Party).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebauthnConfig {
+    /// Relying Party ID: the domain passkeys are bound to. Default: the issuer's host. May be a registrable suffix of it (`example.com` for `https://id.example.com`).
+    pub rp_id: Option<String>,
+    /// Name the browser shows when creating a passkey.
+    pub rp_name: String,
+    /// Further origins (exact `scheme://host[:port]`) allowed to use the passkeys, besides the issuer's.
+    pub allowed_origins: Vec<String>,
+    /// A WebAuthn challenge must be answered within this many seconds.
+    pub challenge_ttl_secs: i64,
+}
+
+impl Default for WebauthnConfig {
+    fn default() -> Self {
+        WebauthnConfig {
+            rp_id: None,
+            rp_name: "Latchkey".into(),
+            allowed_origins: Vec::new(),
+            challenge_ttl_secs: 300,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -170,6 +216,8 @@ impl Default for Config {
             login: LoginConfig::default(),
             http: HttpConfig::default(),
             tokens: TokenConfig::default(),
+            webauthn: WebauthnConfig::default(),
+            mfa: MfaConfig::default(),
         }
     }
 }
@@ -459,6 +507,7 @@ impl Config {
         if !(0..=300).contains(&t.leeway_secs) {
             return Err(invalid("tokens.leeway_secs", "must be between 0 and 300"));
         }
+        self.check_webauthn()?;
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -476,6 +525,41 @@ impl Config {
                         format!("{origin:?} must be exactly scheme://host[:port], no path or trailing slash"),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_webauthn(&self) -> Result<(), ConfigError> {
+        let w = &self.webauthn;
+        if !(30..=3600).contains(&w.challenge_ttl_secs) {
+            return Err(invalid(
+                "webauthn.challenge_ttl_secs",
+                "must be between 30 and 3600",
+            ));
+        }
+        if w.rp_name.trim().is_empty() {
+            return Err(invalid("webauthn.rp_name", "must not be empty"));
+        }
+        for origin in &w.allowed_origins {
+            let exact = Url::parse(origin)
+                .ok()
+                .is_some_and(|u| u.origin().ascii_serialization() == *origin);
+            if !exact {
+                return Err(invalid(
+                    "webauthn.allowed_origins",
+                    format!("{origin:?} must be exactly scheme://host[:port], no path or trailing slash"),
+                ));
+            }
+        }
+        if let Some(rp_id) = &w.rp_id {
+            let issuer = self.issuer_url()?;
+            let host = issuer.domain().unwrap_or_default();
+            if rp_id.is_empty() || !(host == rp_id || host.ends_with(&format!(".{rp_id}"))) {
+                return Err(invalid(
+                    "webauthn.rp_id",
+                    format!("{rp_id:?} must be the issuer's host name or a parent domain of it (WebAuthn does not work on IP addresses)"),
+                ));
             }
         }
         Ok(())
@@ -671,7 +755,7 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
 /// Optional options (`master_key`, `redis_url`...) are absent from the
 /// serialized defaults, so they are listed here.
 const OPTIONAL_OPTIONS: &[&str] = &["master_key", "master_key_file", "redis_url"];
-const OPTIONAL_NESTED: &[[&str; 2]] = &[["tokens", "hs256_secret"]];
+const OPTIONAL_NESTED: &[[&str; 2]] = &[["tokens", "hs256_secret"], ["webauthn", "rp_id"]];
 
 fn known_option(defaults: &toml::Table, path: &[String]) -> bool {
     (path.len() == 1 && OPTIONAL_OPTIONS.contains(&path[0].as_str()))

@@ -156,6 +156,44 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+/// Seals `plaintext` with XChaCha20-Poly1305 under `key` (a purpose key
+/// derived from the master key), binding it to `aad`. Output: base64url of
+/// nonce ‖ ciphertext.
+pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> String {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    let nonce = random_bytes::<24>();
+    // Encryption with a fresh nonce and in-memory buffers cannot fail.
+    let sealed = cipher
+        .encrypt(
+            chacha20poly1305::XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .unwrap_or_default();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    b64url(&out)
+}
+
+/// Opens what [`seal`] produced; `None` for a wrong key, wrong `aad` or tampering.
+pub fn unseal(key: &[u8; 32], aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let bytes = b64url_decode(sealed).filter(|b| b.len() > 24)?;
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    cipher
+        .decrypt(
+            chacha20poly1305::XNonce::from_slice(&bytes[..24]),
+            Payload {
+                msg: &bytes[24..],
+                aad,
+            },
+        )
+        .ok()
+}
+
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());

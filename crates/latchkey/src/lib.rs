@@ -14,6 +14,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod login;
+pub mod mfa;
 pub mod oauth;
 pub mod oidc;
 pub mod routes;
@@ -23,6 +24,7 @@ pub mod telemetry;
 pub mod throttle;
 pub mod tokens;
 pub mod ui;
+pub mod webauthn;
 
 pub use app::{AppState, Application, Dependencies};
 pub use config::Config;

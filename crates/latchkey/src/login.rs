@@ -18,6 +18,16 @@ use crate::identity::{self, Email, Password, User};
 use crate::session::{self, Origin, Session};
 use crate::store::StoreError;
 
+/// The outcome of a correct password.
+#[derive(Debug)]
+pub enum SignIn {
+    /// Signed in: a new session exists.
+    Complete(LoginSuccess),
+    /// The password was right and a second factor is due: no session yet,
+    /// only a short-lived challenge (see `mfa`).
+    SecondFactorDue { challenge: SecretToken, user: User },
+}
+
 #[derive(Debug)]
 pub struct LoginSuccess {
     pub token: SecretToken,
@@ -43,7 +53,7 @@ pub async fn sign_in_with_password(
     email: &Email,
     password: &Password,
     origin: &Origin,
-) -> Result<LoginSuccess, LoginError> {
+) -> Result<SignIn, LoginError> {
     let now = state.clock.now();
     let event = |detail: &str, actor: &str| Event {
         actor: actor.to_owned(),
@@ -106,26 +116,47 @@ pub async fn sign_in_with_password(
             .await?;
         }
     }
+    // A user with a second factor gets a challenge, not a session.
+    if crate::mfa::status(&state.pool, &user.id)
+        .await?
+        .has_second_factor()
+    {
+        let challenge = crate::mfa::start_challenge(&state.pool, &user.id, &["pwd"], now).await?;
+        return Ok(SignIn::SecondFactorDue { challenge, user });
+    }
+    Ok(SignIn::Complete(
+        complete(state, user, &["pwd"], "password", origin).await?,
+    ))
+}
+
+/// Creates the session for a fully authenticated user (new id: no fixation)
+/// and records the success.
+pub async fn complete(
+    state: &AppState,
+    user: User,
+    amr: &[&str],
+    how: &str,
+    origin: &Origin,
+) -> Result<LoginSuccess, LoginError> {
+    let now = state.clock.now();
     let (token, session) = session::create(
         &state.pool,
         &state.config.session,
         &user.id,
-        &["pwd"],
+        amr,
         origin,
         now,
     )
     .await?;
     state.metrics.login("success");
-    audit::record(
-        &state.pool,
-        EventKind::LoginSucceeded,
-        Event {
-            subject: user.id.clone(),
-            ..event("password", &user.id)
-        },
-        now,
-    )
-    .await?;
+    let event = Event {
+        actor: user.id.clone(),
+        subject: user.id.clone(),
+        ip: origin.ip.clone(),
+        user_agent: origin.user_agent.clone(),
+        detail: how.to_owned(),
+    };
+    audit::record(&state.pool, EventKind::LoginSucceeded, event, now).await?;
     Ok(LoginSuccess {
         token,
         session,

@@ -175,6 +175,19 @@ impl<R: RoleName> FromRequestParts<AppState> for HasRole<R> {
     ) -> Result<Self, Self::Rejection> {
         let SignedIn(found) = SignedIn::from_request_parts(parts, state).await?;
         if found.user.has_role(R::NAME) {
+            let needs_mfa = state.config.mfa.required_roles.iter().any(|r| r == R::NAME);
+            if needs_mfa && !found.session.amr.iter().any(|a| a == "mfa") {
+                let error = HttpError::json(
+                    StatusCode::FORBIDDEN,
+                    "mfa_required",
+                    format!("the {} role needs a two-step sign-in: set it up at /account/mfa, then sign in again", R::NAME),
+                );
+                return Err(AuthRejection::Error(if wants_html(&parts.headers) {
+                    error.as_page()
+                } else {
+                    error
+                }));
+            }
             return Ok(HasRole(found, PhantomData));
         }
         let audit = crate::audit::Event {

@@ -340,10 +340,18 @@ pub async fn decide(
     requested_at: UnixTime,
     now: UnixTime,
 ) -> Result<Decision, StoreError> {
+    // `acr_values` asking for MFA: a sign-in without MFA must be redone (it
+    // will include the second step if the user has one). After a fresh sign-in
+    // that still lacks MFA we proceed: the ID token's `acr` tells the truth.
+    let wants_mfa = request
+        .acr_values
+        .as_deref()
+        .is_some_and(|v| v.split(' ').any(|a| a == crate::oidc::ACR_MULTI_FACTOR));
     let fresh_login_needed = |a: &Authentication| {
         ((request.prompts("login") || request.prompts("select_account"))
             && a.auth_time < requested_at)
             || request.max_age.is_some_and(|max| now - a.auth_time > max)
+            || (wants_mfa && !a.amr.iter().any(|m| m == "mfa") && a.auth_time < requested_at)
     };
     let Some(who) = who.filter(|a| !fresh_login_needed(a)) else {
         return Ok(if request.prompts("none") {

@@ -26,6 +26,17 @@ pub const ID_TOKEN_LIFETIME_SECS: i64 = 3600;
 /// Authentication context class for a password-only sign-in. Multi-factor
 /// sign-ins (issue #4) will report a higher level.
 pub const ACR_SINGLE_FACTOR: &str = "urn:latchkey:acr:1fa";
+/// Authentication context class for a multi-factor sign-in (`amr` has `mfa`).
+pub const ACR_MULTI_FACTOR: &str = "urn:latchkey:acr:mfa";
+
+/// The `acr` a sign-in with these `amr` values achieved.
+pub fn acr_for(amr: &[String]) -> &'static str {
+    if amr.iter().any(|a| a == "mfa") {
+        ACR_MULTI_FACTOR
+    } else {
+        ACR_SINGLE_FACTOR
+    }
+}
 
 /// Claims released for `scope` (used by ID tokens and UserInfo).
 pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
@@ -81,7 +92,7 @@ pub fn issue_id_token(state: &AppState, spec: IdTokenSpec<'_>) -> Result<String,
     claims.insert("auth_time".into(), json!(spec.auth_time));
     claims.insert("sid".into(), json!(spec.session_id));
     claims.insert("amr".into(), json!(spec.amr));
-    claims.insert("acr".into(), json!(ACR_SINGLE_FACTOR));
+    claims.insert("acr".into(), json!(acr_for(spec.amr)));
     if let Some(nonce) = spec.nonce {
         claims.insert("nonce".into(), json!(nonce));
     }
@@ -125,6 +136,7 @@ pub fn metadata(state: &AppState) -> Value {
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "at_hash", "name", "email", "email_verified", "updated_at"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "acr_values_supported": [ACR_SINGLE_FACTOR, ACR_MULTI_FACTOR],
         "authorization_response_iss_parameter_supported": true,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,

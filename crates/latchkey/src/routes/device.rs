@@ -14,6 +14,7 @@ use crate::http::csrf::{self, Binding};
 use crate::http::HttpError;
 use crate::oauth::clients;
 use crate::oauth::device::{self, UserCode};
+use crate::throttle::LockedOut;
 
 #[derive(Deserialize)]
 pub struct DeviceQuery {
@@ -47,6 +48,23 @@ pub async fn device_page(
     )
 }
 
+/// 429 for a user who entered too many wrong codes (at `/device` or `/device/decision`).
+fn too_many_attempts(locked: LockedOut) -> Response {
+    HttpError::page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        format!(
+            "Too many wrong codes; try again in {} seconds.",
+            locked.retry_after_secs
+        ),
+    )
+    .with_header(
+        axum::http::header::RETRY_AFTER,
+        &locked.retry_after_secs.to_string(),
+    )
+    .into_response()
+}
+
 #[derive(Deserialize)]
 pub struct CodeForm {
     code: String,
@@ -78,21 +96,7 @@ pub async fn device_submit(
         .begin(&format!("device:{}", who.user.id), &origin.ip, now)
     {
         Ok(a) => a,
-        Err(locked) => {
-            return HttpError::page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                format!(
-                    "Too many wrong codes; try again in {} seconds.",
-                    locked.retry_after_secs
-                ),
-            )
-            .with_header(
-                axum::http::header::RETRY_AFTER,
-                &locked.retry_after_secs.to_string(),
-            )
-            .into_response()
-        }
+        Err(locked) => return too_many_attempts(locked),
     };
     let wrong = |state: &AppState| {
         page(
@@ -122,11 +126,13 @@ pub async fn device_submit(
     )
 }
 
-/// `POST /device/decision`: approve or deny.
+/// `POST /device/decision`: approve or deny. The code is checked again, so
+/// this door is throttled exactly like `POST /device` (same counter).
 pub async fn device_decision(
     State(state): State<AppState>,
     headers: HeaderMap,
     SignedIn(who): SignedIn,
+    Caller(origin): Caller,
     axum::Form(form): axum::Form<CodeForm>,
 ) -> Response {
     if let Err(e) = csrf::verify(
@@ -138,6 +144,14 @@ pub async fn device_decision(
     ) {
         return e.as_page().into_response();
     }
+    let now = state.clock.now();
+    let attempt = match state
+        .throttle
+        .begin(&format!("device:{}", who.user.id), &origin.ip, now)
+    {
+        Ok(a) => a,
+        Err(locked) => return too_many_attempts(locked),
+    };
     let Some(code) = UserCode::parse(&form.code) else {
         return HttpError::page(
             StatusCode::BAD_REQUEST,
@@ -146,7 +160,6 @@ pub async fn device_decision(
         )
         .into_response();
     };
-    let now = state.clock.now();
     let approve = form.decision.as_deref() == Some("allow");
     let decided = if approve {
         device::decide(
@@ -166,6 +179,7 @@ pub async fn device_decision(
     };
     match decided {
         Ok(true) => {
+            attempt.succeeded();
             let kind = if approve {
                 EventKind::ConsentGranted
             } else {
@@ -203,6 +217,9 @@ pub async fn device_decision(
             "That code is not valid or has expired.",
         )
         .into_response(),
-        Err(e) => HttpError::from(e).as_page().into_response(),
+        Err(e) => {
+            attempt.abandoned();
+            HttpError::from(e).as_page().into_response()
+        }
     }
 }

@@ -154,19 +154,23 @@ pub async fn login_submit(
     }
     match login::sign_in_with_password(&state, &email, &Password::new(form.password), &origin).await
     {
-        Ok(success) => {
-            let https = state.config.is_https();
-            // Re-authentication replaces the previous session (and its id).
-            if let Some(previous) = crate::http::auth::session_token(&headers, https) {
-                crate::session::end(&state.pool, &previous).await?;
-            }
-            let jar = jar.add(session_cookie(&success.token, https));
+        Ok(login::SignIn::Complete(success)) => {
+            finish_sign_in(&state, &headers, jar, success, &next, is_json).await
+        }
+        Ok(login::SignIn::SecondFactorDue { challenge, .. }) => {
+            let jar = jar.add(crate::routes::mfa::challenge_cookie(
+                &challenge,
+                state.config.is_https(),
+            ));
+            let target = format!(
+                "/login/mfa?next={}",
+                url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+            );
             if is_json {
-                let body = serde_json::json!({ "user": success.user, "session": success.session });
+                let body = serde_json::json!({ "status": "mfa_required", "mfa_url": "/login/mfa" });
                 Ok((jar, axum::Json(body)).into_response())
             } else {
-                // 303: the browser follows with a GET and never re-posts credentials.
-                Ok((jar, Redirect::to(&next)).into_response())
+                Ok((jar, Redirect::to(&target)).into_response())
             }
         }
         Err(LoginError::InvalidCredentials) => {
@@ -259,6 +263,30 @@ pub async fn logout(
     } else {
         (jar, Redirect::to("/login")).into_response()
     })
+}
+
+/// Sets the session cookie for a completed sign-in, ending the browser's
+/// previous session (re-authentication gets a new id), then redirects (303).
+pub(crate) async fn finish_sign_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    jar: CookieJar,
+    success: login::LoginSuccess,
+    next: &str,
+    is_json: bool,
+) -> Result<Response, HttpError> {
+    let https = state.config.is_https();
+    if let Some(previous) = session_token(headers, https) {
+        crate::session::end(&state.pool, &previous).await?;
+    }
+    let jar = jar.add(session_cookie(&success.token, https));
+    if is_json {
+        let body = serde_json::json!({ "user": success.user, "session": success.session });
+        Ok((jar, axum::Json(body)).into_response())
+    } else {
+        // 303: the browser follows with a GET and never re-posts credentials.
+        Ok((jar, Redirect::to(next)).into_response())
+    }
 }
 
 #[cfg(test)]

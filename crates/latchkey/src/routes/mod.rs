@@ -9,8 +9,10 @@ pub mod authorize;
 pub mod device;
 pub mod health;
 pub mod login;
+pub mod mfa;
 pub mod oauth;
 pub mod oidc;
+pub mod passkeys;
 
 use axum::response::Html;
 

@@ -113,8 +113,11 @@ struct Hint {
 }
 
 fn verify_hint(state: &AppState, token: &str) -> Option<Hint> {
+    // Only an ID token (typ JWT) is a hint: an access token (at+jwt) or a
+    // logout token carries the same iss, aud and sid but proves nothing about the user.
     let validation = Validation {
         leeway_secs: 10 * 365 * 86_400,
+        typ: Some("JWT".into()),
         ..Validation::new(state.config.issuer_str())
     };
     let verified = jose::verify::<serde_json::Value>(

@@ -12,6 +12,7 @@ pub struct Templates {
 
 pub const STYLESHEET: &str = include_str!("static/latchkey.css");
 pub const FORM_POST_SCRIPT: &str = include_str!("static/form_post.js");
+pub const PASSKEYS_SCRIPT: &str = include_str!("static/passkeys.js");
 
 impl Templates {
     pub fn new() -> Templates {
@@ -26,6 +27,12 @@ impl Templates {
             ("form_post.html", include_str!("templates/form_post.html")),
             ("logout.html", include_str!("templates/logout.html")),
             ("device.html", include_str!("templates/device.html")),
+            ("passkeys.html", include_str!("templates/passkeys.html")),
+            ("mfa_login.html", include_str!("templates/mfa_login.html")),
+            (
+                "mfa_account.html",
+                include_str!("templates/mfa_account.html"),
+            ),
         ] {
             // The templates are part of the binary; a syntax error is a build bug.
             env.add_template(name, source)

@@ -4,11 +4,14 @@
 
 mod helpers;
 
+mod authorize;
 mod cli;
 mod client_auth;
+mod device_flow;
 mod docs;
 mod keys;
 mod login;
+mod mfa;
 mod observability;
 mod sessions;
 mod storage;

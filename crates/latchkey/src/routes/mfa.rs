@@ -1,0 +1,521 @@
+//! `/login/mfa` (the second sign-in step) and `/account/mfa` (set-up,
+//! recovery codes, turning it off).
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use serde::Deserialize;
+
+use super::render;
+use crate::app::AppState;
+use crate::audit::{self, Event, EventKind};
+use crate::crypto::SecretToken;
+use crate::http::auth::{SignedIn, SignedInUser};
+use crate::http::body::FormOrJson;
+use crate::http::client::Caller;
+use crate::http::csrf::{self, Binding};
+use crate::http::HttpError;
+use crate::identity;
+use crate::mfa::{self, MfaError};
+use crate::routes::login::{finish_sign_in, safe_next};
+
+pub fn challenge_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-latchkey_mfa"
+    } else {
+        "latchkey_mfa"
+    }
+}
+
+/// The cookie holding the half-done sign-in (5 minutes, HttpOnly).
+pub fn challenge_cookie(token: &SecretToken, https: bool) -> Cookie<'static> {
+    Cookie::build((challenge_cookie_name(https), token.expose().to_owned()))
+        .path("/")
+        .http_only(true)
+        .secure(https)
+        .same_site(SameSite::Lax)
+        .max_age(time::Duration::seconds(mfa::CHALLENGE_LIFETIME_SECS))
+        .build()
+}
+
+fn clear_challenge(jar: CookieJar, https: bool) -> CookieJar {
+    let mut cookie = Cookie::build((challenge_cookie_name(https), ""))
+        .path("/")
+        .http_only(true)
+        .secure(https)
+        .same_site(SameSite::Lax)
+        .build();
+    cookie.make_removal();
+    jar.add(cookie)
+}
+
+fn challenge_token(jar: &CookieJar, https: bool) -> Option<SecretToken> {
+    jar.get(challenge_cookie_name(https))
+        .and_then(|c| SecretToken::parse(c.value()))
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+fn second_step_form(
+    state: &AppState,
+    jar: CookieJar,
+    status: StatusCode,
+    next: &str,
+    error: &str,
+) -> Result<Response, HttpError> {
+    let (jar, anon) = csrf::ensure_anonymous_cookie(jar, state.config.is_https());
+    let csrf_token = csrf::token_for(&state.csrf_key, Binding::Anonymous(&anon));
+    let html = render(
+        state,
+        "mfa_login.html",
+        minijinja::context! { csrf_token, next, error, signed_in => false },
+    )?;
+    Ok((status, jar, html).into_response())
+}
+
+/// `GET /login/mfa`: only with a live challenge (else back to `/login`).
+pub async fn second_step_page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<NextQuery>,
+) -> Result<Response, HttpError> {
+    let https = state.config.is_https();
+    let live = match challenge_token(&jar, https) {
+        Some(t) => mfa::load_challenge(&state.pool, &t, state.clock.now())
+            .await?
+            .is_some(),
+        None => false,
+    };
+    if !live {
+        return Ok(Redirect::to("/login").into_response());
+    }
+    second_step_form(
+        &state,
+        jar,
+        StatusCode::OK,
+        &safe_next(q.next.as_deref()),
+        "",
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SecondStepForm {
+    code: String,
+    csrf_token: Option<String>,
+    next: Option<String>,
+}
+
+/// `POST /login/mfa`: a TOTP code or a recovery code completes the sign-in.
+/// Failures count towards the account's lockout, like wrong passwords.
+pub async fn second_step_submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Caller(origin): Caller,
+    FormOrJson {
+        value: form,
+        is_json,
+    }: FormOrJson<SecondStepForm>,
+) -> Result<Response, HttpError> {
+    let https = state.config.is_https();
+    let page_error = |e: HttpError| if is_json { e } else { e.as_page() };
+    if is_json {
+        csrf::check_origin(&headers, &state.issuer_origin)?;
+    } else {
+        let anon = jar
+            .get(csrf::cookie_name(https))
+            .map(|c| c.value().to_owned())
+            .unwrap_or_default();
+        csrf::verify(
+            &headers,
+            &state.issuer_origin,
+            &state.csrf_key,
+            Binding::Anonymous(&anon),
+            form.csrf_token.as_deref(),
+        )
+        .map_err(page_error)?;
+    }
+    let next = safe_next(form.next.as_deref());
+    let now = state.clock.now();
+    let expired = || {
+        page_error(HttpError::json(
+            StatusCode::UNAUTHORIZED,
+            "mfa_expired",
+            "the sign-in expired; sign in again",
+        ))
+    };
+    let Some(token) = challenge_token(&jar, https) else {
+        return Err(expired());
+    };
+    let Some(challenge) = mfa::load_challenge(&state.pool, &token, now).await? else {
+        return Err(expired());
+    };
+    let Some(user) = identity::find_by_id(&state.pool, &challenge.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+    else {
+        return Err(expired());
+    };
+    let attempt = match state.throttle.begin(user.email.as_str(), &origin.ip, now) {
+        Ok(a) => a,
+        Err(locked) => {
+            let e = HttpError::json(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!(
+                    "Too many failed attempts; try again in {} seconds",
+                    locked.retry_after_secs
+                ),
+            )
+            .with_header(
+                axum::http::header::RETRY_AFTER,
+                &locked.retry_after_secs.to_string(),
+            );
+            return Err(page_error(e));
+        }
+    };
+    let event = |detail: &str| Event {
+        actor: user.id.clone(),
+        subject: user.id.clone(),
+        ip: origin.ip.clone(),
+        user_agent: origin.user_agent.clone(),
+        detail: detail.to_owned(),
+    };
+    let code = form.code.trim();
+    let (amr, how): (Vec<&str>, &str) =
+        match mfa::verify_totp(&state.pool, &state.mfa_seal_key, &user.id, code, now).await {
+            Ok(()) => (vec!["otp", "mfa"], "password + authenticator code"),
+            Err(MfaError::Replayed) => {
+                audit::record(
+                    &state.pool,
+                    EventKind::TotpReplayRefused,
+                    event("an already used authenticator code was presented"),
+                    now,
+                )
+                .await?;
+                return second_step_failure(
+                    &state,
+                    jar,
+                    &next,
+                    is_json,
+                    "That code was already used; wait for the next one.",
+                )
+                .await;
+            }
+            Err(MfaError::Store(e)) => {
+                attempt.abandoned();
+                return Err(page_error(e.into()));
+            }
+            Err(_) => {
+                if mfa::use_recovery_code(&state.pool, &user.id, code, now).await? {
+                    audit::record(
+                        &state.pool,
+                        EventKind::RecoveryCodeUsed,
+                        event("recovery code used to sign in"),
+                        now,
+                    )
+                    .await?;
+                    (vec!["mfa"], "password + recovery code")
+                } else {
+                    state.metrics.login("failure");
+                    audit::record(
+                        &state.pool,
+                        EventKind::LoginFailed,
+                        event("wrong second factor"),
+                        now,
+                    )
+                    .await?;
+                    return second_step_failure(
+                        &state,
+                        jar,
+                        &next,
+                        is_json,
+                        "That code is not valid.",
+                    )
+                    .await;
+                }
+            }
+        };
+    // The challenge is single-use: a parallel request that also passed loses here.
+    if !mfa::finish_challenge(&state.pool, &token).await? {
+        return Err(expired());
+    }
+    attempt.succeeded();
+    let mut full_amr: Vec<&str> = challenge.first_amr.iter().map(String::as_str).collect();
+    full_amr.extend(amr);
+    let success = crate::login::complete(&state, user, &full_amr, how, &origin)
+        .await
+        .map_err(|e| match e {
+            crate::login::LoginError::Store(s) => HttpError::from(s),
+            _ => HttpError::internal(),
+        })?;
+    finish_sign_in(
+        &state,
+        &headers,
+        clear_challenge(jar, https),
+        success,
+        &next,
+        is_json,
+    )
+    .await
+}
+
+async fn second_step_failure(
+    state: &AppState,
+    jar: CookieJar,
+    next: &str,
+    is_json: bool,
+    message: &str,
+) -> Result<Response, HttpError> {
+    if is_json {
+        return Err(HttpError::json(
+            StatusCode::UNAUTHORIZED,
+            "invalid_code",
+            message,
+        ));
+    }
+    second_step_form(state, jar, StatusCode::UNAUTHORIZED, next, message)
+}
+
+/// Sensitive changes need a recent sign-in (`mfa.reauth_window_secs`);
+/// otherwise the user is sent to sign in again.
+pub fn require_recent_sign_in(
+    state: &AppState,
+    who: &SignedInUser,
+    back_to: &str,
+) -> Result<(), Redirect> {
+    if state.clock.now() - who.session.auth_time <= state.config.mfa.reauth_window_secs {
+        return Ok(());
+    }
+    let target = format!(
+        "/login?reauth=1&next={}",
+        url::form_urlencoded::byte_serialize(back_to.as_bytes()).collect::<String>()
+    );
+    Err(Redirect::to(&target))
+}
+
+fn account_page(state: &AppState, who: &SignedInUser, context: minijinja::Value) -> Response {
+    let csrf_token = csrf::token_for(&state.csrf_key, Binding::Session(&who.session.id_hash));
+    let base = minijinja::context! { csrf_token, signed_in => true };
+    match render(
+        state,
+        "mfa_account.html",
+        minijinja::context! { ..base, ..context },
+    ) {
+        Ok(html) => html.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /account/mfa`.
+pub async fn account_mfa(
+    State(state): State<AppState>,
+    SignedIn(who): SignedIn,
+) -> Result<Response, HttpError> {
+    let status = mfa::status(&state.pool, &who.user.id).await?;
+    let required = who.user.roles.iter().any(|r| {
+        state
+            .config
+            .mfa
+            .required_roles
+            .iter()
+            .any(|q| q == r.as_str())
+    });
+    Ok(account_page(
+        &state,
+        &who,
+        minijinja::context! { step => "overview", status, required, error => "" },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf_token: Option<String>,
+    code: Option<String>,
+}
+
+fn check(
+    state: &AppState,
+    headers: &HeaderMap,
+    who: &SignedInUser,
+    token: Option<&str>,
+) -> Result<(), HttpError> {
+    csrf::verify(
+        headers,
+        &state.issuer_origin,
+        &state.csrf_key,
+        Binding::Session(&who.session.id_hash),
+        token,
+    )
+    .map_err(HttpError::as_page)
+}
+
+fn qr_svg(uri: &str) -> String {
+    match qrcode::QrCode::new(uri.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .quiet_zone(true)
+            .build(),
+        Err(_) => String::new(),
+    }
+}
+
+fn enroll_page(state: &AppState, who: &SignedInUser, secret: &[u8], error: &str) -> Response {
+    let uri = mfa::totp::Totp::otpauth_uri(secret, "Latchkey", who.user.email.as_str());
+    let manual = mfa::totp::base32_encode(secret);
+    account_page(
+        state,
+        who,
+        minijinja::context! { step => "enroll", qr_svg => qr_svg(&uri), secret => manual, error },
+    )
+}
+
+/// `POST /account/mfa/totp/start`.
+pub async fn totp_start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(who): SignedIn,
+    axum::Form(form): axum::Form<CsrfOnly>,
+) -> Result<Response, HttpError> {
+    check(&state, &headers, &who, form.csrf_token.as_deref())?;
+    if let Err(redirect) = require_recent_sign_in(&state, &who, "/account/mfa") {
+        return Ok(redirect.into_response());
+    }
+    match mfa::begin_totp(
+        &state.pool,
+        &state.mfa_seal_key,
+        &who.user.id,
+        state.clock.now(),
+    )
+    .await
+    {
+        Ok(secret) => Ok(enroll_page(&state, &who, &secret, "")),
+        Err(MfaError::NoEnrollment) => Ok(Redirect::to("/account/mfa").into_response()),
+        Err(MfaError::Store(e)) => Err(e.into()),
+        Err(_) => Err(HttpError::internal().as_page()),
+    }
+}
+
+/// `POST /account/mfa/totp/confirm`: on a valid code, TOTP is on and the
+/// recovery codes are shown once.
+pub async fn totp_confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(who): SignedIn,
+    axum::Form(form): axum::Form<CsrfOnly>,
+) -> Result<Response, HttpError> {
+    check(&state, &headers, &who, form.csrf_token.as_deref())?;
+    let now = state.clock.now();
+    match mfa::confirm_totp(
+        &state.pool,
+        &state.mfa_seal_key,
+        &who.user.id,
+        form.code.as_deref().unwrap_or_default(),
+        now,
+    )
+    .await
+    {
+        Ok(codes) => {
+            audit::record(
+                &state.pool,
+                EventKind::MfaEnabled,
+                Event {
+                    actor: who.user.id.clone(),
+                    subject: who.user.id.clone(),
+                    detail: "authenticator app".into(),
+                    ..Event::default()
+                },
+                now,
+            )
+            .await?;
+            Ok(account_page(
+                &state,
+                &who,
+                minijinja::context! { step => "codes", codes, error => "" },
+            ))
+        }
+        Err(MfaError::InvalidCode) => {
+            match mfa::pending_totp_secret(&state.pool, &state.mfa_seal_key, &who.user.id).await {
+                Ok(Some(secret)) => Ok((
+                    StatusCode::BAD_REQUEST,
+                    enroll_page(
+                        &state,
+                        &who,
+                        &secret,
+                        "That code is not valid; check the time on your phone and try again.",
+                    ),
+                )
+                    .into_response()),
+                _ => Ok(Redirect::to("/account/mfa").into_response()),
+            }
+        }
+        Err(MfaError::Store(e)) => Err(e.into()),
+        Err(_) => Ok(Redirect::to("/account/mfa").into_response()),
+    }
+}
+
+/// `POST /account/mfa/recovery-codes`: new codes; the old ones die.
+pub async fn regenerate_codes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(who): SignedIn,
+    axum::Form(form): axum::Form<CsrfOnly>,
+) -> Result<Response, HttpError> {
+    check(&state, &headers, &who, form.csrf_token.as_deref())?;
+    if let Err(redirect) = require_recent_sign_in(&state, &who, "/account/mfa") {
+        return Ok(redirect.into_response());
+    }
+    let now = state.clock.now();
+    if !mfa::status(&state.pool, &who.user.id).await?.totp {
+        return Ok(Redirect::to("/account/mfa").into_response());
+    }
+    let codes = mfa::regenerate_recovery_codes(&state.pool, &who.user.id, now).await?;
+    audit::record(
+        &state.pool,
+        EventKind::RecoveryCodesRegenerated,
+        Event {
+            actor: who.user.id.clone(),
+            subject: who.user.id.clone(),
+            ..Event::default()
+        },
+        now,
+    )
+    .await?;
+    Ok(account_page(
+        &state,
+        &who,
+        minijinja::context! { step => "codes", codes, error => "" },
+    ))
+}
+
+/// `POST /account/mfa/disable`.
+pub async fn disable(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(who): SignedIn,
+    axum::Form(form): axum::Form<CsrfOnly>,
+) -> Result<Response, HttpError> {
+    check(&state, &headers, &who, form.csrf_token.as_deref())?;
+    if let Err(redirect) = require_recent_sign_in(&state, &who, "/account/mfa") {
+        return Ok(redirect.into_response());
+    }
+    let now = state.clock.now();
+    mfa::disable(&state.pool, &who.user.id).await?;
+    audit::record(
+        &state.pool,
+        EventKind::MfaDisabled,
+        Event {
+            actor: who.user.id.clone(),
+            subject: who.user.id.clone(),
+            ..Event::default()
+        },
+        now,
+    )
+    .await?;
+    Ok(Redirect::to("/account/mfa").into_response())
+}

@@ -1,0 +1,422 @@
+//! Two-step sign-in: TOTP enrollment and verification (replay, window edges,
+//! lockout), recovery codes, MFA that cannot be skipped, the admin policy,
+//! step-up before sensitive changes.
+
+use latchkey::mfa::totp::Totp;
+
+use crate::backend_test;
+use crate::helpers::*;
+
+const PASSWORD: &str = "correct horse battery";
+
+fn base32_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => continue,
+        };
+        buffer = (buffer << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            out.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    out
+}
+
+fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = html.find(start)? + start.len();
+    Some(&html[i..i + html[i..].find(end)?])
+}
+
+/// Signs `client` in with the password only (no MFA yet) and enrolls TOTP
+/// through the real pages; returns the secret and the recovery codes.
+async fn enroll(app: &TestApp, client: &reqwest::Client) -> (Vec<u8>, Vec<String>) {
+    let html = client
+        .get(app.url("/account/mfa"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    let csrf = extract_input(&html, "csrf_token").expect("csrf");
+    let html = client
+        .post(app.url("/account/mfa/totp/start"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .expect("start")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        html.contains("<svg"),
+        "a QR code rendered by Latchkey itself"
+    );
+    let secret =
+        base32_decode(between(&html, "<code id=\"totp-secret\">", "</code>").expect("manual key"));
+    assert_eq!(secret.len(), 20);
+    let code = Totp::new(&secret).code_at(app.clock.now_secs() as u64);
+    let r = client
+        .post(app.url("/account/mfa/totp/confirm"))
+        .form(&[("csrf_token", csrf.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .expect("confirm");
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.expect("html");
+    let list = between(&html, "<ul id=\"recovery-codes\">", "</ul>").expect("codes shown once");
+    let codes: Vec<String> = list
+        .split("<code>")
+        .skip(1)
+        .filter_map(|c| c.split("</code>").next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(codes.len(), 10);
+    (secret, codes)
+}
+
+/// Password step only: returns the response (303 to /login/mfa when MFA is on).
+async fn password_step(app: &TestApp, client: &reqwest::Client, email: &str) -> reqwest::Response {
+    app.login_with(client, email, PASSWORD).await
+}
+
+async fn second_step(app: &TestApp, client: &reqwest::Client, code: &str) -> reqwest::Response {
+    let html = client
+        .get(app.url("/login/mfa"))
+        .send()
+        .await
+        .expect("mfa page")
+        .text()
+        .await
+        .expect("html");
+    let csrf = extract_input(&html, "csrf_token").unwrap_or_default();
+    client
+        .post(app.url("/login/mfa"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("code", code),
+            ("next", "/account"),
+        ])
+        .send()
+        .await
+        .expect("post")
+}
+
+async fn account_json(app: &TestApp, client: &reqwest::Client) -> reqwest::Response {
+    client
+        .get(app.url("/account"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("account")
+}
+
+backend_test!(
+    totp_second_step_is_required_and_cannot_be_skipped,
+    |app: TestApp| async move {
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let setup = new_client();
+        assert_eq!(
+            password_step(&app, &setup, "ada@example.com")
+                .await
+                .status(),
+            303
+        );
+        let (secret, _) = enroll(&app, &setup).await;
+
+        let browser = new_client();
+        let r = password_step(&app, &browser, "ada@example.com").await;
+        assert_eq!(r.status(), 303);
+        assert!(r.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("/login/mfa"));
+        assert!(
+            session_cookie_of(&r).is_none(),
+            "the password alone grants no session"
+        );
+        // Nothing later accepts the half-done sign-in.
+        assert_eq!(account_json(&app, &browser).await.status(), 401);
+        assert_eq!(
+            browser
+                .get(app.url("/account/sessions"))
+                .send()
+                .await
+                .expect("get")
+                .status(),
+            401
+        );
+        let r = browser
+            .get(app.url("/device"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("get");
+        assert!(r.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("/login"));
+
+        app.clock.advance(30);
+        let code = Totp::new(&secret).code_at(app.clock.now_secs() as u64);
+        let r = second_step(&app, &browser, &code).await;
+        assert_eq!(r.status(), 303);
+        assert!(session_cookie_of(&r).is_some());
+        let body: serde_json::Value = account_json(&app, &browser)
+            .await
+            .json()
+            .await
+            .expect("json");
+        let amr = body["sessions"][0]["amr"].as_array().expect("amr").clone();
+        for value in ["pwd", "otp", "mfa"] {
+            assert!(amr.contains(&serde_json::json!(value)), "{amr:?}");
+        }
+    }
+);
+
+backend_test!(
+    totp_codes_are_single_use_and_the_window_is_one_step,
+    |app: TestApp| async move {
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let setup = new_client();
+        password_step(&app, &setup, "ada@example.com").await;
+        let (secret, _) = enroll(&app, &setup).await;
+        let totp = Totp::new(&secret);
+        app.clock.advance(90);
+
+        let now = app.clock.now_secs() as u64;
+        let previous_step = totp.code_at(now - 30);
+        let b = new_client();
+        password_step(&app, &b, "ada@example.com").await;
+        assert_eq!(
+            second_step(&app, &b, &previous_step).await.status(),
+            303,
+            "one step back is accepted"
+        );
+
+        // The same code again (a replay) is refused and audited.
+        let c = new_client();
+        password_step(&app, &c, "ada@example.com").await;
+        assert_eq!(second_step(&app, &c, &previous_step).await.status(), 401);
+        assert!(app
+            .audit_kinds()
+            .await
+            .contains(&"totp_replay_refused".to_owned()));
+        // Two steps away is outside the window.
+        assert_eq!(
+            second_step(&app, &c, &totp.code_at(now - 60))
+                .await
+                .status(),
+            401
+        );
+        assert_eq!(
+            second_step(&app, &c, &totp.code_at(now + 60))
+                .await
+                .status(),
+            401
+        );
+        assert_eq!(
+            second_step(&app, &c, &totp.code_at(now + 30))
+                .await
+                .status(),
+            303,
+            "one step ahead is accepted"
+        );
+    }
+);
+
+backend_test!(
+    wrong_second_factors_lock_the_account,
+    |app: TestApp| async move {
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let setup = new_client();
+        password_step(&app, &setup, "ada@example.com").await;
+        let (secret, _) = enroll(&app, &setup).await;
+        let b = new_client();
+        password_step(&app, &b, "ada@example.com").await;
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            statuses.push(second_step(&app, &b, "000000").await.status().as_u16());
+        }
+        assert!(statuses.contains(&429), "{statuses:?}");
+        let code = Totp::new(&secret).code_at(app.clock.now_secs() as u64 + 30);
+        assert_eq!(
+            second_step(&app, &b, &code).await.status(),
+            429,
+            "locked even with a right code"
+        );
+    }
+);
+
+backend_test!(
+    recovery_codes_are_single_use_and_regenerating_kills_old_ones,
+    |app: TestApp| async move {
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let setup = new_client();
+        password_step(&app, &setup, "ada@example.com").await;
+        let (_, codes) = enroll(&app, &setup).await;
+
+        let b = new_client();
+        password_step(&app, &b, "ada@example.com").await;
+        assert_eq!(
+            second_step(&app, &b, &codes[0].to_lowercase())
+                .await
+                .status(),
+            303
+        );
+        assert!(app
+            .audit_kinds()
+            .await
+            .contains(&"recovery_code_used".to_owned()));
+        let c = new_client();
+        password_step(&app, &c, "ada@example.com").await;
+        assert_eq!(
+            second_step(&app, &c, &codes[0]).await.status(),
+            401,
+            "a recovery code works once"
+        );
+
+        // Regenerate from the (recent) setup session: old codes die.
+        let html = setup
+            .get(app.url("/account/mfa"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+        let csrf = extract_input(&html, "csrf_token").expect("csrf");
+        let r = setup
+            .post(app.url("/account/mfa/recovery-codes"))
+            .form(&[("csrf_token", csrf.as_str())])
+            .send()
+            .await
+            .expect("regen");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            second_step(&app, &c, &codes[1]).await.status(),
+            401,
+            "old codes no longer work"
+        );
+        assert!(app
+            .audit_kinds()
+            .await
+            .contains(&"recovery_codes_regenerated".to_owned()));
+    }
+);
+
+backend_test!(the_half_done_sign_in_expires, |app: TestApp| async move {
+    app.create_user("ada@example.com", PASSWORD, &[]).await;
+    let setup = new_client();
+    password_step(&app, &setup, "ada@example.com").await;
+    let (secret, _) = enroll(&app, &setup).await;
+    let b = new_client();
+    password_step(&app, &b, "ada@example.com").await;
+    app.clock.advance(301);
+    let code = Totp::new(&secret).code_at(app.clock.now_secs() as u64);
+    let r = second_step(&app, &b, &code).await;
+    // Refused: the challenge is gone (401), or its page no longer hands out a form (403 CSRF).
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(account_json(&app, &b).await.status(), 401);
+    assert!(session_cookie_of(&r).is_none());
+});
+
+backend_test!(
+    admins_must_use_a_second_factor_for_admin_routes,
+    |app: TestApp| async move {
+        app.create_user("boss@example.com", PASSWORD, &["admin"])
+            .await;
+        let b = new_client();
+        assert_eq!(
+            password_step(&app, &b, "boss@example.com").await.status(),
+            303
+        );
+        let r = b
+            .get(app.url("/admin/api/users"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.json::<serde_json::Value>().await.expect("json")["error"],
+            "mfa_required"
+        );
+        let (secret, _) = enroll(&app, &b).await;
+        let m = new_client();
+        password_step(&app, &m, "boss@example.com").await;
+        app.clock.advance(30);
+        assert_eq!(
+            second_step(
+                &app,
+                &m,
+                &Totp::new(&secret).code_at(app.clock.now_secs() as u64)
+            )
+            .await
+            .status(),
+            303
+        );
+        assert_eq!(
+            m.get(app.url("/admin/api/users"))
+                .send()
+                .await
+                .expect("get")
+                .status(),
+            200
+        );
+    }
+);
+
+backend_test!(
+    sensitive_changes_need_a_recent_sign_in_and_reset_mfa_works,
+    |app: TestApp| async move {
+        let user = app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let b = new_client();
+        password_step(&app, &b, "ada@example.com").await;
+        let html = b
+            .get(app.url("/account/mfa"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+        let csrf = extract_input(&html, "csrf_token").expect("csrf");
+        app.clock.advance(16 * 60);
+        // Keep the session alive (idle timeout is 30 min) but the sign-in is old now.
+        let r = b
+            .post(app.url("/account/mfa/totp/start"))
+            .form(&[("csrf_token", csrf.as_str())])
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(r.status(), 303);
+        assert!(r.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("/login?reauth=1"));
+
+        // Operator reset (what `latchkey user reset-mfa` calls): password-only sign-in again.
+        let fresh = new_client();
+        password_step(&app, &fresh, "ada@example.com").await;
+        enroll(&app, &fresh).await;
+        latchkey::mfa::disable(&app.state.pool, &user.id)
+            .await
+            .expect("reset");
+        let after = new_client();
+        let r = password_step(&app, &after, "ada@example.com").await;
+        assert_eq!(
+            r.headers()["location"],
+            "/account",
+            "no second step after a reset"
+        );
+    }
+);
