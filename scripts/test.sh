@@ -22,9 +22,11 @@ if ! postgres_up && command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgr
   for _ in $(seq 1 30); do postgres_up && break; sleep 1; done
 fi
 if postgres_up; then
-  say "PostgreSQL is up; dropping databases left by earlier test runs"
-  psql "$LATCHKEY_TEST_POSTGRES_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'lk_test_%'" 2>/dev/null \
-    | while read -r db; do psql "$LATCHKEY_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true; done
+  # Tests drop their own databases; leftovers of interrupted runs are dropped
+  # here in one background session, so they never delay the run.
+  say "PostgreSQL is up"
+  ( psql "$LATCHKEY_TEST_POSTGRES_URL" -Atc "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'lk_test_%'" 2>/dev/null \
+      | nice psql "$LATCHKEY_TEST_POSTGRES_URL" -q >/dev/null 2>&1 || true ) &
 elif [ -n "${CI:-}" ]; then
   say "PostgreSQL is required on CI but not reachable at $LATCHKEY_TEST_POSTGRES_URL"; exit 1
 else
@@ -37,6 +39,18 @@ if ! redis_up && command -v redis-server >/dev/null 2>&1; then
   mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
   for _ in $(seq 1 20); do redis_up && break; sleep 0.5; done
+fi
+
+# Browser tests (passkeys, WebAuthn virtual authenticator) drive headless
+# Chromium from Debian's package. They run whenever /usr/bin/chromium exists;
+# on CI they are required (LATCHKEY_TEST_BROWSER=1), so a missing browser fails.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  say "installing Chromium for the browser tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || say "could not install Chromium"
+fi
+if [ -n "${CI:-}" ]; then
+  export LATCHKEY_TEST_BROWSER=1
 fi
 
 say "cargo fmt --check"

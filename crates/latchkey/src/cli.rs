@@ -320,6 +320,13 @@ async fn dev(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let data_dir = absolute(data_dir)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        // The data directory holds the database and the development key: owner only.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", data_dir.display()))?;
+    }
     let key_path = data_dir.join("master.key");
     if !key_path.exists() {
         let text = format!(

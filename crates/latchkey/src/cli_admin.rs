@@ -177,6 +177,9 @@ pub enum ClientAction {
         /// A URI, or "none" to remove it.
         #[arg(long)]
         backchannel_logout_uri: Option<String>,
+        /// true: users must sign in with a second factor to use this client.
+        #[arg(long)]
+        require_mfa: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -365,6 +368,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             access_token_lifetime,
             signing_algorithm,
             backchannel_logout_uri,
+            require_mfa,
             json,
         } => {
             let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
@@ -400,6 +404,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                     }
                 },
                 first_party,
+                require_mfa,
                 backchannel_logout_uri: match backchannel_logout_uri {
                     None => None,
                     Some(u) if u == "none" => Some(None),

@@ -402,6 +402,15 @@ impl Config {
         if !matches!(issuer.scheme(), "http" | "https") {
             return Err(invalid("issuer", "must be an http or https URL"));
         }
+        // The issuer is compared as a string (`iss`, cookie and HSTS decisions):
+        // only its canonical spelling is accepted, e.g. no `HTTPS://` or `:443`.
+        let canonical = issuer.as_str().trim_end_matches('/');
+        if self.issuer.trim_end_matches('/') != canonical {
+            return Err(invalid(
+                "issuer",
+                format!("write it in canonical form: {canonical}"),
+            ));
+        }
         self.bind_addr()?;
         if crate::store::Backend::of_url(&self.database.url).is_none() {
             return Err(invalid(
@@ -887,6 +896,23 @@ mod tests {
             let err = Config::load(None, &env(&[(name, value)])).expect_err(name);
             assert!(err.to_string().contains(option), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn only_canonical_issuers_are_accepted() {
+        for bad in [
+            "HTTPS://id.example.com",
+            "https://ID.example.com",
+            "https://id.example.com:443",
+        ] {
+            let err = Config::load(None, &env(&[("LATCHKEY_ISSUER", bad)])).expect_err(bad);
+            assert!(err.to_string().contains("canonical"), "{bad}: {err}");
+        }
+        Config::load(
+            None,
+            &env(&[("LATCHKEY_ISSUER", "https://id.example.com/")]),
+        )
+        .expect("a trailing slash is fine");
     }
 
     #[test]

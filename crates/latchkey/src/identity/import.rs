@@ -77,7 +77,7 @@ pub fn parse(text: &str, format: ImportFormat) -> Result<Vec<NewUser>, ImportErr
                 reason: format!("{email} appears twice in the file"),
             });
         }
-        if let Some(h) = &r.password_hash {
+        if let Some(h) = r.password_hash.as_ref().filter(|h| !h.is_empty()) {
             if !acceptable_hash(h) {
                 return Err(ImportError::Record { record, reason: "password_hash is not an Argon2 PHC string or a bcrypt hash ($2a$/$2b$/$2y$)".into() });
             }
@@ -288,6 +288,13 @@ mod tests {
         assert!(parse("email,colour\na@x.com,red\n", ImportFormat::Csv).is_err());
         assert!(parse("email,name\na@x.com\n", ImportFormat::Csv).is_err());
         assert!(parse("email,name\n\"a@x.com,x\n", ImportFormat::Csv).is_err());
+    }
+
+    #[test]
+    fn an_empty_password_hash_cell_means_no_password() {
+        let users =
+            parse("email,password_hash\nada@example.com,\n", ImportFormat::Csv).expect("valid");
+        assert_eq!(users[0].password_hash, None);
     }
 
     #[test]

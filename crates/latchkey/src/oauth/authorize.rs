@@ -360,6 +360,20 @@ pub async fn decide(
             Decision::Login
         });
     };
+    // Per-client MFA policy: a sign-in without a second factor is redone (it
+    // includes the second step when the user has one); if a fresh sign-in still
+    // lacks it, the user has no second factor and the client must refuse.
+    if client.require_mfa && !who.amr.iter().any(|m| m == "mfa") {
+        return Ok(
+            if who.auth_time < requested_at && !request.prompts("none") {
+                Decision::Login
+            } else if request.prompts("none") {
+                Decision::Fail("interaction_required")
+            } else {
+                Decision::Fail("access_denied")
+            },
+        );
+    }
     if client.first_party && !request.prompts("consent") {
         return Ok(Decision::Issue);
     }
@@ -405,6 +419,16 @@ pub async fn grant_consent(
     now: UnixTime,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
+    // Write first (see tokens::refresh): in SQLite a transaction that reads
+    // and then writes fails with SQLITE_BUSY_SNAPSHOT, without waiting, when
+    // any other write commits in between.
+    sqlx::query(
+        "UPDATE consents SET granted_at = granted_at WHERE user_id = $1 AND client_id = $2",
+    )
+    .bind(user_id)
+    .bind(client_id)
+    .execute(&mut *tx)
+    .await?;
     let existing = sqlx::query("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2")
         .bind(user_id)
         .bind(client_id)

@@ -41,6 +41,8 @@ pub struct Client {
     pub backchannel_logout_uri: Option<String>,
     /// Public keys for `private_key_jwt` authentication (a JWK Set).
     pub jwks: Option<latchkey_verify::jose::JwkSet>,
+    /// Users must have signed in with a second factor to use this client.
+    pub require_mfa: bool,
     pub created_at: UnixTime,
     #[serde(skip)]
     secret_hash: Option<String>,
@@ -118,7 +120,7 @@ pub struct NewClient {
     pub backchannel_logout_uri: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at, jwks";
+const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at, jwks, require_mfa";
 
 fn split(text: String) -> Vec<String> {
     text.split(' ')
@@ -151,6 +153,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
         jwks: row
             .try_get::<Option<String>, _>("jwks")?
             .and_then(|j| serde_json::from_str(&j).ok()),
+        require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -164,7 +167,7 @@ pub async fn create(
 ) -> Result<(Client, Option<SecretToken>), StoreError> {
     let id = format!("lk_{}", uuid::Uuid::new_v4().simple());
     let secret = new.confidential.then(SecretToken::generate);
-    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14)"))
+    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $14)"))
         .bind(&id)
         .bind(&new.name)
         .bind(secret.as_ref().map(|s| s.hash().as_str().to_owned()))
@@ -183,6 +186,7 @@ pub async fn create(
         .bind(new.backchannel_logout_uri.clone())
         .bind(now)
         .bind(None::<String>)
+        .bind(0_i64)
         .execute(pool)
         .await?;
     let client = find(pool, &id)
@@ -222,6 +226,7 @@ pub struct ClientUpdate {
     pub signing_algorithm: Option<Option<String>>,
     pub first_party: Option<bool>,
     pub backchannel_logout_uri: Option<Option<String>>,
+    pub require_mfa: Option<bool>,
 }
 
 /// Applies `update` in one transaction; `Ok(None)` when there is no such client.
@@ -273,9 +278,12 @@ pub async fn update(
     if let Some(v) = update.backchannel_logout_uri {
         c.backchannel_logout_uri = v;
     }
+    if let Some(v) = update.require_mfa {
+        c.require_mfa = v;
+    }
     sqlx::query(
         "UPDATE clients SET name = $2, redirect_uris = $3, post_logout_redirect_uris = $4, grant_types = $5, scopes = $6, audience = $7,
-         access_token_format = $8, access_token_lifetime_secs = $9, signing_algorithm = $10, first_party = $11, backchannel_logout_uri = $12, updated_at = $13
+         access_token_format = $8, access_token_lifetime_secs = $9, signing_algorithm = $10, first_party = $11, backchannel_logout_uri = $12, updated_at = $13, require_mfa = $14
          WHERE id = $1",
     )
     .bind(id)
@@ -294,6 +302,7 @@ pub async fn update(
     .bind(i64::from(c.first_party))
     .bind(c.backchannel_logout_uri.clone())
     .bind(now)
+    .bind(i64::from(c.require_mfa))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

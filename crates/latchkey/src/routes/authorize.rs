@@ -180,7 +180,13 @@ async fn proceed(
                 response_mode: request.response_mode,
                 state: request.state.clone(),
                 error,
-                description: format!("{error}: interaction needed but prompt=none"),
+                description: match error {
+                    "access_denied" => {
+                        "this application requires a two-step sign-in; set one up at /account/mfa"
+                            .to_owned()
+                    }
+                    _ => format!("{error}: interaction needed but prompt=none"),
+                },
             };
             error_to_client(state, e)
         }

@@ -121,6 +121,15 @@ pub async fn create(
     .execute(&mut *tx)
     .await?;
     if config.max_per_user > 0 {
+        // Expired sessions do not count towards the limit (and go now).
+        sqlx::query(
+            "DELETE FROM sessions WHERE user_id = $1 AND (expires_at <= $2 OR last_seen_at <= $3)",
+        )
+        .bind(user_id)
+        .bind(now)
+        .bind(now - config.idle_timeout_secs)
+        .execute(&mut *tx)
+        .await?;
         let rows = sqlx::query(
             "SELECT handle FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, handle DESC",
         )

@@ -254,7 +254,48 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if self.backend == Backend::Postgres {
+            drop_postgres_database(&self.database_url);
+        }
     }
+}
+
+/// Drops a per-test PostgreSQL database (forcibly closing the pool's
+/// connections), so test runs leave nothing behind. Runs on its own thread
+/// because `Drop` may run inside the test's async runtime.
+fn drop_postgres_database(database_url: &str) {
+    let Some(admin) = std::env::var("LATCHKEY_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        return;
+    };
+    let Some(name) = url::Url::parse(database_url)
+        .ok()
+        .map(|u| u.path().trim_start_matches('/').to_owned())
+    else {
+        return;
+    };
+    if !name.starts_with("lk_test_") {
+        return;
+    }
+    let worker = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            use sqlx::Connection as _;
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    });
+    let _ = worker.join();
 }
 
 pub trait ClockExt {

@@ -420,3 +420,118 @@ backend_test!(
         );
     }
 );
+
+async fn mfa_client(app: &TestApp) -> String {
+    use latchkey::oauth::clients::{self, AccessTokenFormat, ClientUpdate, NewClient};
+    let now = app.clock.now_secs();
+    let new = NewClient {
+        name: "payroll".into(),
+        confidential: false,
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec!["authorization_code".into()],
+        scopes: latchkey::oauth::scope::Scope::parse("openid").expect("scope"),
+        audience: String::new(),
+        access_token_format: AccessTokenFormat::Jwt,
+        access_token_lifetime_secs: None,
+        signing_algorithm: None,
+        first_party: true,
+        backchannel_logout_uri: None,
+    };
+    let (client, _) = clients::create(&app.state.pool, new, now)
+        .await
+        .expect("client");
+    let update = ClientUpdate {
+        require_mfa: Some(true),
+        ..ClientUpdate::default()
+    };
+    clients::update(&app.state.pool, &client.id, update, now)
+        .await
+        .expect("update")
+        .expect("client exists");
+    client.id
+}
+
+fn authorize_url(app: &TestApp, client_id: &str) -> String {
+    app.url(&format!(
+        "/oauth2/authorize?response_type=code&client_id={client_id}&redirect_uri=http%3A%2F%2F127.0.0.1%2Fcb&scope=openid&state=s1&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+    ))
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+backend_test!(
+    a_client_requiring_mfa_refuses_password_only_users_and_accepts_mfa_ones,
+    |app: TestApp| async move {
+        let client_id = mfa_client(&app).await;
+        // A user without a second factor: sent to sign in again, then refused.
+        app.create_user("plain@example.com", PASSWORD, &[]).await;
+        let b = new_client();
+        password_step(&app, &b, "plain@example.com").await;
+        app.clock.advance(1);
+        let r = b
+            .get(authorize_url(&app, &client_id))
+            .send()
+            .await
+            .expect("authorize");
+        let to_login = location(&r);
+        assert!(to_login.starts_with("/login?next="), "{to_login}");
+        let next =
+            url::form_urlencoded::parse(to_login.split_once('?').expect("query").1.as_bytes())
+                .find(|(k, _)| k == "next")
+                .map(|(_, v)| v.into_owned())
+                .expect("next");
+        let csrf = app.login_csrf(&b).await;
+        let r = b
+            .post(app.url("/login"))
+            .form(&[
+                ("email", "plain@example.com"),
+                ("password", PASSWORD),
+                ("csrf_token", csrf.as_str()),
+                ("next", next.as_str()),
+            ])
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(location(&r), next);
+        let r = b.get(app.url(&next)).send().await.expect("resume");
+        let back = location(&r);
+        assert!(
+            back.starts_with("http://127.0.0.1/cb?error=access_denied"),
+            "{back}"
+        );
+        assert!(back.contains("state=s1") && back.contains("iss="), "{back}");
+
+        // A user with a second factor who signed in with it gets a code.
+        app.create_user("strong@example.com", PASSWORD, &[]).await;
+        let setup = new_client();
+        password_step(&app, &setup, "strong@example.com").await;
+        let (secret, _) = enroll(&app, &setup).await;
+        let m = new_client();
+        password_step(&app, &m, "strong@example.com").await;
+        app.clock.advance(30);
+        assert_eq!(
+            second_step(
+                &app,
+                &m,
+                &Totp::new(&secret).code_at(app.clock.now_secs() as u64)
+            )
+            .await
+            .status(),
+            303
+        );
+        let r = m
+            .get(authorize_url(&app, &client_id))
+            .send()
+            .await
+            .expect("authorize");
+        let back = location(&r);
+        assert!(back.starts_with("http://127.0.0.1/cb?code="), "{back}");
+    }
+);
