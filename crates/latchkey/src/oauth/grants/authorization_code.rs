@@ -12,8 +12,8 @@ use crate::identity;
 use crate::oauth::authorize::{self, Redemption};
 use crate::oauth::clients::Client;
 use crate::oauth::{OAuthError, OAuthErrorCode};
-use crate::oidc::{self, IdTokenSpec};
-use crate::tokens::{self, refresh, AccessTokenSpec};
+
+use crate::tokens;
 
 pub async fn grant(
     state: &AppState,
@@ -101,64 +101,27 @@ pub async fn grant(
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(invalid)?;
-    let spec = AccessTokenSpec {
-        client,
-        subject: user.id.clone(),
-        scope: redeemed.scope.clone(),
-        roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-        session_id: Some(redeemed.session_handle.clone()),
-        family_id: None,
-    };
-    let access = tokens::issue_access_token(state, spec).await?;
-    // `offline_access` decides whether a refresh token is issued.
-    let refresh =
-        if redeemed.scope.contains("offline_access") && client.allows_grant("refresh_token") {
-            Some(
-                refresh::start_family(
-                    &state.pool,
-                    &state.config.tokens,
-                    &client.id,
-                    &user.id,
-                    Some(&redeemed.session_handle),
-                    &redeemed.scope,
-                    now,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
+    let issued = super::issue_user_tokens(
+        state,
+        super::UserGrant {
+            client,
+            user: &user,
+            scope: &redeemed.scope,
+            session_handle: Some(&redeemed.session_handle),
+            nonce: redeemed.nonce.as_deref(),
+            auth_time: redeemed.auth_time,
+            amr: &redeemed.amr,
+        },
+    )
+    .await?;
+    // Remember what this code produced, so a replay can revoke it.
     authorize::record_issued(
         &state.pool,
         &code,
-        refresh.as_ref().map(|(_, f)| f.id.as_str()),
-        &access.jti,
-        access.expires_at,
+        issued.family_id.as_deref(),
+        &issued.access_jti,
+        issued.access_expires_at,
     )
     .await?;
-    let id_token = if redeemed.scope.contains("openid") {
-        Some(oidc::issue_id_token(
-            state,
-            IdTokenSpec {
-                client,
-                user: &user,
-                scope: &redeemed.scope,
-                nonce: redeemed.nonce.as_deref(),
-                auth_time: redeemed.auth_time,
-                amr: &redeemed.amr,
-                session_id: &redeemed.session_handle,
-                access_token: Some(&access.token),
-            },
-        )?)
-    } else {
-        None
-    };
-    Ok(TokenResponse {
-        access_token: access.token,
-        token_type: "Bearer",
-        expires_in: access.expires_in,
-        scope: redeemed.scope.to_string(),
-        refresh_token: refresh.map(|(t, _)| t.expose().to_owned()),
-        id_token,
-    })
+    Ok(issued.response)
 }

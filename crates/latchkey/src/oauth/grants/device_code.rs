@@ -7,8 +7,6 @@ use crate::identity;
 use crate::oauth::clients::Client;
 use crate::oauth::device::{self, Poll};
 use crate::oauth::{OAuthError, OAuthErrorCode};
-use crate::oidc::{self, IdTokenSpec};
-use crate::tokens::{self, refresh, AccessTokenSpec};
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -61,56 +59,18 @@ pub async fn grant(
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
-    let spec = AccessTokenSpec {
-        client,
-        subject: user.id.clone(),
-        scope: approved.scope.clone(),
-        roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-        session_id: approved.session_handle.clone(),
-        family_id: None,
-    };
-    let access = tokens::issue_access_token(state, spec).await?;
-    let refresh_token =
-        if approved.scope.contains("offline_access") && client.allows_grant("refresh_token") {
-            Some(
-                refresh::start_family(
-                    &state.pool,
-                    &state.config.tokens,
-                    &client.id,
-                    &user.id,
-                    approved.session_handle.as_deref(),
-                    &approved.scope,
-                    now,
-                )
-                .await?
-                .0,
-            )
-        } else {
-            None
-        };
-    let id_token = if approved.scope.contains("openid") {
-        Some(oidc::issue_id_token(
-            state,
-            IdTokenSpec {
-                client,
-                user: &user,
-                scope: &approved.scope,
-                nonce: None,
-                auth_time: approved.auth_time.unwrap_or(now),
-                amr: &approved.amr,
-                session_id: approved.session_handle.as_deref().unwrap_or_default(),
-                access_token: Some(&access.token),
-            },
-        )?)
-    } else {
-        None
-    };
-    Ok(TokenResponse {
-        access_token: access.token,
-        token_type: "Bearer",
-        expires_in: access.expires_in,
-        scope: approved.scope.to_string(),
-        refresh_token: refresh_token.map(|t| t.expose().to_owned()),
-        id_token,
-    })
+    let issued = super::issue_user_tokens(
+        state,
+        super::UserGrant {
+            client,
+            user: &user,
+            scope: &approved.scope,
+            session_handle: approved.session_handle.as_deref(),
+            nonce: None,
+            auth_time: approved.auth_time.unwrap_or(now),
+            amr: &approved.amr,
+        },
+    )
+    .await?;
+    Ok(issued.response)
 }

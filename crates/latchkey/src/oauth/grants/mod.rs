@@ -36,3 +36,95 @@ impl From<crate::tokens::TokenError> for super::OAuthError {
         }
     }
 }
+
+/// What a user-facing grant (authorization code, device code) hands out, and
+/// what it was issued from.
+pub(crate) struct UserGrant<'a> {
+    pub client: &'a crate::oauth::clients::Client,
+    pub user: &'a crate::identity::User,
+    pub scope: &'a crate::oauth::scope::Scope,
+    pub session_handle: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub auth_time: i64,
+    pub amr: &'a [String],
+}
+
+/// The tokens of a user-facing grant, plus the ids a replay must revoke.
+pub(crate) struct IssuedUserTokens {
+    pub response: TokenResponse,
+    pub family_id: Option<String>,
+    pub access_jti: String,
+    pub access_expires_at: i64,
+}
+
+/// Issues the access token (with the user's current roles and the session as
+/// `sid`), a refresh token when `offline_access` was granted and the client
+/// may refresh, and an ID token when `openid` was granted.
+pub(crate) async fn issue_user_tokens(
+    state: &crate::app::AppState,
+    grant: UserGrant<'_>,
+) -> Result<IssuedUserTokens, super::OAuthError> {
+    use crate::tokens::{self, refresh, AccessTokenSpec};
+    let UserGrant {
+        client,
+        user,
+        scope,
+        session_handle,
+        nonce,
+        auth_time,
+        amr,
+    } = grant;
+    let spec = AccessTokenSpec {
+        client,
+        subject: user.id.clone(),
+        scope: scope.clone(),
+        roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        session_id: session_handle.map(str::to_owned),
+        family_id: None,
+    };
+    let access = tokens::issue_access_token(state, spec).await?;
+    let family = if scope.contains("offline_access") && client.allows_grant("refresh_token") {
+        Some(
+            refresh::start_family(
+                &state.pool,
+                &state.config.tokens,
+                &client.id,
+                &user.id,
+                session_handle,
+                scope,
+                state.clock.now(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let id_token = if scope.contains("openid") {
+        let spec = crate::oidc::IdTokenSpec {
+            client,
+            user,
+            scope,
+            nonce,
+            auth_time,
+            amr,
+            session_id: session_handle.unwrap_or_default(),
+            access_token: Some(&access.token),
+        };
+        Some(crate::oidc::issue_id_token(state, spec)?)
+    } else {
+        None
+    };
+    Ok(IssuedUserTokens {
+        family_id: family.as_ref().map(|(_, f)| f.id.clone()),
+        access_jti: access.jti,
+        access_expires_at: access.expires_at,
+        response: TokenResponse {
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            scope: scope.to_string(),
+            refresh_token: family.map(|(t, _)| t.expose().to_owned()),
+            id_token,
+        },
+    })
+}
