@@ -52,6 +52,16 @@ impl HttpError {
         HttpError::json(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// 429 with `Retry-After`: sign-in or code guessing is locked for a while.
+    pub fn too_many_attempts(what: &str, retry_after_secs: i64) -> HttpError {
+        HttpError::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("Too many {what}; try again in {retry_after_secs} seconds"),
+        )
+        .with_header(header::RETRY_AFTER, &retry_after_secs.to_string())
+    }
+
     pub fn internal() -> HttpError {
         HttpError::json(
             StatusCode::INTERNAL_SERVER_ERROR,

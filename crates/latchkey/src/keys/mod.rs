@@ -112,6 +112,10 @@ pub struct KeyRing {
     config: TokenConfig,
     sealing_key: [u8; 32],
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Serializes reloads, so a slow reload that read the table earlier can
+    /// never install its older view over a newer one (the maintenance loop
+    /// and an operator's rotate/retire may reload at the same time).
+    reload_lock: tokio::sync::Mutex<()>,
 }
 
 fn aad(kid: &str, alg: Algorithm) -> Vec<u8> {
@@ -124,6 +128,7 @@ impl KeyRing {
             config: config.clone(),
             sealing_key: master.derive("latchkey/signing-key-seal/v1"),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            reload_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -155,9 +160,12 @@ impl KeyRing {
 
     /// `Cache-Control: max-age` for the JWKS: half the pre-publication window
     /// (capped at one hour), so every cache refreshes at least twice between a
-    /// key's publication and its first signature.
+    /// key's publication and its first signature; never below a minute unless
+    /// the window itself is shorter, and never longer than the window.
     pub fn jwks_max_age(&self) -> i64 {
-        (self.config.key_prepublish_secs / 2).clamp(60, 3600)
+        (self.config.key_prepublish_secs / 2)
+            .clamp(60, 3600)
+            .min(self.config.key_prepublish_secs)
     }
 
     fn seal(&self, kid: &str, alg: Algorithm, secret: &[u8]) -> String {
@@ -281,6 +289,7 @@ impl KeyRing {
 
     /// Loads every key from the database (unsealing them) into the ring.
     pub async fn reload(&self, pool: &Pool) -> Result<(), KeyError> {
+        let _serialized = self.reload_lock.lock().await;
         let rows = sqlx::query("SELECT kid, alg, generation, sealed_private, created_at, activates_at, retired_at FROM signing_keys ORDER BY alg, generation")
             .fetch_all(pool)
             .await?;

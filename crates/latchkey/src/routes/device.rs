@@ -50,19 +50,9 @@ pub async fn device_page(
 
 /// 429 for a user who entered too many wrong codes (at `/device` or `/device/decision`).
 fn too_many_attempts(locked: LockedOut) -> Response {
-    HttpError::page(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_attempts",
-        format!(
-            "Too many wrong codes; try again in {} seconds.",
-            locked.retry_after_secs
-        ),
-    )
-    .with_header(
-        axum::http::header::RETRY_AFTER,
-        &locked.retry_after_secs.to_string(),
-    )
-    .into_response()
+    HttpError::too_many_attempts("wrong codes", locked.retry_after_secs)
+        .as_page()
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,7 @@
 //! `/`, `/login`, `/logout`.
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
@@ -192,15 +192,9 @@ pub async fn login_submit(
                 )
             }
         }
-        Err(e @ LoginError::LockedOut { retry_after_secs }) => {
-            let error = HttpError::json(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                e.to_string(),
-            )
-            .with_header(header::RETRY_AFTER, &retry_after_secs.to_string());
-            Err(fail_page(error))
-        }
+        Err(LoginError::LockedOut { retry_after_secs }) => Err(fail_page(
+            HttpError::too_many_attempts("failed sign-ins", retry_after_secs),
+        )),
         Err(LoginError::Store(e)) => Err(fail_page(e.into())),
         Err(LoginError::Hash(e)) => Err(fail_page(e.into())),
     }

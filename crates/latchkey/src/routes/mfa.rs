@@ -163,19 +163,10 @@ pub async fn second_step_submit(
     let attempt = match state.throttle.begin(user.email.as_str(), &origin.ip, now) {
         Ok(a) => a,
         Err(locked) => {
-            let e = HttpError::json(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                format!(
-                    "Too many failed attempts; try again in {} seconds",
-                    locked.retry_after_secs
-                ),
-            )
-            .with_header(
-                axum::http::header::RETRY_AFTER,
-                &locked.retry_after_secs.to_string(),
-            );
-            return Err(page_error(e));
+            return Err(page_error(HttpError::too_many_attempts(
+                "failed attempts",
+                locked.retry_after_secs,
+            )))
         }
     };
     let event = |detail: &str| Event {

@@ -213,6 +213,19 @@ backend_test!(
 );
 
 backend_test!(
+    jwks_max_age_never_exceeds_a_short_prepublication_window,
+    config = |c: &mut latchkey::Config| c.tokens.key_prepublish_secs = 40,
+    |app: TestApp| async move {
+        let (_, headers) = fetch_jwks(&app).await;
+        let max_age = jwks_max_age(&headers);
+        assert!(
+            max_age > 0 && max_age <= 40,
+            "a cache must see a new key before it signs: max-age={max_age}"
+        );
+    }
+);
+
+backend_test!(
     hs256_is_never_published_but_its_tokens_verify,
     config = |c: &mut latchkey::Config| {
         c.tokens.signing_algorithm = "HS256".into();
@@ -673,6 +686,10 @@ backend_test!(
             answer.body["expires_in"],
             exp - iat,
             "expires_in tells the truth"
+        );
+        assert!(
+            exp - iat >= 3600,
+            "the client's longer lifetime is honoured, up to what key retention covers"
         );
 
         // The key that signed it stops signing right away.
