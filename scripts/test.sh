@@ -41,13 +41,19 @@ if ! redis_up && command -v redis-server >/dev/null 2>&1; then
   for _ in $(seq 1 20); do redis_up && break; sleep 0.5; done
 fi
 
-# Browser tests (passkeys, WebAuthn virtual authenticator) drive headless
-# Chromium from Debian's package. They run whenever /usr/bin/chromium exists;
-# on CI they are required (LATCHKEY_TEST_BROWSER=1), so a missing browser fails.
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  say "installing Chromium for the browser tests"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    || say "could not install Chromium"
+# Debian packages the build and the tests need: OpenSSL headers for
+# webauthn-rs (passkeys), and Chromium for the browser tests (passkeys through
+# a WebAuthn virtual authenticator), which run whenever /usr/bin/chromium
+# exists; on CI they are required (LATCHKEY_TEST_BROWSER=1), so a missing
+# browser fails the run.
+missing=()
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  say "installing ${missing[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+    || say "could not install ${missing[*]}"
 fi
 if [ -n "${CI:-}" ]; then
   export LATCHKEY_TEST_BROWSER=1

@@ -14,7 +14,7 @@
 //!   cores (criterion's `elem/s` is then operations per second in total);
 //! - `login_storage/*`: the database work a successful sign-in does besides
 //!   the hash, one step at a time, to see where the overhead goes;
-//! - `cpu_time/*`: the hash and the sign-in again, measured in CPU time of
+//! - `cpu_time/*`, `cpu_time_storage/*`: the same again, measured in CPU time of
 //!   the whole process (all threads) instead of wall time: the cost per core,
 //!   which waiting (fsync) does not inflate and other load on the machine
 //!   hardly does (Linux only: read from `/proc/self/stat`).
@@ -26,7 +26,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
 use tower::ServiceExt as _;
 
 use latchkey::app::{router, AppState, Dependencies};
@@ -39,6 +41,7 @@ use latchkey::session::{self, Origin};
 
 const EMAIL: &str = "bench@example.com";
 const PASSWORD: &str = "correct-horse-battery-staple";
+const USER_AGENT: &str = "latchkey-bench/1";
 
 /// A real application state on a temporary SQLite file (WAL), with one user.
 struct Fixture {
@@ -46,6 +49,9 @@ struct Fixture {
     router: axum::Router,
     stored_hash: String,
     user_id: String,
+    email: Email,
+    /// What the router records without `ConnectInfo`: no IP.
+    origin: Origin,
     csrf_cookie: String,
     csrf_token: String,
     _dir: tempfile::TempDir,
@@ -92,6 +98,11 @@ impl Fixture {
             state,
             stored_hash,
             user_id: user.id,
+            email: Email::parse(EMAIL).expect("email"),
+            origin: Origin {
+                ip: String::new(),
+                user_agent: USER_AGENT.into(),
+            },
             csrf_cookie,
             csrf_token,
             _dir: dir,
@@ -118,7 +129,7 @@ impl Fixture {
                     self.csrf_cookie
                 ),
             )
-            .header(header::USER_AGENT, "latchkey-bench/1")
+            .header(header::USER_AGENT, USER_AGENT)
             .body(Body::from(form))
             .expect("request")
     }
@@ -151,6 +162,44 @@ impl Fixture {
             .expect("verify");
         assert!(v.matches && !v.needs_rehash);
     }
+
+    async fn find_user(&self) {
+        identity::find_by_email(&self.state.pool, &self.email)
+            .await
+            .expect("lookup")
+            .expect("user exists");
+    }
+
+    async fn create_session(&self) {
+        session::create(
+            &self.state.pool,
+            &self.state.config.session,
+            &self.user_id,
+            &["pwd"],
+            &self.origin,
+            self.state.clock.now(),
+        )
+        .await
+        .expect("session");
+    }
+
+    async fn audit_event(&self) {
+        let event = Event {
+            actor: self.user_id.clone(),
+            subject: self.user_id.clone(),
+            ip: self.origin.ip.clone(),
+            user_agent: self.origin.user_agent.clone(),
+            detail: "password".into(),
+        };
+        audit::record(
+            &self.state.pool,
+            EventKind::LoginSucceeded,
+            event,
+            self.state.clock.now(),
+        )
+        .await
+        .expect("audit");
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -160,19 +209,48 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// Benchmarks of about 20 ms: few samples of equal length.
+fn slow_group<'c, M: Measurement>(c: &'c mut Criterion<M>, name: &str) -> BenchmarkGroup<'c, M> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Elements(1));
+    group
+}
+
+/// The storage work of a successful sign-in, step by step (no hashing).
+fn storage_steps<M: Measurement>(
+    c: &mut Criterion<M>,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    fx: &Fixture,
+) {
+    let mut group = c.benchmark_group(name);
+    // Flat: every sample lasts 0.2 s, long enough for the CPU-time clock.
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(1));
+    group.bench_function("find_user", |b| b.to_async(rt).iter(|| fx.find_user()));
+    group.bench_function("create_session", |b| {
+        b.to_async(rt).iter(|| fx.create_session())
+    });
+    group.bench_function("audit_event", |b| b.to_async(rt).iter(|| fx.audit_event()));
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let rt = runtime();
     let fx = rt.block_on(Fixture::new());
     // Sanity: the whole path works before anything is measured.
     rt.block_on(fx.login_once());
 
-    let mut group = c.benchmark_group("password");
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(12))
-        .throughput(Throughput::Elements(1));
+    let mut group = slow_group(c, "password");
     group.bench_function("verify_blocking", |b| b.iter(|| fx.verify_blocking()));
     group.bench_function("verify_async", |b| {
         b.to_async(&rt).iter(|| fx.verify_async())
@@ -189,13 +267,7 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
-    let mut group = c.benchmark_group("login");
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(12))
-        .throughput(Throughput::Elements(1));
+    let mut group = slow_group(c, "login");
     group.bench_function("post_login", |b| b.to_async(&rt).iter(|| fx.login_once()));
     group.throughput(Throughput::Elements(2));
     group.bench_function("post_login_x2", |b| {
@@ -205,65 +277,13 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
-    // The storage work of a successful sign-in, step by step (no hashing).
-    let email = Email::parse(EMAIL).expect("email");
-    let origin = Origin {
-        ip: String::new(),
-        user_agent: "latchkey-bench/1".into(),
-    };
-    let mut group = c.benchmark_group("login_storage");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .throughput(Throughput::Elements(1));
-    group.bench_function("find_user", |b| {
-        b.to_async(&rt).iter(|| async {
-            identity::find_by_email(&fx.state.pool, &email)
-                .await
-                .expect("lookup")
-                .expect("user exists");
-        })
-    });
-    group.bench_function("create_session", |b| {
-        b.to_async(&rt).iter(|| async {
-            session::create(
-                &fx.state.pool,
-                &fx.state.config.session,
-                &fx.user_id,
-                &["pwd"],
-                &origin,
-                fx.state.clock.now(),
-            )
-            .await
-            .expect("session");
-        })
-    });
-    group.bench_function("audit_event", |b| {
-        b.to_async(&rt).iter(|| async {
-            audit::record(
-                &fx.state.pool,
-                EventKind::LoginSucceeded,
-                Event {
-                    actor: fx.user_id.clone(),
-                    subject: fx.user_id.clone(),
-                    ip: origin.ip.clone(),
-                    user_agent: origin.user_agent.clone(),
-                    detail: "password".into(),
-                },
-                fx.state.clock.now(),
-            )
-            .await
-            .expect("audit");
-        })
-    });
-    group.finish();
+    storage_steps(c, "login_storage", &rt, &fx);
 }
 
 /// CPU time consumed by the whole process (user + system, every thread,
 /// including those that have exited), in nanoseconds. `/proc/self/stat`
 /// counts in clock ticks (USER_HZ, 100 on Linux), so a sample must last well
-/// over 10 ms: criterion's samples here last about half a second.
+/// over 10 ms: the samples here last 0.2 to 0.5 s.
 struct ProcessCpuTime;
 
 const NANOS_PER_TICK: u64 = 10_000_000;
@@ -343,16 +363,14 @@ fn cpu_benches(c: &mut Criterion<ProcessCpuTime>) {
     }
     let rt = runtime();
     let fx = rt.block_on(Fixture::new());
-    let mut group = c.benchmark_group("cpu_time");
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(12))
-        .throughput(Throughput::Elements(1));
+    let mut group = slow_group(c, "cpu_time");
     group.bench_function("verify_blocking", |b| b.iter(|| fx.verify_blocking()));
+    group.bench_function("verify_async", |b| {
+        b.to_async(&rt).iter(|| fx.verify_async())
+    });
     group.bench_function("post_login", |b| b.to_async(&rt).iter(|| fx.login_once()));
     group.finish();
+    storage_steps(c, "cpu_time_storage", &rt, &fx);
 }
 
 criterion_group!(login, benches);

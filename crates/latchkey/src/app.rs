@@ -330,6 +330,29 @@ impl Application {
         Ok(Application { listener, state })
     }
 
+    /// Like [`Application::build`], on a listener the caller already bound
+    /// (tests bind port 0 first, so the issuer can name the real port).
+    pub async fn build_on(
+        listener: std::net::TcpListener,
+        config: Config,
+        master_key: MasterKey,
+        deps: Dependencies,
+    ) -> Result<Application, BuildError> {
+        let addr = listener.local_addr().map_err(|source| BuildError::Bind {
+            addr: config
+                .bind_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
+            source,
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| BuildError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| BuildError::Bind { addr, source })?;
+        let state = AppState::new(config, master_key, deps).await?;
+        Ok(Application { listener, state })
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()

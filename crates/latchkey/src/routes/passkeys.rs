@@ -81,7 +81,7 @@ fn reauth_location() -> String {
 
 /// `Some(403 answer)` when the sign-in is too old to add a passkey.
 fn reauthentication_needed(state: &AppState, who: &SignedInUser) -> Option<Response> {
-    if webauthn::recently_signed_in(&who.session, state.clock.now()) {
+    if webauthn::recently_signed_in(&state.config, &who.session, state.clock.now()) {
         return None;
     }
     let location = reauth_location();
@@ -141,7 +141,7 @@ fn passkeys_page(
     notice: &str,
     error: &str,
 ) -> Result<Response, HttpError> {
-    let recent = webauthn::recently_signed_in(&who.session, state.clock.now());
+    let recent = webauthn::recently_signed_in(&state.config, &who.session, state.clock.now());
     let html = render(
         state,
         "passkeys.html",

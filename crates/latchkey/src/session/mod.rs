@@ -228,6 +228,12 @@ async fn delete_by_hash(pool: &Pool, id_hash: &str) -> Result<(), StoreError> {
 pub async fn end(pool: &Pool, token: &SecretToken) -> Result<Option<Session>, StoreError> {
     let hash = token.hash();
     let mut tx = pool.begin().await?;
+    // Write first: in SQLite a transaction that reads and then writes fails
+    // at once (busy snapshot) when another write commits in between.
+    sqlx::query("UPDATE sessions SET last_seen_at = last_seen_at WHERE id_hash = $1")
+        .bind(hash.as_str())
+        .execute(&mut *tx)
+        .await?;
     let row = sqlx::query(&format!(
         "SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1"
     ))

@@ -76,10 +76,6 @@ use crate::login::LoginSuccess;
 use crate::session::{self, Origin, Session};
 use crate::store::StoreError;
 
-/// Adding a passkey needs a sign-in at most this old (a stolen, idle session
-/// must not be able to plant a credential).
-pub const RECENT_SIGN_IN_SECS: i64 = 15 * 60;
-
 /// Algorithms accepted at registration, in order of preference.
 const ALGORITHMS: [COSEAlgorithm; 3] = [
     COSEAlgorithm::ES256,
@@ -353,9 +349,11 @@ async fn save_ceremony<O: serde::Serialize, S: serde::Serialize>(
     })
 }
 
-/// Whether `session` signed in recently enough to add a passkey.
-pub fn recently_signed_in(session: &Session, now: UnixTime) -> bool {
-    now - session.auth_time <= RECENT_SIGN_IN_SECS
+/// Whether `session` signed in recently enough to add a passkey
+/// (`mfa.reauth_window_secs`, 15 minutes by default): a stolen session must
+/// not be able to plant a credential.
+pub fn recently_signed_in(config: &Config, session: &Session, now: UnixTime) -> bool {
+    now - session.auth_time <= config.mfa.reauth_window_secs
 }
 
 fn user_handle(user: &User) -> Result<Uuid, PasskeyError> {

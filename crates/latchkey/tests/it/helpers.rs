@@ -116,17 +116,18 @@ impl TestApp {
         let deps = Dependencies {
             clock: Arc::new(clock.clone()),
         };
-        // The issuer must match the port we get, so bind first, then fix the issuer.
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
-        let port = probe.local_addr().expect("addr").port();
-        drop(probe);
+        // The issuer must match the port we get: bind once, name the port in
+        // the issuer, and hand the same listener to the server (no window in
+        // which another test could take the port).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
         config.bind = format!("127.0.0.1:{port}");
         if config.issuer == Config::default().issuer {
             config.issuer = format!("http://127.0.0.1:{port}");
         }
         let database_url = config.database.url.clone();
         let master_key = MasterKey::generate();
-        let app = Application::build(config, master_key.clone(), deps)
+        let app = Application::build_on(listener, config, master_key.clone(), deps)
             .await
             .expect("server builds");
         let state = app.state().clone();

@@ -1,0 +1,760 @@
+//! Passkeys in a real browser: headless Chromium with a WebAuthn virtual
+//! authenticator (CTAP2, internal transport, resident keys, user
+//! verification), driven over the DevTools Protocol. The tests click through
+//! the real pages, so the real `/static/passkeys.js` talks to the real server.
+//!
+//! They run whenever `/usr/bin/chromium` exists, and fail when it is missing
+//! while `LATCHKEY_TEST_BROWSER=1` (set by `scripts/test.sh` on CI).
+
+use std::time::Duration;
+
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::web_authn::{
+    AddVirtualAuthenticatorParams, AuthenticatorId, AuthenticatorProtocol, AuthenticatorTransport,
+    EnableParams, GetCredentialsParams, SetResponseOverrideBitsParams, VirtualAuthenticatorOptions,
+};
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::Page;
+use futures_util::StreamExt as _;
+use serde_json::Value;
+
+use crate::passkeys::PasskeyApp;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const PASSWORD: &str = "correct horse battery";
+
+/// `None` (skip) without Chromium, unless browser tests are required.
+fn chromium_available() -> bool {
+    if std::path::Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    if std::env::var("LATCHKEY_TEST_BROWSER").is_ok_and(|v| v == "1") {
+        panic!("LATCHKEY_TEST_BROWSER=1 but {CHROMIUM} is missing: install the `chromium` package");
+    }
+    eprintln!("skipping: {CHROMIUM} not found (browser tests run when Chromium is installed)");
+    false
+}
+
+/// A headless Chromium with one tab and a virtual authenticator in it.
+struct Session {
+    browser: Browser,
+    page: Page,
+    authenticator: AuthenticatorId,
+    _profile: tempfile::TempDir,
+    _events: tokio::task::JoinHandle<()>,
+}
+
+/// Makes the browser report no conditional mediation (passkey autofill), as
+/// browsers without it do. Chromium's virtual environment answers a
+/// conditional request at once with the first matching credential, which
+/// would sign in before a test can click anything.
+const WITHOUT_AUTOFILL: &str = "Object.defineProperty(PublicKeyCredential, 'isConditionalMediationAvailable', { value: () => Promise.resolve(false) });";
+
+impl Session {
+    /// A browser with passkey autofill (conditional mediation) as Chromium has it.
+    async fn with_autofill() -> Session {
+        Self::start(&[]).await
+    }
+
+    /// A browser without passkey autofill: only the button signs in with a passkey.
+    async fn without_autofill() -> Session {
+        Self::start(&[WITHOUT_AUTOFILL]).await
+    }
+
+    /// A browser whose pages first run `init_scripts` (before any page script).
+    async fn start(init_scripts: &[&str]) -> Session {
+        let profile = tempfile::tempdir().expect("profile dir");
+        let config = BrowserConfig::builder()
+            .chrome_executable(CHROMIUM)
+            .disable_default_args()
+            .no_sandbox()
+            .user_data_dir(profile.path())
+            .args([
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                "--password-store=basic",
+                "--host-resolver-rules=MAP localhost 127.0.0.1",
+            ])
+            .launch_timeout(Duration::from_secs(30))
+            .request_timeout(Duration::from_secs(30))
+            .build()
+            .expect("browser config");
+        let (browser, mut handler) = Browser::launch(config).await.expect("launch Chromium");
+        let events = tokio::spawn(async move {
+            // Keep the connection pumping; events chromiumoxide does not know are harmless.
+            while handler.next().await.is_some() {}
+        });
+        let page = browser.new_page("about:blank").await.expect("tab");
+        for script in init_scripts {
+            page.evaluate_on_new_document(*script)
+                .await
+                .expect("init script");
+        }
+        page.execute(EnableParams::default())
+            .await
+            .expect("WebAuthn.enable");
+        let options = VirtualAuthenticatorOptions::builder()
+            .protocol(AuthenticatorProtocol::Ctap2)
+            .transport(AuthenticatorTransport::Internal)
+            .has_resident_key(true)
+            .has_user_verification(true)
+            .is_user_verified(true)
+            .automatic_presence_simulation(true)
+            .build()
+            .expect("authenticator options");
+        let authenticator = page
+            .execute(AddVirtualAuthenticatorParams::new(options))
+            .await
+            .expect("WebAuthn.addVirtualAuthenticator")
+            .result
+            .authenticator_id;
+        Session {
+            browser,
+            page,
+            authenticator,
+            _profile: profile,
+            _events: events,
+        }
+    }
+
+    /// Evaluates `expression` in the page (awaiting a promise) and returns its JSON value.
+    async fn eval(&self, expression: &str) -> Value {
+        let params = EvaluateParams::builder()
+            .expression(expression)
+            .await_promise(true)
+            .return_by_value(true)
+            .build()
+            .expect("evaluate params");
+        let result = self
+            .page
+            .evaluate_expression(params)
+            .await
+            .unwrap_or_else(|e| panic!("evaluating {expression}: {e}"));
+        result.value().cloned().unwrap_or(Value::Null)
+    }
+
+    /// Navigates and waits for the new document (never the old one, still complete).
+    async fn goto(&self, url: &str) {
+        self.eval("window.__leaving = true").await;
+        self.page.goto(url).await.expect("navigate");
+        self.wait_for("!window.__leaving && document.readyState === 'complete'")
+            .await;
+    }
+
+    /// Waits (up to 15 s) until `condition` is true in the page. Survives navigations.
+    async fn wait_for(&self, condition: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let probe = format!(
+            "(() => {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }})()"
+        );
+        loop {
+            let params = EvaluateParams::builder()
+                .expression(probe.clone())
+                .return_by_value(true)
+                .build()
+                .expect("evaluate params");
+            if let Ok(result) = self.page.evaluate_expression(params).await {
+                if result.value() == Some(&Value::Bool(true)) {
+                    return;
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                let url = self.eval("location.href").await;
+                let text = self
+                    .eval("document.body ? document.body.innerText : ''")
+                    .await;
+                panic!("timed out waiting for `{condition}` on {url}; page text:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn click(&self, selector: &str) {
+        self.wait_for(&format!(
+            "document.querySelector({0:?}) && !document.querySelector({0:?}).hidden",
+            selector
+        ))
+        .await;
+        self.page
+            .find_element(selector)
+            .await
+            .unwrap_or_else(|e| panic!("{selector}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {selector}: {e}"));
+    }
+
+    async fn path(&self) -> String {
+        self.eval("location.pathname + location.search")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Signs in through the real password form.
+    async fn sign_in_with_password(&self, app: &PasskeyApp, email: &str) {
+        self.goto(&app.url("/login")).await;
+        self.eval(&format!(
+            "document.getElementById('email').value = {email:?}; \
+             document.getElementById('password').value = {PASSWORD:?}; true"
+        ))
+        .await;
+        self.click("form[action='/login'] button[type=submit]")
+            .await;
+        self.wait_for("location.pathname === '/account'").await;
+    }
+
+    async fn sign_out(&self) {
+        self.click("header form[action='/logout'] button").await;
+        self.wait_for("location.pathname === '/login'").await;
+    }
+
+    /// Adds a passkey from the account page with the real button.
+    async fn add_passkey(&self, app: &PasskeyApp, name: &str) {
+        self.goto(&app.url("/account/passkeys")).await;
+        self.eval(&format!(
+            "document.getElementById('passkey-name').value = {name:?}; true"
+        ))
+        .await;
+        self.click("#add-passkey").await;
+        self.wait_for(&format!(
+            "location.pathname === '/account/passkeys' && [...document.querySelectorAll('#passkeys .passkey-name')].some(td => td.textContent === {name:?})"
+        ))
+        .await;
+    }
+
+    /// The signed-in account as JSON, fetched by the page with its cookies.
+    async fn account(&self) -> Value {
+        self.eval(
+            "fetch('/account', { headers: { Accept: 'application/json' } }).then(r => r.status === 200 ? r.json() : { status: r.status })",
+        )
+        .await
+    }
+
+    async fn status_text(&self) -> String {
+        self.eval("document.getElementById('passkey-status').textContent")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn override_bits(&self, bogus_signature: bool, bad_uv: bool, bad_up: bool) {
+        let mut params = SetResponseOverrideBitsParams::new(self.authenticator.clone());
+        params.is_bogus_signature = Some(bogus_signature);
+        params.is_bad_uv = Some(bad_uv);
+        params.is_bad_up = Some(bad_up);
+        self.page
+            .execute(params)
+            .await
+            .expect("WebAuthn.setResponseOverrideBits");
+    }
+
+    async fn resident_credentials(&self) -> usize {
+        self.page
+            .execute(GetCredentialsParams::new(self.authenticator.clone()))
+            .await
+            .expect("WebAuthn.getCredentials")
+            .result
+            .credentials
+            .iter()
+            .filter(|c| c.is_resident_credential)
+            .count()
+    }
+
+    async fn close(mut self) {
+        let _ = self.browser.close().await;
+        let _ = self.browser.wait().await;
+    }
+}
+
+fn current_amr(account: &Value) -> Vec<String> {
+    account["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["current"] == true)
+        .expect("current session")["amr"]
+        .as_array()
+        .expect("amr")
+        .iter()
+        .map(|v| v.as_str().expect("str").to_owned())
+        .collect()
+}
+
+/// Declares a browser test on SQLite and PostgreSQL:
+/// `browser_test!(name, |app, browser| { ... })` with `app: &PasskeyApp`, `browser: &Session`.
+macro_rules! browser_test {
+    ($name:ident, $start:ident, |$app:ident, $browser:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn run(backend: $crate::helpers::Backend) {
+                if !chromium_available() {
+                    return;
+                }
+                let Some(app) = PasskeyApp::spawn(backend).await else {
+                    return;
+                };
+                let browser = Session::$start().await;
+                {
+                    let $app = &app;
+                    let $browser = &browser;
+                    $body
+                }
+                browser.close().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run($crate::helpers::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run($crate::helpers::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+browser_test!(
+    register_a_passkey_then_sign_in_with_it_and_no_password,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        assert_eq!(
+            browser.resident_credentials().await,
+            1,
+            "a discoverable credential"
+        );
+        let row = browser
+            .eval("document.querySelector('#passkeys tbody tr').innerText")
+            .await;
+        assert!(
+            row.as_str()
+                .is_some_and(|r| r.contains("device-bound") && r.contains("never")),
+            "{row}"
+        );
+        browser.sign_out().await;
+        assert_eq!(browser.account().await["status"], 401, "signed out");
+
+        // The passkey alone: no email, no password.
+        browser.goto(&app.url("/login")).await;
+        browser.click("#passkey-sign-in").await;
+        browser.wait_for("location.pathname === '/account'").await;
+        let account = browser.account().await;
+        assert_eq!(account["user"]["email"], "ada@example.com");
+        assert_eq!(current_amr(&account), ["hwk", "user", "mfa"]);
+        let kinds = app.audit_kinds().await;
+        assert!(
+            kinds.contains(&"passkey_registered".to_owned()),
+            "{kinds:?}"
+        );
+        let last = latchkey::audit::tail(&app.state.pool, 1)
+            .await
+            .expect("audit")
+            .pop()
+            .expect("an event");
+        assert_eq!(last.kind, "login_succeeded");
+        assert!(last.detail.starts_with("passkey"), "{}", last.detail);
+        browser.goto(&app.url("/account/passkeys")).await;
+        let row = browser
+            .eval("document.querySelector('#passkeys tbody tr').innerText")
+            .await;
+        assert!(
+            row.as_str().is_some_and(|r| !r.contains("never")),
+            "last used is recorded: {row}"
+        );
+    }
+);
+
+browser_test!(
+    conditional_ui_signs_in_from_the_email_field_autofill,
+    with_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        assert_eq!(
+            browser
+                .eval("PublicKeyCredential.isConditionalMediationAvailable()")
+                .await,
+            true,
+            "Chromium offers passkey autofill"
+        );
+        let before = app.audit_kinds().await.len();
+        // Sign out: the login page's autofill request is answered by the
+        // virtual authenticator (Chromium's virtual environment picks the
+        // credential itself, as a person would in the autofill list).
+        browser.click("header form[action='/logout'] button").await;
+        browser.wait_for("location.pathname === '/account'").await;
+        let account = browser.account().await;
+        assert_eq!(account["user"]["email"], "ada@example.com");
+        assert_eq!(current_amr(&account), ["hwk", "user", "mfa"]);
+        let kinds = app.audit_kinds().await;
+        assert_eq!(
+            kinds[before..],
+            ["logout".to_owned(), "login_succeeded".to_owned()],
+            "signed out, then in by autofill, nothing in between"
+        );
+        assert_eq!(
+            browser
+                .eval("document.getElementById('email') === null")
+                .await,
+            true,
+            "left the login page without anyone typing"
+        );
+    }
+);
+
+/// Signs in with the button; returns the status message the page shows on failure.
+async fn refused_sign_in(app: &PasskeyApp, browser: &Session) -> String {
+    browser.goto(&app.url("/login")).await;
+    browser.click("#passkey-sign-in").await;
+    browser
+        .wait_for("document.getElementById('passkey-status').className === 'error'")
+        .await;
+    assert_eq!(browser.path().await, "/login", "still on the login page");
+    assert_eq!(browser.account().await["status"], 401, "not signed in");
+    browser.status_text().await
+}
+
+browser_test!(
+    user_presence_verification_and_signature_are_enforced,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        browser.sign_out().await;
+        let failures_before = app
+            .audit_kinds()
+            .await
+            .iter()
+            .filter(|k| *k == "login_failed")
+            .count();
+        // (bogus signature, UV=0, UP=0, why the audit log says it was refused)
+        for (bogus_signature, bad_uv, bad_up, reason) in [
+            (false, false, true, "user present bit is not set"),
+            (false, true, false, "user verified bit is not set"),
+            // An all-zero signature does not even parse (webauthn-rs reports
+            // the crypto library's error); a forged one would fail to verify.
+            (true, false, false, "OpenSSL"),
+        ] {
+            browser.override_bits(bogus_signature, bad_uv, bad_up).await;
+            let message = refused_sign_in(app, browser).await;
+            assert!(
+                message.contains("could not sign you in"),
+                "UP=0 / UV=0 / bogus signature ({bad_up}/{bad_uv}/{bogus_signature}): {message}"
+            );
+            let last = latchkey::audit::tail(&app.state.pool, 1)
+                .await
+                .expect("audit")
+                .pop()
+                .expect("an event");
+            assert_eq!(last.kind, "login_failed");
+            assert!(last.detail.contains(reason), "{}", last.detail);
+        }
+        let failures = app
+            .audit_kinds()
+            .await
+            .iter()
+            .filter(|k| *k == "login_failed")
+            .count();
+        assert_eq!(failures - failures_before, 3, "each refusal is audited");
+        // Back to a well-behaved authenticator: it still works.
+        browser.override_bits(false, false, false).await;
+        browser.goto(&app.url("/login")).await;
+        browser.click("#passkey-sign-in").await;
+        browser.wait_for("location.pathname === '/account'").await;
+    }
+);
+
+browser_test!(
+    registration_without_user_presence_is_refused,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.override_bits(false, false, true).await;
+        browser.goto(&app.url("/account/passkeys")).await;
+        browser.click("#add-passkey").await;
+        browser
+            .wait_for("document.getElementById('passkey-status').className === 'error'")
+            .await;
+        let message = browser.status_text().await;
+        assert!(message.contains("could not be verified"), "{message}");
+        assert_eq!(app.passkey_count().await, 0);
+    }
+);
+
+browser_test!(
+    a_cloned_authenticator_is_refused_and_audited,
+    without_autofill,
+    |app, browser| {
+        use sqlx::Row as _;
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        browser.sign_out().await;
+        // The server has seen a higher signature counter than this authenticator
+        // will send: the signature is valid, so the key material was copied.
+        let row = sqlx::query("SELECT id, credential FROM passkeys")
+            .fetch_one(&app.state.pool)
+            .await
+            .expect("passkey row");
+        let id: String = row.try_get("id").expect("id");
+        let mut credential: Value =
+            serde_json::from_str(&row.try_get::<String, _>("credential").expect("json"))
+                .expect("passkey json");
+        credential["cred"]["counter"] = Value::from(1000);
+        sqlx::query("UPDATE passkeys SET credential = $1 WHERE id = $2")
+            .bind(credential.to_string())
+            .bind(&id)
+            .execute(&app.state.pool)
+            .await
+            .expect("update");
+        let message = refused_sign_in(app, browser).await;
+        assert!(message.contains("could not sign you in"), "{message}");
+        let kinds = app.audit_kinds().await;
+        assert!(
+            kinds.contains(&"passkey_clone_suspected".to_owned()),
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.last().map(String::as_str), Some("login_failed"));
+    }
+);
+
+browser_test!(
+    an_unknown_passkey_gets_a_clear_message,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        browser.sign_out().await;
+        // The account's passkey is removed on the server; the authenticator still has it.
+        sqlx::query("DELETE FROM passkeys")
+            .execute(&app.state.pool)
+            .await
+            .expect("delete");
+        let message = refused_sign_in(app, browser).await;
+        assert!(message.contains("not registered here"), "{message}");
+    }
+);
+
+browser_test!(
+    a_replayed_assertion_is_refused,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        browser.sign_out().await;
+        // The page's own endpoints, called twice with one signed answer.
+        let statuses = browser
+            .eval(
+                r#"(async () => {
+                const csrf = document.getElementById('passkey-login').dataset.csrf;
+                const post = (url, body) => fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: JSON.stringify(body) });
+                const started = await (await post('/login/passkey/start', {})).json();
+                const b64 = s => Uint8Array.from(atob(s.replace(/-/g, '+').replace(/_/g, '/')), c => c.charCodeAt(0));
+                const enc = b => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+                const pk = started.publicKey;
+                const cred = await navigator.credentials.get({ publicKey: { challenge: b64(pk.challenge), rpId: pk.rpId, userVerification: pk.userVerification } });
+                const body = { ceremony: started.ceremony, credential: { id: cred.id, rawId: enc(cred.rawId), type: cred.type, extensions: {}, response: {
+                    authenticatorData: enc(cred.response.authenticatorData), clientDataJSON: enc(cred.response.clientDataJSON),
+                    signature: enc(cred.response.signature), userHandle: enc(cred.response.userHandle) } } };
+                const first = await post('/login/passkey/finish', body);
+                const second = await post('/login/passkey/finish', body);
+                return [first.status, second.status, (await second.json()).error];
+            })()"#,
+            )
+            .await;
+        assert_eq!(statuses, serde_json::json!([200, 400, "ceremony_expired"]));
+    }
+);
+
+browser_test!(
+    rename_and_delete_from_the_account_page,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "First").await;
+        // The same authenticator cannot register twice (excludeCredentials).
+        browser.click("#add-passkey").await;
+        browser
+            .wait_for("document.getElementById('passkey-status').className === 'error'")
+            .await;
+        let message = browser.status_text().await;
+        assert!(message.contains("already holds a passkey"), "{message}");
+        assert_eq!(app.passkey_count().await, 1);
+        // Rename through its form.
+        browser
+            .eval("document.querySelector('#passkeys tbody tr input[name=name]').value = 'Laptop'; true")
+            .await;
+        browser
+            .click("#passkeys tbody tr form[action$='/rename'] button")
+            .await;
+        browser
+            .wait_for("[...document.querySelectorAll('#passkeys .passkey-name')].map(td => td.textContent).join() === 'Laptop'")
+            .await;
+        // With a password left, deleting needs no confirmation.
+        assert_eq!(
+            browser
+                .eval("document.querySelector('#passkeys input[name=confirm]') === null")
+                .await,
+            true
+        );
+        browser
+            .click("#passkeys tbody tr form[action$='/delete'] button")
+            .await;
+        browser
+            .wait_for("document.getElementById('no-passkeys') !== null")
+            .await;
+        assert_eq!(app.passkey_count().await, 0);
+        // Without a password, the last passkey is the only way in: a warning,
+        // and deleting it needs the confirmation box.
+        browser.add_passkey(app, "Only").await;
+        sqlx::query("UPDATE users SET password_hash = NULL")
+            .execute(&app.state.pool)
+            .await
+            .expect("remove password");
+        browser.goto(&app.url("/account/passkeys")).await;
+        let text = browser
+            .eval("document.getElementById('passkeys').innerText")
+            .await;
+        assert!(
+            text.as_str()
+                .is_some_and(|t| t.contains("only way to sign in")),
+            "{text}"
+        );
+        let unconfirmed = browser
+            .eval(
+                "(() => { const f = document.querySelector(\"#passkeys form[action$='/delete']\"); \
+                 return fetch(f.action, { method: 'POST', body: new URLSearchParams({ csrf_token: f.csrf_token.value }) }).then(r => r.status); })()",
+            )
+            .await;
+        assert_eq!(unconfirmed, 409);
+        assert_eq!(
+            app.passkey_count().await,
+            1,
+            "not deleted without confirmation"
+        );
+        browser
+            .eval("document.querySelector('#passkeys input[name=confirm]').checked = true; true")
+            .await;
+        browser
+            .click("#passkeys tbody tr form[action$='/delete'] button")
+            .await;
+        browser
+            .wait_for("document.getElementById('no-passkeys') !== null")
+            .await;
+        assert_eq!(app.passkey_count().await, 0);
+        let kinds = app.audit_kinds().await;
+        for kind in ["passkey_renamed", "passkey_deleted"] {
+            assert!(kinds.contains(&kind.to_owned()), "{kind}: {kinds:?}");
+        }
+    }
+);
+
+browser_test!(
+    an_old_sign_in_is_sent_to_sign_in_again_before_adding_a_passkey,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        app.clock.advance(16 * 60);
+        browser.goto(&app.url("/account/passkeys")).await;
+        browser.click("#add-passkey").await;
+        browser
+            .wait_for("location.pathname === '/login' && location.search.includes('reauth=1')")
+            .await;
+        assert_eq!(
+            browser.path().await,
+            "/login?reauth=1&next=%2Faccount%2Fpasskeys"
+        );
+        assert_eq!(
+            browser.resident_credentials().await,
+            0,
+            "no credential was created"
+        );
+    }
+);
+
+browser_test!(
+    clear_messages_without_webauthn_or_when_the_user_cancels,
+    without_autofill,
+    |app, browser| {
+        // A browser without WebAuthn: no passkey button, a sentence instead.
+        let old = Session::start(&["delete window.PublicKeyCredential;"]).await;
+        old.goto(&app.url("/login")).await;
+        old.wait_for("document.getElementById('passkey-status').textContent !== ''")
+            .await;
+        assert!(old
+            .status_text()
+            .await
+            .contains("does not support passkeys"));
+        assert_eq!(
+            old.eval("document.getElementById('passkey-sign-in').hidden")
+                .await,
+            true
+        );
+        old.close().await;
+        // The person dismisses the browser's passkey dialog (NotAllowedError).
+        let cancelling = Session::start(&[
+            WITHOUT_AUTOFILL,
+            "navigator.credentials.get = () => Promise.reject(new DOMException('The operation either timed out or was not allowed.', 'NotAllowedError'));",
+        ])
+        .await;
+        cancelling.goto(&app.url("/login")).await;
+        cancelling.click("#passkey-sign-in").await;
+        cancelling
+            .wait_for("document.getElementById('passkey-status').className === 'error'")
+            .await;
+        assert!(
+            cancelling.status_text().await.contains("cancelled"),
+            "{}",
+            cancelling.status_text().await
+        );
+        cancelling.close().await;
+        // The real browser of this test, for completeness: the button is offered.
+        browser.goto(&app.url("/login")).await;
+        browser
+            .wait_for("!document.getElementById('passkey-sign-in').hidden")
+            .await;
+    }
+);
+
+browser_test!(
+    a_disabled_account_cannot_sign_in_with_its_passkey,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        browser.sign_out().await;
+        sqlx::query("UPDATE users SET disabled = 1")
+            .execute(&app.state.pool)
+            .await
+            .expect("disable");
+        let message = refused_sign_in(app, browser).await;
+        assert!(message.contains("could not sign you in"), "{message}");
+        let last = latchkey::audit::tail(&app.state.pool, 1)
+            .await
+            .expect("audit")
+            .pop()
+            .expect("an event");
+        assert_eq!(
+            (last.kind.as_str(), last.detail.as_str()),
+            ("login_failed", "passkey: account disabled")
+        );
+    }
+);
