@@ -352,18 +352,24 @@ fn docs_links_point_to_existing_files() {
 }
 
 /// Does `name` name a test defined in `source`: `fn name(`, `mod name {`, or
-/// the first argument of `backend_test!`?
+/// the first argument of a test-declaring macro?
 fn defines_test(source: &str, name: &str) -> bool {
     // A plain test, or a module of variants (`mod name { fn text() ... }`).
     if source.contains(&format!("fn {name}(")) || source.contains(&format!("mod {name} {{")) {
         return true;
     }
-    source.split("backend_test!(").skip(1).any(|call| {
-        call.trim_start()
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .next()
-            == Some(name)
-    })
+    // The first argument of a test-declaring macro (`backend_test!`,
+    // `passkey_test!`, `browser_test!`).
+    ["backend_test!(", "passkey_test!(", "browser_test!("]
+        .iter()
+        .any(|mac| {
+            source.split(mac).skip(1).any(|call| {
+                call.trim_start()
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .next()
+                    == Some(name)
+            })
+        })
 }
 
 /// Resolves a test reference: `file::name` for `tests/it/file.rs`, or
