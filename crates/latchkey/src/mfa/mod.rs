@@ -92,6 +92,11 @@ pub async fn begin_totp(
 ) -> Result<Vec<u8>, MfaError> {
     let secret = random_bytes::<20>().to_vec();
     let mut tx = pool.begin().await?;
+    // Write first: takes SQLite's write lock before the read (see tokens::refresh).
+    sqlx::query("UPDATE totp_credentials SET created_at = created_at WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     let confirmed =
         sqlx::query("SELECT 1 AS x FROM totp_credentials WHERE user_id = $1 AND confirmed = 1")
             .bind(user_id)

@@ -237,6 +237,11 @@ pub async fn update(
     now: UnixTime,
 ) -> Result<Option<Client>, StoreError> {
     let mut tx = pool.begin().await?;
+    // Write first: takes SQLite's write lock before the read (see tokens::refresh).
+    sqlx::query("UPDATE clients SET updated_at = updated_at WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1"))
         .bind(id)
         .fetch_optional(&mut *tx)

@@ -317,6 +317,11 @@ pub async fn revoke_by_token(
     now: UnixTime,
 ) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
+    // Write first: takes SQLite's write lock before the read.
+    sqlx::query("UPDATE refresh_tokens SET spent_at = spent_at WHERE hash = $1")
+        .bind(token.hash().as_str())
+        .execute(&mut *tx)
+        .await?;
     let Some(found) = load(&mut tx, token).await? else {
         return Ok(false);
     };
