@@ -18,5 +18,6 @@ mod passkeys;
 mod passkeys_browser;
 mod sessions;
 mod storage;
+mod token_inspect;
 mod tokens;
 mod web_security;
