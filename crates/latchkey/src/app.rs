@@ -209,6 +209,10 @@ pub fn router(state: AppState) -> Router {
             get(routes::mfa::second_step_page).post(routes::mfa::second_step_submit),
         )
         .route("/account/mfa", get(routes::mfa::account_mfa))
+        .route(
+            "/account/password",
+            get(routes::account::password_form).post(routes::account::change_password),
+        )
         .route("/account/mfa/totp/start", post(routes::mfa::totp_start))
         .route("/account/mfa/totp/confirm", post(routes::mfa::totp_confirm))
         .route(

@@ -163,3 +163,62 @@ pub async fn complete(
         user,
     })
 }
+
+/// Why a password change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangePasswordError {
+    #[error("the current password is not correct")]
+    WrongCurrentPassword,
+    #[error(transparent)]
+    Policy(#[from] crate::identity::PolicyViolations),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] crate::identity::password::HashError),
+}
+
+/// Self-service password change: the current password is required (so a
+/// borrowed session cannot lock the owner out), the new one must meet the
+/// policy. Counts towards the account lockout like a sign-in. With
+/// `end_other_sessions`, every other session of the user ends (and its
+/// refresh tokens). Returns how many sessions ended.
+pub async fn change_password(
+    state: &AppState,
+    user: &User,
+    keep_session: &str,
+    current: &Password,
+    new: &Password,
+    end_other_sessions: bool,
+    origin: &Origin,
+) -> Result<u64, ChangePasswordError> {
+    let now = state.clock.now();
+    let attempt = state
+        .throttle
+        .begin(user.email.as_str(), &origin.ip, now)
+        .map_err(|_| ChangePasswordError::WrongCurrentPassword)?;
+    let verification = state
+        .hasher
+        .verify(current, user.password_hash.as_deref())
+        .await?;
+    if !verification.matches {
+        return Err(ChangePasswordError::WrongCurrentPassword);
+    }
+    attempt.succeeded();
+    state.policy.check(new, Some(user.email.as_str()))?;
+    let hash = state.hasher.hash(new).await?;
+    identity::replace_password_hash(&state.pool, &user.id, None, &hash, now).await?;
+    let ended = if end_other_sessions {
+        session::revoke_others(&state.pool, &user.id, keep_session).await?
+    } else {
+        0
+    };
+    let event = Event {
+        actor: user.id.clone(),
+        subject: user.id.clone(),
+        ip: origin.ip.clone(),
+        user_agent: origin.user_agent.clone(),
+        detail: format!("{ended} other session(s) ended"),
+    };
+    audit::record(&state.pool, EventKind::PasswordChanged, event, now).await?;
+    Ok(ended)
+}

@@ -230,3 +230,85 @@ pub async fn revoke_consent(
         Redirect::to("/account").into_response()
     })
 }
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    csrf_token: Option<String>,
+    current_password: String,
+    new_password: String,
+    end_other_sessions: Option<String>,
+}
+
+fn password_page(
+    state: &AppState,
+    who: &SignedInUser,
+    status: StatusCode,
+    error: &str,
+    notice: &str,
+) -> Result<Response, HttpError> {
+    let csrf_token = csrf_token(state, who);
+    let html = render(
+        state,
+        "password.html",
+        minijinja::context! { csrf_token, signed_in => true, error, notice, email => who.user.email.as_str() },
+    )?;
+    Ok((status, html).into_response())
+}
+
+/// `GET /account/password`.
+pub async fn password_form(
+    State(state): State<AppState>,
+    SignedIn(who): SignedIn,
+) -> Result<Response, HttpError> {
+    password_page(&state, &who, StatusCode::OK, "", "")
+}
+
+/// `POST /account/password`: needs the current password; the new one must
+/// meet the policy; other sessions end unless the user unticks the box.
+pub async fn change_password(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(who): SignedIn,
+    Caller(origin): Caller,
+    axum::Form(form): axum::Form<PasswordForm>,
+) -> Result<Response, HttpError> {
+    check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), false)?;
+    let end_others = form.end_other_sessions.is_some();
+    let current = crate::identity::Password::new(form.current_password);
+    let new = crate::identity::Password::new(form.new_password);
+    match crate::login::change_password(
+        &state,
+        &who.user,
+        &who.session.handle,
+        &current,
+        &new,
+        end_others,
+        &origin,
+    )
+    .await
+    {
+        Ok(ended) => password_page(
+            &state,
+            &who,
+            StatusCode::OK,
+            "",
+            &format!("Password changed. {ended} other session(s) signed out."),
+        ),
+        Err(crate::login::ChangePasswordError::WrongCurrentPassword) => password_page(
+            &state,
+            &who,
+            StatusCode::BAD_REQUEST,
+            "The current password is not correct.",
+            "",
+        ),
+        Err(crate::login::ChangePasswordError::Policy(v)) => password_page(
+            &state,
+            &who,
+            StatusCode::BAD_REQUEST,
+            &format!("The new password was refused: {}.", v.0.join("; ")),
+            "",
+        ),
+        Err(crate::login::ChangePasswordError::Store(e)) => Err(HttpError::from(e).as_page()),
+        Err(crate::login::ChangePasswordError::Hash(e)) => Err(HttpError::from(e).as_page()),
+    }
+}

@@ -29,6 +29,7 @@ impl Templates {
             ("device.html", include_str!("templates/device.html")),
             ("passkeys.html", include_str!("templates/passkeys.html")),
             ("mfa_login.html", include_str!("templates/mfa_login.html")),
+            ("password.html", include_str!("templates/password.html")),
             (
                 "mfa_account.html",
                 include_str!("templates/mfa_account.html"),

@@ -16,6 +16,7 @@ mod observability;
 mod oidc_rp;
 mod passkeys;
 mod passkeys_browser;
+mod password_change;
 mod sessions;
 mod storage;
 mod token_inspect;
