@@ -8,8 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# One build directory outside the clone, reused between runs.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/latchkey-target}"
+# One build directory outside the clone, reused between runs of the same
+# checkout. It is keyed by the checkout's path: cargo judges freshness from the
+# source paths recorded when an artifact was built, so two checkouts sharing
+# one directory could run each other's stale builds.
+checkout_key="$(pwd -P | cksum | cut -d' ' -f1)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/latchkey-target-$checkout_key}"
 export LATCHKEY_TEST_POSTGRES_URL="${LATCHKEY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export LATCHKEY_TEST_REDIS_URL="${LATCHKEY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 

@@ -243,6 +243,48 @@ pub fn is_bcrypt(stored: &str) -> bool {
         .any(|p| stored.starts_with(p))
 }
 
+thread_local! {
+    /// Argon2's working memory (19 MiB at the defaults), kept per blocking
+    /// thread. Allocating it per hash made glibc map and unmap a fresh heap
+    /// each time and page-fault ~4,900 pages: up to half a hash's cost again
+    /// (measured with the login benchmark; docs/performance.md).
+    static ARGON2_MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Verifies an Argon2 PHC hash computing into the thread's reusable memory.
+/// `None` when the hash has a shape this path does not handle (the caller
+/// then uses the crate's own `verify_password`).
+fn verify_reusing_memory(parsed: &PasswordHash<'_>, password: &[u8]) -> Option<bool> {
+    let algorithm = Algorithm::try_from(parsed.algorithm).ok()?;
+    let version = match parsed.version {
+        Some(v) => Version::try_from(v).ok()?,
+        None => Version::V0x13,
+    };
+    let expected = parsed.hash?;
+    let mut salt_buf = [0u8; 64];
+    let salt = parsed.salt?.decode_b64(&mut salt_buf).ok()?;
+    let stored = Params::try_from(parsed).ok()?;
+    let params = Params::new(
+        stored.m_cost(),
+        stored.t_cost(),
+        stored.p_cost(),
+        Some(expected.len()),
+    )
+    .ok()?;
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    ARGON2_MEMORY.with(|cell| {
+        let mut blocks = cell.borrow_mut();
+        // Every block is written in the first pass before it is read, so
+        // the previous hash's contents never influence this one.
+        blocks.resize(params.block_count(), argon2::Block::default());
+        argon
+            .hash_password_into_with_memory(password, salt, &mut out, &mut blocks[..])
+            .ok()
+    })?;
+    Some(crate::crypto::constant_time_eq(&out, expected.as_bytes()))
+}
+
 fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
     if is_bcrypt(stored) {
         // bcrypt only reads the first 72 bytes; a longer password would be
@@ -260,9 +302,12 @@ fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
             needs_rehash: false,
         };
     };
-    let matches = Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok();
+    let matches = match verify_reusing_memory(&parsed, password.as_bytes()) {
+        Some(m) => m,
+        None => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+    };
     let current = parsed.algorithm.as_str() == "argon2id"
         && Params::try_from(&parsed)
             .map(|p| {
@@ -419,6 +464,35 @@ mod tests {
                 "{stored}"
             );
             assert!(!hasher.verify_blocking("hunter2-hunter3", &stored).matches);
+        }
+    }
+
+    #[test]
+    fn reusing_memory_agrees_with_the_crate_across_parameters() {
+        // Hashes made with different costs verify (and fail) identically
+        // through the reused buffer, including after a larger one was used.
+        for (m, t) in [(256, 1), (64, 2), (512, 3), (64, 1)] {
+            let config = PasswordConfig {
+                argon2_memory_kib: m,
+                argon2_iterations: t,
+                ..PasswordConfig::default()
+            };
+            let hasher = PasswordHasher::new(&config).expect("hasher");
+            let hash = hasher.hash_blocking("s3cret-pass").expect("hash");
+            let parsed = PasswordHash::new(&hash).expect("phc");
+            assert_eq!(
+                verify_reusing_memory(&parsed, b"s3cret-pass"),
+                Some(true),
+                "m={m} t={t}"
+            );
+            assert_eq!(
+                verify_reusing_memory(&parsed, b"s3cret-pasS"),
+                Some(false),
+                "m={m} t={t}"
+            );
+            assert!(Argon2::default()
+                .verify_password(b"s3cret-pass", &parsed)
+                .is_ok());
         }
     }
 
