@@ -11,7 +11,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::{Cookie, CookieJar};
 
 use super::error::HttpError;
 use crate::app::AppState;
@@ -31,23 +31,11 @@ pub fn session_cookie_name(https: bool) -> &'static str {
 /// with the `__Host-` prefix whenever the issuer is https. No `Max-Age`: it
 /// ends with the browser; the server enforces idle and absolute expiry.
 pub fn session_cookie(token: &SecretToken, https: bool) -> Cookie<'static> {
-    Cookie::build((session_cookie_name(https), token.expose().to_owned()))
-        .path("/")
-        .http_only(true)
-        .secure(https)
-        .same_site(SameSite::Lax)
-        .build()
+    super::cookies::build(session_cookie_name(https), token.expose().to_owned(), https)
 }
 
 pub fn clear_session_cookie(jar: CookieJar, https: bool) -> CookieJar {
-    let mut cookie = Cookie::build((session_cookie_name(https), ""))
-        .path("/")
-        .http_only(true)
-        .secure(https)
-        .same_site(SameSite::Lax)
-        .build();
-    cookie.make_removal();
-    jar.add(cookie)
+    jar.add(super::cookies::removal(session_cookie_name(https), https))
 }
 
 /// Reads the session token from the cookie, if well-formed.

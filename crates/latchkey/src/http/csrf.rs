@@ -10,7 +10,7 @@
 //!    `csrf` cookie, so an attacker cannot mint a token for the victim.
 
 use axum::http::{header, HeaderMap, StatusCode};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::CookieJar;
 
 use super::error::HttpError;
 use crate::crypto::{b64url, constant_time_eq, hmac_sha256, SecretToken};
@@ -47,12 +47,7 @@ pub fn ensure_anonymous_cookie(jar: CookieJar, https: bool) -> (CookieJar, Strin
         }
     }
     let value = SecretToken::generate().expose().to_owned();
-    let cookie = Cookie::build((cookie_name(https), value.clone()))
-        .path("/")
-        .http_only(true)
-        .secure(https)
-        .same_site(SameSite::Lax)
-        .build();
+    let cookie = super::cookies::build(cookie_name(https), value.clone(), https);
     (jar.add(cookie), value)
 }
 

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod body;
 pub mod client;
+pub mod cookies;
 pub mod csrf;
 pub mod error;
 pub mod headers;

@@ -103,7 +103,7 @@ pub struct KeyInfo {
 #[derive(Default)]
 struct Snapshot {
     keys: Vec<RingKey>,
-    verify: KeySet,
+    verify: Arc<KeySet>,
 }
 
 /// The keys this instance signs and verifies with, reloaded from the
@@ -349,7 +349,7 @@ impl KeyRing {
             });
         }
         let snapshot = Snapshot {
-            verify: KeySet::new(verify),
+            verify: Arc::new(KeySet::new(verify)),
             keys,
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
@@ -445,7 +445,7 @@ impl KeyRing {
     }
 
     /// Every key that may verify a token now (published keys and HS256).
-    pub fn verification_keys(&self) -> KeySet {
+    pub fn verification_keys(&self) -> Arc<KeySet> {
         self.snapshot().verify.clone()
     }
 

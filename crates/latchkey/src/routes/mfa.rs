@@ -4,7 +4,7 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::{Cookie, CookieJar};
 use serde::Deserialize;
 
 use super::render;
@@ -30,24 +30,20 @@ pub fn challenge_cookie_name(https: bool) -> &'static str {
 
 /// The cookie holding the half-done sign-in (5 minutes, HttpOnly).
 pub fn challenge_cookie(token: &SecretToken, https: bool) -> Cookie<'static> {
-    Cookie::build((challenge_cookie_name(https), token.expose().to_owned()))
-        .path("/")
-        .http_only(true)
-        .secure(https)
-        .same_site(SameSite::Lax)
-        .max_age(time::Duration::seconds(mfa::CHALLENGE_LIFETIME_SECS))
-        .build()
+    let mut cookie = crate::http::cookies::build(
+        challenge_cookie_name(https),
+        token.expose().to_owned(),
+        https,
+    );
+    cookie.set_max_age(time::Duration::seconds(mfa::CHALLENGE_LIFETIME_SECS));
+    cookie
 }
 
 fn clear_challenge(jar: CookieJar, https: bool) -> CookieJar {
-    let mut cookie = Cookie::build((challenge_cookie_name(https), ""))
-        .path("/")
-        .http_only(true)
-        .secure(https)
-        .same_site(SameSite::Lax)
-        .build();
-    cookie.make_removal();
-    jar.add(cookie)
+    jar.add(crate::http::cookies::removal(
+        challenge_cookie_name(https),
+        https,
+    ))
 }
 
 fn challenge_token(jar: &CookieJar, https: bool) -> Option<SecretToken> {

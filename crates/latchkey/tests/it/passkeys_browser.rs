@@ -557,6 +557,10 @@ browser_test!(
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         browser.sign_out().await;
+        // Signing out redirects to /login: wait until that page is the one loaded.
+        browser
+            .wait_for("document.getElementById('passkey-login') !== null")
+            .await;
         // The page's own endpoints, called twice with one signed answer.
         let statuses = browser
             .eval(
