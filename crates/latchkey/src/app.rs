@@ -208,6 +208,11 @@ pub fn router(state: AppState) -> Router {
             "/login/mfa",
             get(routes::mfa::second_step_page).post(routes::mfa::second_step_submit),
         )
+        .route("/login/mfa/passkey/start", post(routes::mfa::passkey_start))
+        .route(
+            "/login/mfa/passkey/finish",
+            post(routes::mfa::passkey_finish),
+        )
         .route("/account/mfa", get(routes::mfa::account_mfa))
         .route(
             "/account/password",
@@ -267,6 +272,10 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .merge(api)
         .fallback(routes::health::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::headers::loopback_host_redirect,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::telemetry::track_requests,

@@ -621,7 +621,7 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         }
         UserAction::ResetMfa { user } => {
             let found = identity::find(&pool, &user).await?;
-            crate::mfa::disable(&pool, &found.id).await?;
+            crate::mfa::reset_all(&pool, &found.id).await?;
             let ended = crate::session::revoke_all(&pool, &found.id).await?;
             audit::record(
                 &pool,

@@ -373,12 +373,24 @@ impl Config {
             data_dir.join("master.key").display().to_string().into(),
         );
         let mut config = Self::from_table(table, env)?;
-        // LATCHKEY_BIND alone moves the dev issuer along with it, so two dev
-        // instances can run side by side with one variable each.
-        if env.contains_key("LATCHKEY_BIND") && !env.contains_key("LATCHKEY_ISSUER") {
-            config.issuer = format!("http://{}", config.bind);
+        // The dev issuer follows the bind address (so LATCHKEY_BIND alone lets
+        // two dev instances run side by side), spelled `localhost` for a
+        // loopback bind: WebAuthn refuses IP addresses, so passkeys work on
+        // `http://localhost:8080` and not on `http://127.0.0.1:8080`.
+        if !env.contains_key("LATCHKEY_ISSUER") {
+            config.issuer = Self::dev_issuer_for(config.bind_addr()?);
         }
         Ok(config)
+    }
+
+    /// `http://localhost:PORT` for a loopback bind address, `http://IP:PORT`
+    /// otherwise (which `dev` then refuses: a plain-http issuer must be loopback).
+    pub fn dev_issuer_for(bind: SocketAddr) -> String {
+        if bind.ip().is_loopback() {
+            format!("http://localhost:{}", bind.port())
+        } else {
+            format!("http://{bind}")
+        }
     }
 
     fn from_table(
@@ -922,7 +934,44 @@ mod tests {
             &env(&[("LATCHKEY_BIND", "127.0.0.1:9090")]),
         )
         .expect("valid");
-        assert_eq!(c.issuer, "http://127.0.0.1:9090");
+        assert_eq!(c.issuer, "http://localhost:9090");
         assert!(c.database.url.contains("/tmp/x/latchkey.db"));
+    }
+
+    #[test]
+    fn dev_issuer_is_localhost_so_passkeys_work() {
+        let c = Config::dev(Path::new("/tmp/x"), &env(&[])).expect("valid");
+        assert_eq!(c.issuer, "http://localhost:8080");
+        assert_eq!(c.bind, "127.0.0.1:8080");
+        let explicit = Config::dev(
+            Path::new("/tmp/x"),
+            &env(&[
+                ("LATCHKEY_BIND", "127.0.0.1:9090"),
+                ("LATCHKEY_ISSUER", "http://127.0.0.1:9090"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(
+            explicit.issuer, "http://127.0.0.1:9090",
+            "LATCHKEY_ISSUER wins"
+        );
+        assert_eq!(
+            Config::dev_issuer_for("10.1.2.3:8080".parse().expect("addr")),
+            "http://10.1.2.3:8080"
+        );
+        assert_eq!(
+            Config::dev_issuer_for("[::1]:8080".parse().expect("addr")),
+            "http://localhost:8080"
+        );
+        let exposed = Config::dev(
+            Path::new("/tmp/x"),
+            &env(&[("LATCHKEY_BIND", "0.0.0.0:8080")]),
+        )
+        .expect("valid");
+        assert_eq!(exposed.issuer, "http://0.0.0.0:8080");
+        assert!(
+            exposed.check_for_serving(Mode::Dev).is_err(),
+            "dev on every interface over plain http is refused"
+        );
     }
 }

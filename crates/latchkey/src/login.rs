@@ -25,7 +25,11 @@ pub enum SignIn {
     Complete(LoginSuccess),
     /// The password was right and a second factor is due: no session yet,
     /// only a short-lived challenge (see `mfa`).
-    SecondFactorDue { challenge: SecretToken, user: User },
+    SecondFactorDue {
+        challenge: SecretToken,
+        user: User,
+        factors: SecondFactors,
+    },
 }
 
 #[derive(Debug)]
@@ -116,17 +120,64 @@ pub async fn sign_in_with_password(
             .await?;
         }
     }
-    // A user with a second factor gets a challenge, not a session.
-    if crate::mfa::status(&state.pool, &user.id)
-        .await?
-        .has_second_factor()
-    {
+    // A user with a second factor (an authenticator app or a passkey) gets a
+    // challenge, not a session.
+    let factors = second_factors(state, &user.id).await?;
+    if factors.any() {
         let challenge = crate::mfa::start_challenge(&state.pool, &user.id, &["pwd"], now).await?;
-        return Ok(SignIn::SecondFactorDue { challenge, user });
+        return Ok(SignIn::SecondFactorDue {
+            challenge,
+            user,
+            factors,
+        });
     }
     Ok(SignIn::Complete(
         complete(state, user, &["pwd"], "password", origin).await?,
     ))
+}
+
+/// The ways a user can complete the second sign-in step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SecondFactors {
+    /// A confirmed authenticator app (TOTP).
+    pub totp: bool,
+    /// At least one passkey, on a deployment where passkeys work.
+    pub passkey: bool,
+    /// Unused recovery codes (they come with the authenticator app).
+    pub recovery_code: bool,
+}
+
+impl SecondFactors {
+    /// Whether a password alone is not enough to sign in.
+    pub fn any(&self) -> bool {
+        self.totp || self.passkey || self.recovery_code
+    }
+
+    /// The method names of the JSON sign-in answer (`mfa_required`).
+    pub fn methods(&self) -> Vec<&'static str> {
+        [
+            (self.totp, "totp"),
+            (self.passkey, "passkey"),
+            (self.recovery_code, "recovery_code"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
+/// The second factors `user_id` has. A passkey counts as one (WebAuthn
+/// proves possession of a device), but only where passkeys can be used: on
+/// an issuer where WebAuthn is unavailable it would lock its owner out.
+pub async fn second_factors(state: &AppState, user_id: &str) -> Result<SecondFactors, StoreError> {
+    let mfa = crate::mfa::status(&state.pool, user_id).await?;
+    let passkey = state.passkeys.is_available()
+        && crate::webauthn::has_passkeys(&state.pool, user_id).await?;
+    Ok(SecondFactors {
+        totp: mfa.totp,
+        passkey,
+        recovery_code: mfa.recovery_codes_left > 0,
+    })
 }
 
 /// Creates the session for a fully authenticated user (new id: no fixation)

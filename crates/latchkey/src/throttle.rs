@@ -111,22 +111,50 @@ impl AttemptStore for InProcessAttempts {
 #[must_use = "settle the attempt with succeeded() or leave it counted as a failure"]
 pub struct Attempt<'a> {
     throttle: &'a LoginThrottle,
-    account_key: String,
+    /// `None` until the attempt names an account (a usernameless passkey
+    /// sign-in learns it from the credential).
+    account_key: Option<String>,
     ip_key: String,
 }
 
 impl Attempt<'_> {
+    /// The attempt turned out to be for `account` (known only after the
+    /// credential was looked up): reserves a failure for it too, or refuses
+    /// when the account is locked (the IP's reservation stands).
+    pub fn identify(mut self, account: &str, now: UnixTime) -> Result<Self, LockedOut> {
+        if self.account_key.is_some() {
+            return Ok(self);
+        }
+        let key = format!("acct:{account}");
+        let rules = &self.throttle.rules;
+        if let Some(until) =
+            self.throttle
+                .store
+                .reserve(&key, rules.max_failures_per_account, rules, now)
+        {
+            return Err(LockedOut {
+                retry_after_secs: (until - now).max(1),
+            });
+        }
+        self.account_key = Some(key);
+        Ok(self)
+    }
+
     /// The attempt could not be judged (e.g. the database was down): give
     /// both reservations back without clearing earlier failures.
     pub fn abandoned(self) {
-        self.throttle.store.settle_success(&self.account_key, false);
+        if let Some(key) = &self.account_key {
+            self.throttle.store.settle_success(key, false);
+        }
         self.throttle.store.settle_success(&self.ip_key, false);
     }
 
     /// The password was right: the account's counter is cleared and the IP's
     /// reserved failure given back.
     pub fn succeeded(self) {
-        self.throttle.store.settle_success(&self.account_key, true);
+        if let Some(key) = &self.account_key {
+            self.throttle.store.settle_success(key, true);
+        }
         self.throttle.store.settle_success(&self.ip_key, false);
     }
 }
@@ -176,7 +204,27 @@ impl LoginThrottle {
         }
         Ok(Attempt {
             throttle: self,
-            account_key,
+            account_key: Some(account_key),
+            ip_key,
+        })
+    }
+
+    /// Reserves a failure for the IP alone, for an attempt that does not
+    /// name its account yet (a usernameless passkey sign-in); call
+    /// [`Attempt::identify`] once the account is known.
+    pub fn begin_unidentified(&self, ip: &str, now: UnixTime) -> Result<Attempt<'_>, LockedOut> {
+        let ip_key = format!("ip:{ip}");
+        if let Some(until) =
+            self.store
+                .reserve(&ip_key, self.rules.max_failures_per_ip, &self.rules, now)
+        {
+            return Err(LockedOut {
+                retry_after_secs: (until - now).max(1),
+            });
+        }
+        Ok(Attempt {
+            throttle: self,
+            account_key: None,
             ip_key,
         })
     }
@@ -249,6 +297,37 @@ mod tests {
         for _ in 0..3 {
             let _f = t.begin("a@x", "ip", 1).expect("counter was cleared");
         }
+    }
+
+    #[test]
+    fn unidentified_attempts_count_for_the_ip_then_for_the_account_they_name() {
+        let t = LoginThrottle::new(rules());
+        // Three failures whose account became known (e.g. a passkey of a@x
+        // with a bad signature) lock a@x, as three wrong passwords would.
+        for _ in 0..3 {
+            let attempt = t.begin_unidentified("1.1.1.1", 0).expect("ip allowed");
+            let _failed = attempt.identify("a@x", 0).expect("account allowed");
+        }
+        let attempt = t.begin_unidentified("2.2.2.2", 0).expect("another ip");
+        assert!(attempt.identify("a@x", 0).is_err(), "the account is locked");
+        assert!(t.begin("a@x", "3.3.3.3", 0).is_err(), "for passwords too");
+        // Success gives the IP's reservation back and clears the account.
+        let t = LoginThrottle::new(rules());
+        for _ in 0..8 {
+            let _unknown_credential = t.begin_unidentified("4.4.4.4", 0).expect("allowed");
+        }
+        t.begin_unidentified("4.4.4.4", 0)
+            .expect("ninth")
+            .identify("b@x", 0)
+            .expect("account")
+            .succeeded();
+        // 8 failures stand: the 9th and the 10th (which reaches the limit) pass.
+        let _f = t.begin_unidentified("4.4.4.4", 0).expect("ninth failure");
+        let _f = t.begin_unidentified("4.4.4.4", 0).expect("tenth failure");
+        assert!(
+            t.begin_unidentified("4.4.4.4", 0).is_err(),
+            "unknown credentials alone lock the IP"
+        );
     }
 
     #[test]

@@ -212,8 +212,31 @@ pub async fn verify_totp(
     }
 }
 
-/// Removes TOTP and recovery codes (user choice after re-authentication, or
-/// `latchkey user reset-mfa`).
+/// Removes every second factor of a user in one transaction — the
+/// authenticator app, recovery codes, half-done sign-ins, and the passkeys
+/// (which serve as second factors too) with their pending ceremonies — so a
+/// user who lost them can sign in with the password alone
+/// (`latchkey user reset-mfa`).
+pub async fn reset_all(pool: &Pool, user_id: &str) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for table in [
+        "totp_credentials",
+        "recovery_codes",
+        "mfa_challenges",
+        "passkeys",
+        "webauthn_challenges",
+    ] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Removes TOTP and recovery codes (the user's choice after re-authentication);
+/// passkeys stay.
 pub async fn disable(pool: &Pool, user_id: &str) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("DELETE FROM totp_credentials WHERE user_id = $1")

@@ -157,7 +157,9 @@ pub async fn login_submit(
         Ok(login::SignIn::Complete(success)) => {
             finish_sign_in(&state, &headers, jar, success, &next, is_json).await
         }
-        Ok(login::SignIn::SecondFactorDue { challenge, .. }) => {
+        Ok(login::SignIn::SecondFactorDue {
+            challenge, factors, ..
+        }) => {
             let jar = jar.add(crate::routes::mfa::challenge_cookie(
                 &challenge,
                 state.config.is_https(),
@@ -167,7 +169,11 @@ pub async fn login_submit(
                 url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
             );
             if is_json {
-                let body = serde_json::json!({ "status": "mfa_required", "mfa_url": "/login/mfa" });
+                let body = serde_json::json!({
+                    "status": "mfa_required",
+                    "mfa_url": "/login/mfa",
+                    "methods": factors.methods(),
+                });
                 Ok((jar, axum::Json(body)).into_response())
             } else {
                 Ok((jar, Redirect::to(&target)).into_response())
@@ -275,7 +281,11 @@ pub(crate) async fn finish_sign_in(
     }
     let jar = jar.add(session_cookie(&success.token, https));
     if is_json {
-        let body = serde_json::json!({ "user": success.user, "session": success.session });
+        let body = serde_json::json!({
+            "redirect": next,
+            "user": success.user,
+            "session": success.session,
+        });
         Ok((jar, axum::Json(body)).into_response())
     } else {
         // 303: the browser follows with a GET and never re-posts credentials.

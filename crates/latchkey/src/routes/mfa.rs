@@ -19,6 +19,7 @@ use crate::http::HttpError;
 use crate::identity;
 use crate::mfa::{self, MfaError};
 use crate::routes::login::{finish_sign_in, safe_next};
+use crate::webauthn::{self, ChallengeBinding, PasskeyError};
 
 pub fn challenge_cookie_name(https: bool) -> &'static str {
     if https {
@@ -56,19 +57,73 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-fn second_step_form(
+/// A half-done sign-in: the password was right, the second step is due.
+struct PendingSecondStep {
+    /// The challenge cookie's value (the second step's only credential).
+    token: SecretToken,
+    challenge: mfa::MfaChallenge,
+    user: identity::User,
+}
+
+/// The browser's live second step, if any (its cookie names an unexpired
+/// challenge of an enabled user).
+async fn pending_second_step(
+    state: &AppState,
+    jar: &CookieJar,
+) -> Result<Option<PendingSecondStep>, HttpError> {
+    let Some(token) = challenge_token(jar, state.config.is_https()) else {
+        return Ok(None);
+    };
+    let Some(challenge) = mfa::load_challenge(&state.pool, &token, state.clock.now()).await? else {
+        return Ok(None);
+    };
+    let user = identity::find_by_id(&state.pool, &challenge.user_id)
+        .await?
+        .filter(|u| !u.disabled);
+    Ok(user.map(|user| PendingSecondStep {
+        token,
+        challenge,
+        user,
+    }))
+}
+
+fn second_step_expired() -> HttpError {
+    HttpError::json(
+        StatusCode::UNAUTHORIZED,
+        "mfa_expired",
+        "the sign-in expired; sign in again",
+    )
+}
+
+/// What a passkey ceremony of the second step is bound to: the challenge
+/// cookie, so only the browser that gave the password can finish it.
+fn second_step_binding(pending: &PendingSecondStep) -> ChallengeBinding {
+    ChallengeBinding::secret("mfa", pending.token.expose())
+}
+
+async fn second_step_form(
     state: &AppState,
     jar: CookieJar,
     status: StatusCode,
     next: &str,
     error: &str,
+    user_id: &str,
 ) -> Result<Response, HttpError> {
     let (jar, anon) = csrf::ensure_anonymous_cookie(jar, state.config.is_https());
     let csrf_token = csrf::token_for(&state.csrf_key, Binding::Anonymous(&anon));
+    let factors = crate::login::second_factors(state, user_id).await?;
     let html = render(
         state,
         "mfa_login.html",
-        minijinja::context! { csrf_token, next, error, signed_in => false },
+        minijinja::context! {
+            csrf_token,
+            next,
+            error,
+            signed_in => false,
+            totp => factors.totp,
+            passkey => factors.passkey,
+            recovery_code => factors.recovery_code,
+        },
     )?;
     Ok((status, jar, html).into_response())
 }
@@ -79,23 +134,18 @@ pub async fn second_step_page(
     jar: CookieJar,
     Query(q): Query<NextQuery>,
 ) -> Result<Response, HttpError> {
-    let https = state.config.is_https();
-    let live = match challenge_token(&jar, https) {
-        Some(t) => mfa::load_challenge(&state.pool, &t, state.clock.now())
-            .await?
-            .is_some(),
-        None => false,
-    };
-    if !live {
+    let Some(pending) = pending_second_step(&state, &jar).await? else {
         return Ok(Redirect::to("/login").into_response());
-    }
+    };
     second_step_form(
         &state,
         jar,
         StatusCode::OK,
         &safe_next(q.next.as_deref()),
         "",
+        &pending.user.id,
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -137,22 +187,12 @@ pub async fn second_step_submit(
     }
     let next = safe_next(form.next.as_deref());
     let now = state.clock.now();
-    let expired = || {
-        page_error(HttpError::json(
-            StatusCode::UNAUTHORIZED,
-            "mfa_expired",
-            "the sign-in expired; sign in again",
-        ))
-    };
-    let Some(token) = challenge_token(&jar, https) else {
-        return Err(expired());
-    };
-    let Some(challenge) = mfa::load_challenge(&state.pool, &token, now).await? else {
-        return Err(expired());
-    };
-    let Some(user) = identity::find_by_id(&state.pool, &challenge.user_id)
-        .await?
-        .filter(|u| !u.disabled)
+    let expired = || page_error(second_step_expired());
+    let Some(PendingSecondStep {
+        token,
+        challenge,
+        user,
+    }) = pending_second_step(&state, &jar).await?
     else {
         return Err(expired());
     };
@@ -190,6 +230,7 @@ pub async fn second_step_submit(
                     &next,
                     is_json,
                     "That code was already used; wait for the next one.",
+                    &user.id,
                 )
                 .await;
             }
@@ -222,6 +263,7 @@ pub async fn second_step_submit(
                         &next,
                         is_json,
                         "That code is not valid.",
+                        &user.id,
                     )
                     .await;
                 }
@@ -257,6 +299,7 @@ async fn second_step_failure(
     next: &str,
     is_json: bool,
     message: &str,
+    user_id: &str,
 ) -> Result<Response, HttpError> {
     if is_json {
         return Err(HttpError::json(
@@ -265,7 +308,117 @@ async fn second_step_failure(
             message,
         ));
     }
-    second_step_form(state, jar, StatusCode::UNAUTHORIZED, next, message)
+    second_step_form(state, jar, StatusCode::UNAUTHORIZED, next, message, user_id).await
+}
+
+/// `POST /login/mfa/passkey/start`: options for `navigator.credentials.get()`
+/// listing the user's passkeys (JSON, `X-CSRF-Token` of the page).
+pub async fn passkey_start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Result<Response, HttpError> {
+    crate::routes::passkeys::anonymous_binding(&state, &headers, &jar)?;
+    let Some(pending) = pending_second_step(&state, &jar).await? else {
+        return Err(second_step_expired());
+    };
+    let started =
+        webauthn::start_second_factor(&state, &pending.user.id, &second_step_binding(&pending))
+            .await?;
+    Ok(axum::Json(started).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PasskeyFinish {
+    ceremony: String,
+    credential: webauthn_rs::prelude::PublicKeyCredential,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `POST /login/mfa/passkey/finish`: a passkey completes the sign-in. Like a
+/// code, a failure counts towards the account's lockout and is audited.
+pub async fn passkey_finish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Caller(origin): Caller,
+    FormOrJson { value: body, .. }: FormOrJson<PasskeyFinish>,
+) -> Result<Response, HttpError> {
+    crate::routes::passkeys::anonymous_binding(&state, &headers, &jar)?;
+    let https = state.config.is_https();
+    let now = state.clock.now();
+    let Some(pending) = pending_second_step(&state, &jar).await? else {
+        return Err(second_step_expired());
+    };
+    let user = &pending.user;
+    let attempt = state
+        .throttle
+        .begin(user.email.as_str(), &origin.ip, now)
+        .map_err(|locked| {
+            HttpError::too_many_attempts("failed attempts", locked.retry_after_secs)
+        })?;
+    let verified = match webauthn::finish_second_factor(
+        &state,
+        &user.id,
+        &body.ceremony,
+        &body.credential,
+        &second_step_binding(&pending),
+        &origin,
+    )
+    .await
+    {
+        Ok(verified) => verified,
+        Err(PasskeyError::Store(e)) => {
+            attempt.abandoned();
+            return Err(e.into());
+        }
+        Err(e) => {
+            state.metrics.login("failure");
+            let event = Event {
+                actor: user.id.clone(),
+                subject: user.id.clone(),
+                ip: origin.ip.clone(),
+                user_agent: origin.user_agent.clone(),
+                detail: format!("second factor passkey: {e:?}"),
+            };
+            audit::record(&state.pool, EventKind::LoginFailed, event, now).await?;
+            return Err(e.into());
+        }
+    };
+    // The challenge is single-use: a parallel request that also passed loses here.
+    if !mfa::finish_challenge(&state.pool, &pending.token).await? {
+        return Err(second_step_expired());
+    }
+    attempt.succeeded();
+    // A password and a passkey are two factors, whether or not the
+    // authenticator also verified the user.
+    let mut amr: Vec<&str> = pending
+        .challenge
+        .first_amr
+        .iter()
+        .map(String::as_str)
+        .collect();
+    amr.extend(verified.amr.iter().map(String::as_str));
+    if !amr.contains(&"mfa") {
+        amr.push("mfa");
+    }
+    let success = crate::login::complete(&state, pending.user, &amr, "password + passkey", &origin)
+        .await
+        .map_err(|e| match e {
+            crate::login::LoginError::Store(s) => HttpError::from(s),
+            _ => HttpError::internal(),
+        })?;
+    let next = safe_next(body.next.as_deref());
+    finish_sign_in(
+        &state,
+        &headers,
+        clear_challenge(jar, https),
+        success,
+        &next,
+        true,
+    )
+    .await
 }
 
 /// Sensitive changes need a recent sign-in (`mfa.reauth_window_secs`);
@@ -312,10 +465,13 @@ pub async fn account_mfa(
             .iter()
             .any(|q| q == r.as_str())
     });
+    let passkeys = crate::login::second_factors(&state, &who.user.id)
+        .await?
+        .passkey;
     Ok(account_page(
         &state,
         &who,
-        minijinja::context! { step => "overview", status, required, error => "" },
+        minijinja::context! { step => "overview", status, required, passkeys, error => "" },
     ))
 }
 

@@ -47,6 +47,9 @@ impl From<PasskeyError> for HttpError {
             PasskeyError::NotFound => (StatusCode::NOT_FOUND, "unknown_passkey"),
             PasskeyError::LastSignInMethod => (StatusCode::CONFLICT, "last_sign_in_method"),
             PasskeyError::NoPasskeys => (StatusCode::NOT_FOUND, "no_passkeys"),
+            PasskeyError::LockedOut { retry_after_secs } => {
+                return HttpError::too_many_attempts("failed sign-ins", retry_after_secs)
+            }
         };
         HttpError::json(status, code, message)
     }
@@ -311,7 +314,7 @@ pub async fn delete(
 }
 
 /// The anonymous CSRF binding of a login-page request (cookie + header + Origin).
-fn anonymous_binding(
+pub(crate) fn anonymous_binding(
     state: &AppState,
     headers: &HeaderMap,
     jar: &CookieJar,

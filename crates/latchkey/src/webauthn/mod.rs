@@ -44,7 +44,12 @@
 //!
 //! WebAuthn does not work on IP addresses: with an issuer such as
 //! `http://127.0.0.1:8080` and no `webauthn.rp_id`, passkeys are unavailable
-//! (the login page offers no passkey button); use `http://localhost:8080`.
+//! (the login page offers no passkey button, and a user's passkeys do not
+//! count as a second factor); `latchkey dev` uses `http://localhost:8080`.
+//!
+//! Failed sign-ins count towards the lockout like wrong passwords
+//! (`throttle`): the address before the credential is looked up, the account
+//! once the credential names it.
 //!
 //! Must not: know about HTTP or cookies (handlers turn cookies into a
 //! [`ChallengeBinding`] and map [`PasskeyError`] to responses).
@@ -64,7 +69,7 @@ use webauthn_rs_core::proto::{
 };
 use webauthn_rs_core::WebauthnCore;
 
-pub use store::{list_for_user, purge_expired, PasskeyRecord};
+pub use store::{has_passkeys, list_for_user, purge_expired, PasskeyRecord};
 
 use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
@@ -118,6 +123,10 @@ pub enum PasskeyError {
     /// The user has no passkey (second factor).
     #[error("you have no passkey")]
     NoPasskeys,
+    /// Too many failed sign-ins from this address or for this account
+    /// (the same lockout as passwords and authenticator codes).
+    #[error("too many failed sign-ins; try again in {retry_after_secs} seconds")]
+    LockedOut { retry_after_secs: i64 },
     #[error("stored WebAuthn data is unreadable: {0}")]
     Corrupt(String),
     #[error("WebAuthn failure: {0}")]
@@ -504,14 +513,41 @@ pub async fn finish_sign_in(
 ) -> Result<LoginSuccess, PasskeyError> {
     let engines = state.passkeys.engines()?;
     let now = state.clock.now();
-    let pending = store::take_challenge(
+    // Failures count towards the lockout like wrong passwords: for the IP at
+    // once, for the account as soon as the credential names it.
+    let locked_out = |locked: crate::throttle::LockedOut| PasskeyError::LockedOut {
+        retry_after_secs: locked.retry_after_secs,
+    };
+    let attempt = match state.throttle.begin_unidentified(&origin.ip, now) {
+        Ok(attempt) => attempt,
+        Err(locked) => {
+            state.metrics.login("locked");
+            let event = Event {
+                ip: origin.ip.clone(),
+                user_agent: origin.user_agent.clone(),
+                detail: "passkey: too many failures from this address".into(),
+                ..Event::default()
+            };
+            audit::record(&state.pool, EventKind::LoginLockedOut, event, now).await?;
+            return Err(locked_out(locked));
+        }
+    };
+    let pending = match store::take_challenge(
         &state.pool,
         ceremony,
         Ceremony::Authentication,
         binding,
         now,
     )
-    .await?;
+    .await
+    {
+        Ok(pending) => pending,
+        Err(PasskeyError::Store(e)) => {
+            attempt.abandoned(); // an outage must not lock anyone out
+            return Err(e.into());
+        }
+        Err(e) => return Err(e),
+    };
     let authentication: DiscoverableAuthentication = from_state_json(&pending.state)?;
     let failed = |subject: &str, detail: String| Event {
         actor: String::new(),
@@ -550,6 +586,18 @@ pub async fn finish_sign_in(
         }
         None => return Err(PasskeyError::UnknownCredential),
     };
+    let attempt = match attempt.identify(user.email.as_str(), now) {
+        Ok(attempt) => attempt,
+        Err(locked) => {
+            state.metrics.login("locked");
+            let event = failed(
+                &user.id,
+                "passkey: account locked after too many failures".into(),
+            );
+            audit::record(&state.pool, EventKind::LoginLockedOut, event, now).await?;
+            return Err(locked_out(locked));
+        }
+    };
     let key = DiscoverableKey::from(&record.passkey);
     let result = match engines.passkeys.finish_discoverable_authentication(
         credential,
@@ -563,6 +611,7 @@ pub async fn finish_sign_in(
             return Err(error);
         }
     };
+    attempt.succeeded();
     note_use(state, &mut record, &result, now).await?;
     let amr = amr_for(result.backup_eligible(), result.user_verified());
     let (token, session) = session::create(

@@ -109,6 +109,17 @@ pub async fn list_for_user(pool: &Pool, user_id: &str) -> Result<Vec<PasskeyReco
     rows.iter().map(record_from_row).collect()
 }
 
+/// Whether the user has at least one passkey.
+pub async fn has_passkeys(pool: &Pool, user_id: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query("SELECT 1 AS x FROM passkeys WHERE user_id = $1 LIMIT 1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+            .is_some(),
+    )
+}
+
 pub(super) async fn find_by_credential_id(
     pool: &Pool,
     credential_id: &str,

@@ -79,7 +79,9 @@ async fn trace_logs_hold_no_secret(json_logs: bool) {
     )
     .await
     .assert_success("user create");
-    let base = server.base.clone();
+    // The dev issuer is http://localhost:PORT: a browser on the IP would be
+    // redirected there, so this one starts there.
+    let base = server.base.replace("127.0.0.1", "localhost");
     let url = |path: &str| format!("{base}{path}");
     let mut secrets: Vec<(&str, String)> = vec![
         ("password", password.to_owned()),

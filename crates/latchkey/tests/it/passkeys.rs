@@ -747,3 +747,181 @@ crate::backend_test!(
             .starts_with("text/javascript"));
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_passkey_sign_ins_count_towards_the_lockout() {
+    let app = PasskeyApp::spawn_with(Backend::Sqlite, |c| c.login.max_failures_per_ip = 3)
+        .await
+        .expect("sqlite");
+    let client = helpers::new_client();
+    let csrf = app.login_csrf(&client).await;
+    // Unknown credentials name no account: they count for the address.
+    for _ in 0..3 {
+        let (ceremony, _) = start_sign_in(&app, &client, &csrf).await;
+        let (status, body) = finish_sign_in(&app, &client, &csrf, &ceremony).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("unknown_credential"))
+        );
+    }
+    let (ceremony, _) = start_sign_in(&app, &client, &csrf).await;
+    let response = client
+        .post(app.url("/login/passkey/finish"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({ "ceremony": ceremony, "credential": bogus_assertion() }))
+        .send()
+        .await
+        .expect("finish");
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "too_many_attempts");
+    assert_eq!(
+        app.audit_kinds().await.last().map(String::as_str),
+        Some("login_locked_out")
+    );
+    // The same lock holds for passwords from that address.
+    app.create_user("ada@example.com", "correct horse battery")
+        .await;
+    let response = client
+        .post(app.url("/login"))
+        .json(&json!({ "email": "ada@example.com", "password": "correct horse battery" }))
+        .send()
+        .await
+        .expect("password");
+    assert_eq!(response.status(), 429);
+}
+
+crate::passkey_test!(
+    second_step_passkey_endpoints_need_a_pending_sign_in,
+    |app: PasskeyApp| async move {
+        let client = helpers::new_client();
+        let csrf = app.login_csrf(&client).await;
+        // No password given in this browser: nothing to complete.
+        for path in ["/login/mfa/passkey/start", "/login/mfa/passkey/finish"] {
+            let body = if path.ends_with("finish") {
+                json!({ "ceremony": "x".repeat(43), "credential": bogus_assertion() })
+            } else {
+                json!({})
+            };
+            let (status, answer) =
+                post_json(&client, app.url(path), Some(&csrf), body.clone()).await;
+            assert_eq!(
+                (status, answer["error"].as_str()),
+                (401, Some("mfa_expired")),
+                "{path}"
+            );
+            // Without the page's CSRF token: refused before anything else.
+            let (status, answer) = post_json(&client, app.url(path), None, body).await;
+            assert_eq!(
+                (status, answer["error"].as_str()),
+                (403, Some("csrf_rejected")),
+                "{path}"
+            );
+        }
+    }
+);
+
+crate::passkey_test!(
+    the_second_step_offers_only_the_factors_the_user_has,
+    |app: PasskeyApp| async move {
+        let user = app
+            .create_user("ada@example.com", "correct horse battery")
+            .await;
+        // An authenticator app (enrolled directly), no passkey.
+        let now = app.clock.now_secs();
+        let secret =
+            latchkey::mfa::begin_totp(&app.state.pool, &app.state.mfa_seal_key, &user.id, now)
+                .await
+                .expect("begin");
+        let code = latchkey::mfa::totp::Totp::new(&secret).code_at(now as u64);
+        latchkey::mfa::confirm_totp(
+            &app.state.pool,
+            &app.state.mfa_seal_key,
+            &user.id,
+            &code,
+            now,
+        )
+        .await
+        .expect("confirm");
+        let client = helpers::new_client();
+        let response = client
+            .post(app.url("/login"))
+            .json(&json!({ "email": "ada@example.com", "password": "correct horse battery" }))
+            .send()
+            .await
+            .expect("password");
+        assert_eq!(response.status(), 200);
+        assert!(
+            helpers::session_cookie_of(&response).is_none(),
+            "no session yet"
+        );
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["status"], "mfa_required");
+        assert_eq!(body["methods"], json!(["totp", "recovery_code"]));
+        let page = client
+            .get(app.url("/login/mfa"))
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+        assert!(page.contains(r#"name="code""#), "{page}");
+        assert!(
+            !page.contains("passkey-second-factor"),
+            "no passkey offered: {page}"
+        );
+        let csrf = helpers::extract_input(&page, "csrf_token").expect("csrf");
+        let (status, answer) = post_json(
+            &client,
+            app.url("/login/mfa/passkey/start"),
+            Some(&csrf),
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (404, Some("no_passkeys"))
+        );
+        assert_eq!(
+            client
+                .get(app.url("/account"))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .expect("account")
+                .status(),
+            401,
+            "still signed out"
+        );
+    }
+);
+
+crate::passkey_test!(
+    a_browser_on_the_loopback_ip_is_sent_to_the_localhost_issuer,
+    |app: PasskeyApp| async move {
+        let on_ip = app.base.replace("localhost", "127.0.0.1");
+        let client = helpers::new_client();
+        let page = client
+            .get(format!("{on_ip}/login?next=%2Faccount"))
+            .header("accept", "text/html,application/xhtml+xml")
+            .send()
+            .await
+            .expect("login on the IP");
+        assert_eq!(page.status(), 307);
+        assert_eq!(
+            page.headers()["location"],
+            format!("{}/login?next=%2Faccount", app.base).as_str()
+        );
+        // Scripts and API clients on the IP are served as before.
+        let discovery = client
+            .get(format!("{on_ip}/.well-known/openid-configuration"))
+            .send()
+            .await
+            .expect("discovery");
+        assert_eq!(discovery.status(), 200);
+        let body: Value = discovery.json().await.expect("json");
+        assert_eq!(body["issuer"], app.base.as_str());
+    }
+);

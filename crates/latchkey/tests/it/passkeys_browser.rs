@@ -209,6 +209,19 @@ impl Session {
         self.wait_for("location.pathname === '/account'").await;
     }
 
+    /// Gives the password on the real form and waits for the second step.
+    async fn password_then_second_step(&self, app: &PasskeyApp, email: &str) {
+        self.goto(&app.url("/login")).await;
+        self.eval(&format!(
+            "document.getElementById('email').value = {email:?}; \
+             document.getElementById('password').value = {PASSWORD:?}; true"
+        ))
+        .await;
+        self.click("form[action='/login'] button[type=submit]")
+            .await;
+        self.wait_for("location.pathname === '/login/mfa'").await;
+    }
+
     async fn sign_out(&self) {
         self.click("header form[action='/logout'] button").await;
         self.wait_for("location.pathname === '/login'").await;
@@ -760,5 +773,120 @@ browser_test!(
             (last.kind.as_str(), last.detail.as_str()),
             ("login_failed", "passkey: account disabled")
         );
+    }
+);
+
+browser_test!(
+    a_passkey_is_the_second_step_after_a_password,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        browser.sign_out().await;
+
+        // The password alone is no longer enough: the second step asks for the passkey.
+        browser
+            .password_then_second_step(app, "ada@example.com")
+            .await;
+        assert_eq!(browser.account().await["status"], 401, "no session yet");
+        assert_eq!(
+            browser
+                .eval("document.getElementById('code') === null")
+                .await,
+            true,
+            "no code field without an authenticator app"
+        );
+        browser.click("#passkey-second-factor").await;
+        browser.wait_for("location.pathname === '/account'").await;
+        let account = browser.account().await;
+        assert_eq!(account["user"]["email"], "ada@example.com");
+        assert_eq!(current_amr(&account), ["pwd", "hwk", "user", "mfa"]);
+        let last = latchkey::audit::tail(&app.state.pool, 1)
+            .await
+            .expect("audit")
+            .pop()
+            .expect("an event");
+        assert_eq!(
+            (last.kind.as_str(), last.detail.as_str()),
+            ("login_succeeded", "password + passkey")
+        );
+
+        // A bad signature at the second step is refused, audited and counted.
+        browser.sign_out().await;
+        browser
+            .password_then_second_step(app, "ada@example.com")
+            .await;
+        browser.override_bits(true, false, false).await;
+        browser.click("#passkey-second-factor").await;
+        browser
+            .wait_for("document.getElementById('passkey-status').className === 'error'")
+            .await;
+        assert!(
+            browser
+                .status_text()
+                .await
+                .contains("could not sign you in"),
+            "{}",
+            browser.status_text().await
+        );
+        assert!(browser.path().await.starts_with("/login/mfa?"));
+        assert_eq!(browser.account().await["status"], 401, "still signed out");
+        let last = latchkey::audit::tail(&app.state.pool, 1)
+            .await
+            .expect("audit")
+            .pop()
+            .expect("an event");
+        assert_eq!(last.kind, "login_failed");
+        assert!(
+            last.detail.starts_with("second factor passkey"),
+            "{}",
+            last.detail
+        );
+        // The same half-done sign-in can still be completed with a good answer.
+        browser.override_bits(false, false, false).await;
+        browser.click("#passkey-second-factor").await;
+        browser.wait_for("location.pathname === '/account'").await;
+
+        // Lost the device: the operator's reset (`latchkey user reset-mfa`)
+        // removes the passkeys too, and the password alone signs in again.
+        let user = latchkey::identity::find(&app.state.pool, "ada@example.com")
+            .await
+            .expect("user");
+        latchkey::mfa::reset_all(&app.state.pool, &user.id)
+            .await
+            .expect("reset");
+        assert_eq!(app.passkey_count().await, 0);
+        browser.sign_out().await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        assert_eq!(current_amr(&browser.account().await), ["pwd"]);
+    }
+);
+
+browser_test!(
+    failed_passkey_sign_ins_lock_the_account,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        browser.sign_out().await;
+        // Five bad signatures (the per-account limit): the fifth locks the account.
+        browser.override_bits(true, false, false).await;
+        for _ in 0..5 {
+            let message = refused_sign_in(app, browser).await;
+            assert!(message.contains("could not sign you in"), "{message}");
+        }
+        // Now even a good passkey is refused until the lock ends.
+        browser.override_bits(false, false, false).await;
+        let message = refused_sign_in(app, browser).await;
+        assert!(message.contains("Too many failed sign-ins"), "{message}");
+        let kinds = app.audit_kinds().await;
+        assert_eq!(kinds.last().map(String::as_str), Some("login_locked_out"));
+        // The lock ends: the passkey works again.
+        app.clock.advance(31);
+        browser.goto(&app.url("/login")).await;
+        browser.click("#passkey-sign-in").await;
+        browser.wait_for("location.pathname === '/account'").await;
     }
 );

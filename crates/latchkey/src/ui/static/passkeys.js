@@ -1,5 +1,5 @@
-// Passkeys (WebAuthn) for the login page (#passkey-login) and the account
-// page (#passkey-register). Served by Latchkey itself (CSP script-src 'self').
+// Passkeys (WebAuthn) for the login page (#passkey-login), the second
+// sign-in step (#passkey-mfa) and the account page (#passkey-register). Served by Latchkey itself (CSP script-src 'self').
 // The server speaks JSON with binary fields as base64url; the browser's
 // WebAuthn API wants ArrayBuffers: this file converts between the two and
 // turns failures into sentences a person can act on.
@@ -315,8 +315,66 @@
     });
   }
 
+  // ---- Second sign-in step: a passkey after the password (/login/mfa).
+  function setUpSecondFactor(root) {
+    var csrf = root.getAttribute("data-csrf");
+    var next = root.getAttribute("data-next") || "/account";
+    var button = document.getElementById("passkey-second-factor");
+    var status = document.getElementById("passkey-status");
+    if (!supported()) {
+      button.hidden = true;
+      say(status, MESSAGES.unsupported, false);
+      return;
+    }
+    button.addEventListener("click", function () {
+      button.disabled = true;
+      say(status, "Follow your browser's instructions to use your passkey…", false);
+      post("/login/mfa/passkey/start", csrf).then(function (answer) {
+        if (!answer.ok) {
+          say(status, secondStepMessage(answer), true);
+          return;
+        }
+        var started = answer.body;
+        return navigator.credentials.get({ publicKey: requestOptions(started.publicKey) })
+          .then(function (credential) {
+            say(status, "Checking your passkey…", false);
+            return post("/login/mfa/passkey/finish", csrf, {
+              ceremony: started.ceremony,
+              credential: encodeAssertion(credential),
+              next: next
+            }).then(function (finished) {
+              if (finished.ok) {
+                say(status, "Signed in. Redirecting…", false);
+                window.location.assign(finished.body.redirect || next);
+              } else {
+                say(status, secondStepMessage(finished), true);
+              }
+            });
+          }, function (error) {
+            say(status, browserMessage(error, false), true);
+          });
+      }).catch(function () {
+        say(status, MESSAGES.failed, true);
+      }).then(function () {
+        button.disabled = false;
+      });
+    });
+  }
+
+  function secondStepMessage(answer) {
+    if (answer.body && answer.body.error === "mfa_expired") {
+      return "This sign-in has expired. Start again from the sign-in page.";
+    }
+    if (answer.body && answer.body.error === "unknown_credential") {
+      return "This passkey is not one of yours. Use another passkey or a code.";
+    }
+    return serverMessage(answer);
+  }
+
   var login = document.getElementById("passkey-login");
   if (login) setUpLogin(login);
+  var secondFactor = document.getElementById("passkey-mfa");
+  if (secondFactor) setUpSecondFactor(secondFactor);
   var register = document.getElementById("passkey-register");
   if (register) setUpRegistration(register);
 })();
