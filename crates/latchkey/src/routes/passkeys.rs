@@ -90,7 +90,7 @@ fn reauthentication_needed(state: &AppState, who: &SignedInUser) -> Option<Respo
     let location = reauth_location();
     let body = serde_json::json!({
         "error": "reauthentication_required",
-        "message": "for your security, sign in again before adding a passkey",
+        "message": "for your security, sign in again before changing your passkeys",
         "location": location,
     });
     Some((StatusCode::FORBIDDEN, axum::Json(body)).into_response())
@@ -300,6 +300,15 @@ pub async fn delete(
 ) -> Result<Response, HttpError> {
     let fail = in_kind(is_json);
     check_session_csrf(&state, &headers, &who, form.csrf_token.as_deref()).map_err(&fail)?;
+    // A passkey is a second factor: removing one weakens the account, so a
+    // stolen session must not be able to do it either.
+    if let Some(response) = reauthentication_needed(&state, &who) {
+        return Ok(if is_json {
+            response
+        } else {
+            Redirect::to(&reauth_location()).into_response()
+        });
+    }
     let confirmed = form.confirm.is_some_and(|c| !c.is_empty());
     match webauthn::delete(&state, &who.user, &id, confirmed, &origin).await {
         Ok(()) if is_json => Ok(StatusCode::NO_CONTENT.into_response()),

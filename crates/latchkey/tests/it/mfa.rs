@@ -404,11 +404,48 @@ backend_test!(
             .expect("ascii")
             .starts_with("/login?reauth=1"));
 
-        // Operator reset (what `latchkey user reset-mfa` calls): password-only sign-in again.
+        // With an authenticator app on, turning it off and new recovery codes
+        // need a recent sign-in too.
         let fresh = new_client();
         password_step(&app, &fresh, "ada@example.com").await;
         enroll(&app, &fresh).await;
-        latchkey::mfa::disable(&app.state.pool, &user.id)
+        let html = fresh
+            .get(app.url("/account/mfa"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+        let csrf = extract_input(&html, "csrf_token").expect("csrf");
+        app.clock.advance(16 * 60);
+        for path in ["/account/mfa/disable", "/account/mfa/recovery-codes"] {
+            let r = fresh
+                .post(app.url(path))
+                .form(&[("csrf_token", csrf.as_str())])
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(r.status(), 303, "{path}");
+            assert!(
+                r.headers()["location"]
+                    .to_str()
+                    .expect("ascii")
+                    .starts_with("/login?reauth=1"),
+                "{path}"
+            );
+        }
+        assert!(
+            latchkey::mfa::status(&app.state.pool, &user.id)
+                .await
+                .expect("status")
+                .totp,
+            "still on"
+        );
+
+        // Operator reset (what `latchkey user reset-mfa` calls): password-only sign-in again.
+        latchkey::mfa::reset_all(&app.state.pool, &user.id)
             .await
             .expect("reset");
         let after = new_client();

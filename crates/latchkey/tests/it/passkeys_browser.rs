@@ -890,3 +890,23 @@ browser_test!(
         browser.wait_for("location.pathname === '/account'").await;
     }
 );
+
+browser_test!(
+    deleting_a_passkey_needs_a_recent_sign_in,
+    without_autofill,
+    |app, browser| {
+        app.create_user("ada@example.com", PASSWORD).await;
+        browser.sign_in_with_password(app, "ada@example.com").await;
+        browser.add_passkey(app, "Virtual key").await;
+        // 16 minutes later (the session is alive, the sign-in is old).
+        app.clock.advance(16 * 60);
+        browser.goto(&app.url("/account/passkeys")).await;
+        browser
+            .click("#passkeys tbody tr form[action$='/delete'] button")
+            .await;
+        browser
+            .wait_for("location.pathname === '/login' && location.search.includes('reauth=1')")
+            .await;
+        assert_eq!(app.passkey_count().await, 1, "not deleted");
+    }
+);
