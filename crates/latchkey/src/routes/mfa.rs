@@ -278,10 +278,7 @@ pub async fn second_step_submit(
     full_amr.extend(amr);
     let success = crate::login::complete(&state, user, &full_amr, how, &origin)
         .await
-        .map_err(|e| match e {
-            crate::login::LoginError::Store(s) => HttpError::from(s),
-            _ => HttpError::internal(),
-        })?;
+        .map_err(completion_failed)?;
     finish_sign_in(
         &state,
         &headers,
@@ -291,6 +288,14 @@ pub async fn second_step_submit(
         is_json,
     )
     .await
+}
+
+/// Creating the session failed after the second factor was accepted.
+fn completion_failed(e: crate::login::LoginError) -> HttpError {
+    match e {
+        crate::login::LoginError::Store(s) => HttpError::from(s),
+        _ => HttpError::internal(),
+    }
 }
 
 async fn second_step_failure(
@@ -405,10 +410,7 @@ pub async fn passkey_finish(
     }
     let success = crate::login::complete(&state, pending.user, &amr, "password + passkey", &origin)
         .await
-        .map_err(|e| match e {
-            crate::login::LoginError::Store(s) => HttpError::from(s),
-            _ => HttpError::internal(),
-        })?;
+        .map_err(completion_failed)?;
     let next = safe_next(body.next.as_deref());
     finish_sign_in(
         &state,

@@ -17,7 +17,7 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 use super::render;
 use crate::app::AppState;
 use crate::clock::format_utc;
-use crate::http::auth::{session_cookie, session_token, wants_html, SignedIn, SignedInUser};
+use crate::http::auth::{wants_html, SignedIn, SignedInUser};
 use crate::http::body::FormOrJson;
 use crate::http::client::Caller;
 use crate::http::csrf::{self, Binding};
@@ -382,18 +382,8 @@ pub async fn sign_in_finish(
     let success =
         webauthn::finish_sign_in(&state, &body.ceremony, &body.credential, &binding, &origin)
             .await?;
-    let https = state.config.is_https();
-    if let Some(previous) = session_token(&headers, https) {
-        crate::session::end(&state.pool, &previous).await?;
-    }
     let next = super::login::safe_next(body.next.as_deref());
-    let jar = jar.add(session_cookie(&success.token, https));
-    let body = serde_json::json!({
-        "redirect": next,
-        "user": success.user,
-        "session": success.session,
-    });
-    Ok((jar, axum::Json(body)).into_response())
+    super::login::finish_sign_in(&state, &headers, jar, success, &next, true).await
 }
 
 /// `GET /static/passkeys.js`.
