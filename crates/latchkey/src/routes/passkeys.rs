@@ -372,7 +372,12 @@ pub async fn sign_in_finish(
             .await?;
     let https = state.config.is_https();
     if let Some(previous) = session_token(&headers, https) {
-        crate::session::end(&state.pool, &previous).await?;
+        let cause = crate::revocation::Cause::at(
+            &state,
+            crate::revocation::Initiator::User,
+            "signed in again in this browser",
+        );
+        crate::session::end(&state.pool, &previous, &cause).await?;
     }
     let next = super::login::safe_next(body.next.as_deref());
     let jar = jar.add(session_cookie(&success.token, https));
