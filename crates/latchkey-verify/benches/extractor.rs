@@ -43,6 +43,9 @@ const ISSUER: &str = "https://id.example.com";
 const NOW: i64 = 1_767_225_600;
 const REVOCATIONS: usize = 10_000;
 
+/// The bare signature check over (signing input, signature).
+type BareVerify = Box<dyn Fn(&[u8], &[u8]) -> bool>;
+
 /// Polls a future that never waits (no I/O on this path) to completion.
 fn ready<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
@@ -121,7 +124,7 @@ fn bench_algorithm(c: &mut Criterion<CpuTime>, runtime: &tokio::runtime::Runtime
     let signature = jose::b64_decode(&token[dot + 1..]).expect("signature");
 
     // The bare primitive with a prepared key (as `jose` holds it).
-    let bare: Box<dyn Fn(&[u8], &[u8]) -> bool> = match alg {
+    let bare: BareVerify = match alg {
         Algorithm::ES256 => {
             use p256::ecdsa::signature::Verifier as _;
             let vk = *p256::ecdsa::SigningKey::from_slice(&key_bytes)
@@ -174,9 +177,9 @@ fn bench_algorithm(c: &mut Criterion<CpuTime>, runtime: &tokio::runtime::Runtime
     };
     // Sanity: the extractor accepts the token before anything is measured.
     let mut p = parts();
-    let Authenticated(c) =
+    let Authenticated(accepted) =
         ready(Authenticated::<Claims>::from_request_parts(&mut p, &())).expect("accepted");
-    assert_eq!(c.client_id.as_deref(), Some("lk_3f9a2c7e1b5d4a6c"));
+    assert_eq!(accepted.client_id.as_deref(), Some("lk_3f9a2c7e1b5d4a6c"));
 
     let mut group = c.benchmark_group(format!("extractor/{}", alg.as_str()));
     group

@@ -33,14 +33,27 @@ pub const FALLBACK_RETENTION_SECS: i64 = 24 * 3600;
 /// One revocation, as applied to tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
-    /// One access token (`jti`); kept until `until`.
-    Token { jti: String, until: i64 },
-    /// Every token carrying `sid`; kept until `until`.
-    Session { sid: String, until: i64 },
-    /// Every token of `sub` issued at or before `issued_before`; kept until `until`.
+    /// One access token; kept until `until`.
+    Token {
+        /// The token's `jti`.
+        jti: String,
+        /// When the entry can be forgotten (the token's `exp` + leeway).
+        until: i64,
+    },
+    /// Every token carrying a session id; kept until `until`.
+    Session {
+        /// The session (`sid` claim).
+        sid: String,
+        /// When the entry can be forgotten (the event's `retain_until`).
+        until: i64,
+    },
+    /// Every token of a user issued at or before a moment; kept until `until`.
     Subject {
+        /// The user (`sub` claim).
         sub: String,
+        /// Tokens with `iat <=` this (the event's `event_timestamp`) are revoked.
         issued_before: i64,
+        /// When the entry can be forgotten (the event's `retain_until`).
         until: i64,
     },
 }

@@ -585,7 +585,7 @@ impl Verifier {
             Err(AuthError::InvalidToken(VerifyError::UnknownKid)) => {
                 let now = self.inner().clock.now();
                 if self
-                    .inner
+                    .inner()
                     .keys
                     .refetch_for_unknown_kid(&self.inner().http, now)
                     .await

@@ -168,18 +168,18 @@ impl TokenWatch {
                 .saturating_add(self.verifier.leeway_secs())
                 .saturating_sub(self.verifier.now());
             let wait = Duration::from_secs(remaining.max(0) as u64).min(RECHECK);
-            match &mut self.updates {
-                Some(updates) => {
-                    tokio::select! {
-                        changed = updates.changed() => {
-                            if changed.is_err() {
-                                self.updates = None;
-                            }
-                        }
-                        _ = tokio::time::sleep(wait) => {}
-                    }
+            let verifier_gone = match self.updates.as_mut() {
+                Some(updates) => tokio::select! {
+                    changed = updates.changed() => changed.is_err(),
+                    _ = tokio::time::sleep(wait) => false,
+                },
+                None => {
+                    tokio::time::sleep(wait).await;
+                    false
                 }
-                None => tokio::time::sleep(wait).await,
+            };
+            if verifier_gone {
+                self.updates = None;
             }
         }
     }
