@@ -327,8 +327,8 @@ pub async fn is_revoked(pool: &Pool, token: TokenFacts<'_>) -> Result<bool, Stor
          LIMIT 1",
     )
     .bind(token.jti)
-    // A token without a session matches no session event.
-    .bind(token.session_id.unwrap_or("\u{0}no session"))
+    // A token without a session matches no session event (`= NULL` is never true).
+    .bind(token.session_id)
     .bind(token.subject)
     .bind(token.issued_at)
     .fetch_optional(pool)
