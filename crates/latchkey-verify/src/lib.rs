@@ -74,7 +74,6 @@ pub mod error;
 pub mod extract;
 mod feed;
 pub mod introspection;
-#[allow(missing_docs)] // the shared JOSE layer documents its items in its module docs
 pub mod jose;
 pub mod jwks;
 pub mod revocation;

@@ -448,6 +448,8 @@ pub(crate) struct Inner {
     pub updates: watch::Sender<u64>,
     pub feed: Option<crate::feed::FeedState>,
     pub introspection: Option<Introspector>,
+    /// Read by `ws` (feature `ws`) only.
+    #[cfg_attr(not(feature = "ws"), allow(dead_code))]
     pub cookie_origins: Vec<String>,
 }
 
