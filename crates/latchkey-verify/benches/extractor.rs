@@ -114,8 +114,12 @@ fn bare_verify(alg: Algorithm, key_bytes: &[u8], message: &[u8], signature: &[u8
 fn bench_algorithm(c: &mut Criterion<CpuTime>, runtime: &tokio::runtime::Runtime, alg: Algorithm) {
     let mut rng = rand::rngs::OsRng;
     let key_bytes = match alg {
-        Algorithm::ES256 => p256::ecdsa::SigningKey::random(&mut rng).to_bytes().to_vec(),
-        _ => ed25519_dalek::SigningKey::generate(&mut rng).to_bytes().to_vec(),
+        Algorithm::ES256 => p256::ecdsa::SigningKey::random(&mut rng)
+            .to_bytes()
+            .to_vec(),
+        _ => ed25519_dalek::SigningKey::generate(&mut rng)
+            .to_bytes()
+            .to_vec(),
     };
     let key = SigningKey::from_bytes(alg, &key_bytes).expect("key");
     let token = key.sign("at+jwt", &claims()).expect("sign");
@@ -138,7 +142,8 @@ fn bench_algorithm(c: &mut Criterion<CpuTime>, runtime: &tokio::runtime::Runtime
             let seed: [u8; 32] = key_bytes.as_slice().try_into().expect("seed");
             let vk = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
             Box::new(move |m, s| {
-                ed25519_dalek::Signature::from_slice(s).is_ok_and(|s| vk.verify_strict(m, &s).is_ok())
+                ed25519_dalek::Signature::from_slice(s)
+                    .is_ok_and(|s| vk.verify_strict(m, &s).is_ok())
             })
         }
     };
@@ -192,7 +197,9 @@ fn bench_algorithm(c: &mut Criterion<CpuTime>, runtime: &tokio::runtime::Runtime
         b.iter(|| assert!(bare(black_box(&message), black_box(&signature))))
     });
     group.bench_function("jose_verify", |b| {
-        b.iter(|| jose::verify::<Claims>(black_box(&token), &keys, &validation, NOW).expect("verify"))
+        b.iter(|| {
+            jose::verify::<Claims>(black_box(&token), &keys, &validation, NOW).expect("verify")
+        })
     });
     group.bench_function("extractor", |b| {
         b.iter_batched_ref(

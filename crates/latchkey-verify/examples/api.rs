@@ -46,33 +46,33 @@ async fn data(token: RequireScope<ReadData>) -> String {
 /// An echo WebSocket: closed with 1008 when the token expires or is revoked.
 async fn ws(upgrade: WebSocketUpgrade, auth: WebSocketAuth) -> Response {
     let mut watch = auth.watch();
-    auth.accept(upgrade).on_upgrade(move |mut socket| async move {
-        loop {
-            tokio::select! {
-                reason = watch.ended() => {
-                    let _ = close_policy_violation(&mut socket, reason).await;
-                    break;
-                }
-                message = socket.recv() => match message {
-                    Some(Ok(Message::Text(text))) => {
-                        if socket.send(Message::Text(text)).await.is_err() {
-                            break;
-                        }
+    auth.accept(upgrade)
+        .on_upgrade(move |mut socket| async move {
+            loop {
+                tokio::select! {
+                    reason = watch.ended() => {
+                        let _ = close_policy_violation(&mut socket, reason).await;
+                        break;
                     }
-                    Some(Ok(_)) => {}
-                    _ => break,
-                },
+                    message = socket.recv() => match message {
+                        Some(Ok(Message::Text(text))) => {
+                            if socket.send(Message::Text(text)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
             }
-        }
-    })
+        })
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -86,7 +86,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     match (var("FEED_CLIENT_ID"), var("FEED_CLIENT_SECRET")) {
         (Some(id), Some(secret)) => builder = builder.revocation_feed(id, secret),
-        _ => tracing::warn!("FEED_CLIENT_ID/FEED_CLIENT_SECRET not set: revocations are not followed"),
+        _ => tracing::warn!(
+            "FEED_CLIENT_ID/FEED_CLIENT_SECRET not set: revocations are not followed"
+        ),
     }
     let verifier = builder.build().await?;
 

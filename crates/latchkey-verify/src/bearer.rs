@@ -53,9 +53,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, BearerError> {
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 #[cfg(test)]
@@ -73,8 +73,16 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_the_token_is_returned() {
-        for header in ["Bearer abc.def-_~+/==", "bearer abc.def-_~+/==", "BEARER abc.def-_~+/=="] {
-            assert_eq!(bearer_token(&headers(&[header])), Ok(Some("abc.def-_~+/==")), "{header}");
+        for header in [
+            "Bearer abc.def-_~+/==",
+            "bearer abc.def-_~+/==",
+            "BEARER abc.def-_~+/==",
+        ] {
+            assert_eq!(
+                bearer_token(&headers(&[header])),
+                Ok(Some("abc.def-_~+/==")),
+                "{header}"
+            );
         }
     }
 
@@ -91,8 +99,19 @@ mod tests {
             bearer_token(&headers(&["Bearer a", "Bearer b"])),
             Err(BearerError::Repeated)
         );
-        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a,b", "Bearer ===", "Bearer a\"b"] {
-            assert_eq!(bearer_token(&headers(&[bad])), Err(BearerError::Malformed), "{bad:?}");
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer a,b",
+            "Bearer ===",
+            "Bearer a\"b",
+        ] {
+            assert_eq!(
+                bearer_token(&headers(&[bad])),
+                Err(BearerError::Malformed),
+                "{bad:?}"
+            );
         }
     }
 }

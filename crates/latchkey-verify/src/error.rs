@@ -164,7 +164,10 @@ mod tests {
     fn missing_token_has_no_error_attribute() {
         let c = AuthError::MissingToken.challenge("orders");
         assert_eq!(c.status, 401);
-        assert_eq!(c.www_authenticate.as_deref(), Some("Bearer realm=\"orders\""));
+        assert_eq!(
+            c.www_authenticate.as_deref(),
+            Some("Bearer realm=\"orders\"")
+        );
         let body: serde_json::Value = serde_json::from_str(&c.body).expect("json");
         assert_eq!(body["error"], "unauthenticated");
         assert!(body["message"].is_string());
@@ -181,7 +184,12 @@ mod tests {
             let c = e.challenge("api");
             assert_eq!(c.status, 401, "{e:?}");
             let h = c.www_authenticate.expect("challenge");
-            assert!(h.starts_with("Bearer realm=\"api\", error=\"invalid_token\", error_description=\""), "{h}");
+            assert!(
+                h.starts_with(
+                    "Bearer realm=\"api\", error=\"invalid_token\", error_description=\""
+                ),
+                "{h}"
+            );
         }
     }
 
@@ -195,16 +203,25 @@ mod tests {
             .ends_with("error=\"insufficient_scope\", error_description=\"the token lacks the scope read:data\", scope=\"read:data\""));
         let c = AuthError::InsufficientRole("admin".into()).challenge("api");
         assert_eq!(c.status, 403);
-        assert!(c.www_authenticate.expect("challenge").contains("error=\"insufficient_scope\""));
+        assert!(c
+            .www_authenticate
+            .expect("challenge")
+            .contains("error=\"insufficient_scope\""));
     }
 
     #[test]
     fn malformed_header_is_400_and_issuer_down_is_503() {
         let c = AuthError::InvalidRequest(BearerError::Repeated).challenge("api");
         assert_eq!(c.status, 400);
-        assert!(c.www_authenticate.expect("challenge").contains("error=\"invalid_request\""));
+        assert!(c
+            .www_authenticate
+            .expect("challenge")
+            .contains("error=\"invalid_request\""));
         let c = AuthError::IssuerUnavailable.challenge("api");
-        assert_eq!((c.status, c.retry_after, c.www_authenticate), (503, Some(5), None));
+        assert_eq!(
+            (c.status, c.retry_after, c.www_authenticate),
+            (503, Some(5), None)
+        );
     }
 
     #[test]

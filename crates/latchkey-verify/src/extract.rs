@@ -63,7 +63,9 @@ impl AuthRejection {
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
         if self.error == AuthError::VerifierMissing {
-            tracing::error!("latchkey-verify: an extractor ran on a route without `verifier.layer()`");
+            tracing::error!(
+                "latchkey-verify: an extractor ran on a route without `verifier.layer()`"
+            );
         }
         let challenge = self.error.challenge(&self.realm);
         let status =

@@ -137,7 +137,11 @@ impl Introspector {
         }
     }
 
-    async fn ask(&self, http: &reqwest::Client, token: &str) -> Result<serde_json::Value, AuthError> {
+    async fn ask(
+        &self,
+        http: &reqwest::Client,
+        token: &str,
+    ) -> Result<serde_json::Value, AuthError> {
         let response = http
             .post(&self.endpoint)
             .basic_auth(&self.client_id, Some(&self.client_secret))

@@ -94,7 +94,9 @@ pub fn parse_max_age(cache_control: &str) -> Option<Duration> {
             return Some(Duration::ZERO);
         }
         if name.eq_ignore_ascii_case("max-age") {
-            max_age = value.and_then(|v| v.parse::<u64>().ok()).map(Duration::from_secs);
+            max_age = value
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs);
         }
     }
     max_age
@@ -155,7 +157,10 @@ impl KeyCache {
     }
 
     pub fn status(&self) -> Status {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn requests(&self) -> u64 {
@@ -207,7 +212,10 @@ impl KeyCache {
         }
     }
 
-    async fn fetch_document(&self, http: &reqwest::Client) -> Result<(JwkSet, Duration), JwksError> {
+    async fn fetch_document(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<(JwkSet, Duration), JwksError> {
         let Some(uri) = &self.uri else {
             return Err(JwksError::Unreachable("no JWKS endpoint".into()));
         };
@@ -284,15 +292,27 @@ mod tests {
 
     #[test]
     fn cache_control_max_age_is_read_and_clamped() {
-        assert_eq!(parse_max_age("public, max-age=3600"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_max_age("max-age=\"60\", must-revalidate"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_max_age("public, max-age=3600"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_max_age("max-age=\"60\", must-revalidate"),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(parse_max_age("MAX-AGE=7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_max_age("no-store"), Some(Duration::ZERO));
-        assert_eq!(parse_max_age("public, no-cache, max-age=100"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_max_age("public, no-cache, max-age=100"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_max_age("public"), None);
         assert_eq!(parse_max_age("max-age=soon"), None);
 
-        assert_eq!(refresh_interval(Some("public, max-age=3600")), Duration::from_secs(3600));
+        assert_eq!(
+            refresh_interval(Some("public, max-age=3600")),
+            Duration::from_secs(3600)
+        );
         assert_eq!(refresh_interval(None), DEFAULT_REFRESH);
         assert_eq!(refresh_interval(Some("public")), DEFAULT_REFRESH);
         assert_eq!(refresh_interval(Some("max-age=1")), MIN_REFRESH);

@@ -87,8 +87,8 @@ pub use clock::{Clock, SystemClock};
 pub use error::{AuthError, Challenge};
 #[cfg(feature = "axum")]
 pub use extract::{
-    require_role, require_scope, AuthRejection, Authenticated, RequireRole, RequireScope,
-    RoleName, ScopeName, VerifierLayer,
+    require_role, require_scope, AuthRejection, Authenticated, RequireRole, RequireScope, RoleName,
+    ScopeName, VerifierLayer,
 };
 pub use revocation::Revocation;
 pub use verifier::{

@@ -69,7 +69,13 @@ pub struct RevocationSet {
 
 impl RevocationSet {
     /// Does an entry revoke a token with these claims?
-    pub fn is_revoked(&self, jti: Option<&str>, sid: Option<&str>, sub: &str, iat: Option<i64>) -> bool {
+    pub fn is_revoked(
+        &self,
+        jti: Option<&str>,
+        sid: Option<&str>,
+        sub: &str,
+        iat: Option<i64>,
+    ) -> bool {
         if let Some(jti) = jti {
             if !self.jtis.is_empty() && self.jtis.contains_key(jti) {
                 return true;
@@ -207,9 +213,18 @@ mod tests {
             until: 5_000,
         });
         assert!(set.is_revoked(None, None, "ada", Some(999)));
-        assert!(set.is_revoked(None, None, "ada", Some(1_000)), "iat equal to the event");
-        assert!(!set.is_revoked(None, None, "ada", Some(1_001)), "signed in again after");
-        assert!(set.is_revoked(None, None, "ada", None), "no iat: treated as old");
+        assert!(
+            set.is_revoked(None, None, "ada", Some(1_000)),
+            "iat equal to the event"
+        );
+        assert!(
+            !set.is_revoked(None, None, "ada", Some(1_001)),
+            "signed in again after"
+        );
+        assert!(
+            set.is_revoked(None, None, "ada", None),
+            "no iat: treated as old"
+        );
         assert!(!set.is_revoked(None, None, "bob", Some(1)));
         // A later event moves the bound forward, never back.
         set.apply(Revocation::Subject {
@@ -253,7 +268,10 @@ mod tests {
         set.prune(1_029);
         assert!(set.is_revoked(Some("j1"), None, "ada", Some(1)));
         set.prune(1_030);
-        assert!(!set.is_revoked(Some("j1"), None, "ada", Some(1)), "pruned at exp + leeway");
+        assert!(
+            !set.is_revoked(Some("j1"), None, "ada", Some(1)),
+            "pruned at exp + leeway"
+        );
         assert_eq!(set.len(), 1, "the session entry stays until its own bound");
     }
 
@@ -265,7 +283,10 @@ mod tests {
             "event_timestamp": 1_000, "retain_until": 4_000}}});
         assert_eq!(
             revocations_in_set(&session, ISS, 30),
-            vec![Revocation::Session { sid: "s1".into(), until: 4_000 }]
+            vec![Revocation::Session {
+                sid: "s1".into(),
+                until: 4_000
+            }]
         );
         let subject = json!({"iss": ISS, "iat": 1_000, "events": {SESSION_REVOKED: {
             "subject": {"format": "iss_sub", "iss": ISS, "sub": "ada"},
@@ -283,7 +304,10 @@ mod tests {
             "event_timestamp": 1_000, "retain_until": 4_000}}});
         assert_eq!(
             revocations_in_set(&token, ISS, 30),
-            vec![Revocation::Token { jti: "j1".into(), until: 1_930 }]
+            vec![Revocation::Token {
+                jti: "j1".into(),
+                until: 1_930
+            }]
         );
     }
 

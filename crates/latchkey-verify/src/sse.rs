@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn crlf_and_cr_line_endings_even_split_across_chunks() {
         let crlf = b"id: 7\r\nevent: revocation\r\ndata: x\r\n\r\n";
-        assert_eq!(parse_all(&[crlf]), vec![event("revocation", "x", Some("7"))]);
+        assert_eq!(
+            parse_all(&[crlf]),
+            vec![event("revocation", "x", Some("7"))]
+        );
         let cr = b"id: 7\revent: revocation\rdata: x\r\r";
         assert_eq!(parse_all(&[cr]), vec![event("revocation", "x", Some("7"))]);
         // CR at the end of one chunk, LF at the start of the next: one line end.
@@ -195,7 +198,10 @@ mod tests {
     #[test]
     fn comments_are_skipped_and_multi_line_data_is_joined() {
         let text = b": hello\ndata: first\n: in between\ndata:second\ndata\n\n";
-        assert_eq!(parse_all(&[text]), vec![event("message", "first\nsecond\n", None)]);
+        assert_eq!(
+            parse_all(&[text]),
+            vec![event("message", "first\nsecond\n", None)]
+        );
     }
 
     #[test]

@@ -317,9 +317,11 @@ impl VerifierBuilder {
                     .token_endpoint
                     .clone()
                     .ok_or(BuildError::MissingEndpoint("token_endpoint"))?;
-                let policy = self.policy.unwrap_or(FeedFailurePolicy::ClosedForTokensOlderThan(
-                    self.max_staleness,
-                ));
+                let policy = self
+                    .policy
+                    .unwrap_or(FeedFailurePolicy::ClosedForTokensOlderThan(
+                        self.max_staleness,
+                    ));
                 Some(crate::feed::FeedState::new(
                     endpoint,
                     token_endpoint,
@@ -668,7 +670,11 @@ impl Verifier {
     /// revoked, feed policy)? For long-lived connections (WebSockets).
     pub fn check_still_valid(&self, claims: &Claims) -> Result<(), AuthError> {
         let now = self.inner().clock.now();
-        if now >= claims.exp.saturating_add(self.inner().validation.leeway_secs) {
+        if now
+            >= claims
+                .exp
+                .saturating_add(self.inner().validation.leeway_secs)
+        {
             return Err(AuthError::InvalidToken(VerifyError::Expired));
         }
         self.inner().admit(claims, now)

@@ -382,7 +382,10 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("api_pref=dark; latchkey_session=s3cr3t; other=x"),
         );
-        assert_eq!(session_cookie(&h).as_deref(), Some("latchkey_session=s3cr3t"));
+        assert_eq!(
+            session_cookie(&h).as_deref(),
+            Some("latchkey_session=s3cr3t")
+        );
         h.insert(header::COOKIE, HeaderValue::from_static("api_pref=dark"));
         assert_eq!(session_cookie(&h), None);
     }

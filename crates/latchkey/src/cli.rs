@@ -642,7 +642,11 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         }
         UserAction::LogoutAll { user } => {
             let found = identity::find(&pool, &user).await?;
-            let cause = Cause::new(now, Initiator::Admin, "signed out everywhere by an operator");
+            let cause = Cause::new(
+                now,
+                Initiator::Admin,
+                "signed out everywhere by an operator",
+            );
             let ended = crate::session::revoke_all(&pool, &found.id, &cause).await?;
             audit::record(
                 &pool,

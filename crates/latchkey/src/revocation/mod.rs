@@ -125,7 +125,11 @@ impl Cause {
     }
 
     /// A cause at the state's clock that wakes this instance's feed on commit.
-    pub fn at(state: &crate::app::AppState, initiator: Initiator, reason: impl Into<String>) -> Cause {
+    pub fn at(
+        state: &crate::app::AppState,
+        initiator: Initiator,
+        reason: impl Into<String>,
+    ) -> Cause {
         Cause::new(state.clock.now(), initiator, reason).waking(&state.revocation_feed)
     }
 
@@ -147,10 +151,7 @@ impl Cause {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {
     /// Every token carrying `sid = session_id` (a session ended).
-    Session {
-        subject: String,
-        session_id: String,
-    },
+    Session { subject: String, session_id: String },
     /// Every token of `subject` issued at or before the event.
     Subject { subject: String },
     /// One access token, until it expires anyway.
@@ -280,10 +281,7 @@ pub async fn events_after(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(event_from_row)
-        .collect::<Result<_, _>>()?)
+    Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
 }
 
 /// Deletes events that happened at or before `before` (the maintenance loop

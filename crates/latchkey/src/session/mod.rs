@@ -269,7 +269,13 @@ pub(crate) async fn ended_tx(
     handle: &str,
     cause: &Cause,
 ) -> Result<(), sqlx::Error> {
-    revoke_for_sessions_tx(tx, SessionSelector::Handle(handle), &cause.reason, cause.now).await?;
+    revoke_for_sessions_tx(
+        tx,
+        SessionSelector::Handle(handle),
+        &cause.reason,
+        cause.now,
+    )
+    .await?;
     crate::tokens::delete_opaque_of_session_tx(tx, handle).await?;
     let revoked = Revoked::Session {
         subject: user_id.to_owned(),
@@ -333,11 +339,12 @@ pub async fn revoke_others(
     cause: &Cause,
 ) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
-    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2 RETURNING handle")
-        .bind(user_id)
-        .bind(keep_handle)
-        .fetch_all(&mut *tx)
-        .await?;
+    let ended =
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2 RETURNING handle")
+            .bind(user_id)
+            .bind(keep_handle)
+            .fetch_all(&mut *tx)
+            .await?;
     let handles: Vec<String> = ended
         .iter()
         .map(|row| row.try_get("handle"))

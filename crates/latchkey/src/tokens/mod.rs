@@ -485,8 +485,12 @@ pub async fn introspect(
 /// an access token publishes it on the revocation feed.
 pub async fn revoke(state: &AppState, client: &Client, token: &str) -> Result<(), StoreError> {
     let now = state.clock.now();
-    let cause = Cause::new(now, Initiator::System, format!("revoked by client {}", client.id))
-        .waking(&state.revocation_feed);
+    let cause = Cause::new(
+        now,
+        Initiator::System,
+        format!("revoked by client {}", client.id),
+    )
+    .waking(&state.revocation_feed);
     if let Some(secret) = SecretToken::parse(token) {
         if refresh::revoke_by_token(&state.pool, &secret, &client.id, now).await? {
             return Ok(());

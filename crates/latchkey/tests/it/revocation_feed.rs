@@ -34,7 +34,11 @@ struct FeedStream {
     raw: Vec<u8>,
 }
 
-async fn open_feed(base: &str, token: Option<&str>, last_event_id: Option<&str>) -> reqwest::Response {
+async fn open_feed(
+    base: &str,
+    token: Option<&str>,
+    last_event_id: Option<&str>,
+) -> reqwest::Response {
     let mut request = reqwest::Client::new()
         .get(format!("{base}/oauth2/revocations/stream"))
         .header("accept", "text/event-stream");
@@ -71,7 +75,8 @@ impl FeedStream {
                 .unwrap_or_else(|_| panic!("no event within {limit:?}"))
                 .expect("stream readable")?;
             self.raw.extend_from_slice(&chunk);
-            self.pending.extend(self.parser.push(&chunk).expect("bounded lines"));
+            self.pending
+                .extend(self.parser.push(&chunk).expect("bounded lines"));
         }
     }
 
@@ -134,9 +139,17 @@ backend_test!(
         let token = client_token(&app.base, &no_scope, None).await;
         let forbidden = open_feed(&app.base, Some(&token), None).await;
         assert_eq!(forbidden.status(), 403);
-        let challenge = forbidden.headers()["www-authenticate"].to_str().expect("ascii");
-        assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
-        assert!(challenge.ends_with("scope=\"latchkey:revocations\""), "{challenge}");
+        let challenge = forbidden.headers()["www-authenticate"]
+            .to_str()
+            .expect("ascii");
+        assert!(
+            challenge.contains("error=\"insufficient_scope\""),
+            "{challenge}"
+        );
+        assert!(
+            challenge.ends_with("scope=\"latchkey:revocations\""),
+            "{challenge}"
+        );
 
         // A user's token, even one with the feed scope, is not a client's.
         let web = crate::tokens::register(
@@ -155,7 +168,12 @@ backend_test!(
         .await;
         let browser = new_client();
         app.create_user("ada@example.com", PASSWORD, &[]).await;
-        assert_eq!(app.login_with(&browser, "ada@example.com", PASSWORD).await.status(), 303);
+        assert_eq!(
+            app.login_with(&browser, "ada@example.com", PASSWORD)
+                .await
+                .status(),
+            303
+        );
         let pkce = crate::authorize::Pkce::random();
         let response = browser
             .get(app.url("/oauth2/authorize"))
@@ -187,8 +205,14 @@ backend_test!(
             .await
             .expect("json");
         let user_token = answer["access_token"].as_str().expect("token");
-        assert!(answer["scope"].as_str().unwrap_or_default().contains("latchkey:revocations"));
-        assert_eq!(open_feed(&app.base, Some(user_token), None).await.status(), 403);
+        assert!(answer["scope"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("latchkey:revocations"));
+        assert_eq!(
+            open_feed(&app.base, Some(user_token), None).await.status(),
+            403
+        );
 
         let (_, token) = feed_token(&app).await;
         for bad in ["abc", "-1", "1.5", "99999999999999999999"] {
@@ -208,16 +232,28 @@ backend_test!(
         let (_, token) = feed_token(&app).await;
         let mut feed = FeedStream::open(&app.base, &token, None).await;
         assert_eq!(
-            feed.response.headers()["content-type"].to_str().expect("ascii"),
+            feed.response.headers()["content-type"]
+                .to_str()
+                .expect("ascii"),
             "text/event-stream"
         );
         assert_eq!(
-            feed.response.headers()["cache-control"].to_str().expect("ascii"),
+            feed.response.headers()["cache-control"]
+                .to_str()
+                .expect("ascii"),
             "no-store"
         );
-        assert!(feed.response.headers().get("access-control-allow-origin").is_none());
+        assert!(feed
+            .response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none());
         let (backlog, synced) = feed.until_synced().await;
-        assert!(feed.raw.starts_with(b"retry: 1000\n"), "{:?}", String::from_utf8_lossy(&feed.raw));
+        assert!(
+            feed.raw.starts_with(b"retry: 1000\n"),
+            "{:?}",
+            String::from_utf8_lossy(&feed.raw)
+        );
         assert!(backlog.is_empty(), "nothing was revoked yet: {backlog:?}");
         assert_eq!(synced["head"], 0);
 
@@ -269,7 +305,10 @@ backend_test!(
         assert_eq!(backlog.len(), 1, "{backlog:?}");
         assert_eq!(backlog[0].id.as_deref(), Some("2"));
         let set = verify_set(&app, &backlog[0].data).await;
-        assert_eq!(set["events"][SESSION_REVOKED]["subject"]["session"]["id"], bob.sid.as_str());
+        assert_eq!(
+            set["events"][SESSION_REVOKED]["subject"]["session"]["id"],
+            bob.sid.as_str()
+        );
         assert_eq!(synced["head"], 2);
 
         // A Last-Event-ID beyond the head (a restored database): everything again.
@@ -290,10 +329,16 @@ backend_test!(
         .await
         .expect("revoke");
         assert!(revoked);
-        let event = on_second.next(SECOND).await.expect("the event via instance 2");
+        let event = on_second
+            .next(SECOND)
+            .await
+            .expect("the event via instance 2");
         assert_eq!(event.id.as_deref(), Some("3"));
         let set = verify_set(&app, &event.data).await;
-        assert_eq!(set["events"][SESSION_REVOKED]["subject"]["session"]["id"], cy.sid.as_str());
+        assert_eq!(
+            set["events"][SESSION_REVOKED]["subject"]["session"]["id"],
+            cy.sid.as_str()
+        );
         let _ = resumed.next(SECOND).await.expect("instance 1 has it too");
     }
 );
@@ -313,7 +358,13 @@ async fn feed_stream_outlives_the_request_timeout_with_keepalives() {
     let opened = tokio::time::Instant::now();
     // Read until two keepalive comments have come: more than the 1 s timeout.
     let deadline = opened + Duration::from_secs(5);
-    while feed.raw.windows(12).filter(|w| *w == b": keepalive\n").count() < 2 {
+    while feed
+        .raw
+        .windows(12)
+        .filter(|w| *w == b": keepalive\n")
+        .count()
+        < 2
+    {
         let chunk = tokio::time::timeout_at(deadline, feed.response.chunk())
             .await
             .expect("keepalives within 5 s")
@@ -321,7 +372,10 @@ async fn feed_stream_outlives_the_request_timeout_with_keepalives() {
             .expect("the stream is still open");
         feed.raw.extend_from_slice(&chunk);
     }
-    assert!(opened.elapsed() > Duration::from_secs(1), "past the request timeout");
+    assert!(
+        opened.elapsed() > Duration::from_secs(1),
+        "past the request timeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,7 +398,10 @@ async fn feed_stream_ends_when_its_token_expires() {
     let mut feed = FeedStream::open(&app.base, &token, None).await;
     feed.until_synced().await;
     let opened = tokio::time::Instant::now();
-    assert!(feed.next(Duration::from_secs(5)).await.is_none(), "the stream ends");
+    assert!(
+        feed.next(Duration::from_secs(5)).await.is_none(),
+        "the stream ends"
+    );
     assert!(opened.elapsed() < Duration::from_secs(4));
 }
 
@@ -358,7 +415,10 @@ async fn api_following_feed(app: &TestApp, issuer: &str) -> TestApi {
         .build()
         .await
         .expect("verifier");
-    assert!(verifier.health().feed.expect("feed").synced, "build waits for synced");
+    assert!(
+        verifier.health().feed.expect("feed").synced,
+        "build waits for synced"
+    );
     TestApi::start(verifier).await
 }
 
@@ -371,7 +431,11 @@ async fn refused_within_a_second(api: &TestApi, token: &str, what: &str) {
     .await;
     answer.assert_invalid_token(what);
     assert!(
-        answer.www_authenticate.as_deref().unwrap_or_default().contains("revoked"),
+        answer
+            .www_authenticate
+            .as_deref()
+            .unwrap_or_default()
+            .contains("revoked"),
         "{what}: {answer:?}"
     );
 }
@@ -418,9 +482,14 @@ backend_test!(
 
         // `latchkey user disable`.
         app.clock.advance(1);
-        latchkey::identity::set_disabled(&app.state.pool, &again.user_id, true, app.clock.now_secs())
-            .await
-            .expect("disable");
+        latchkey::identity::set_disabled(
+            &app.state.pool,
+            &again.user_id,
+            true,
+            app.clock.now_secs(),
+        )
+        .await
+        .expect("disable");
         refused_within_a_second(&api, &again.access_token, "disabled user").await;
 
         // `latchkey user delete`.
@@ -459,7 +528,10 @@ backend_test!(
         let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
         let api = api_following_feed(&app, &app.base).await;
         let rotated = ada.refresh(&app, &ada.refresh_token).await;
-        let newer = rotated["access_token"].as_str().expect("rotated").to_owned();
+        let newer = rotated["access_token"]
+            .as_str()
+            .expect("rotated")
+            .to_owned();
         assert_eq!(api.get("/me", Some(&newer)).await.status, 200);
 
         // The spent refresh token again: reuse, the family and session end.
@@ -500,15 +572,24 @@ backend_test!(
             .send()
             .await
             .expect("change");
-        assert!(changed.status().is_success() || changed.status().is_redirection(), "{changed:?}");
+        assert!(
+            changed.status().is_success() || changed.status().is_redirection(),
+            "{changed:?}"
+        );
         refused_within_a_second(&api, &laptop.access_token, "the other session").await;
-        assert_eq!(api.get("/me", Some(&phone.access_token)).await.status, 200, "this session stays");
+        assert_eq!(
+            api.get("/me", Some(&phone.access_token)).await.status,
+            200,
+            "this session stays"
+        );
     }
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_outage_resumes_with_last_event_id_and_misses_nothing() {
-    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {}).await.expect("sqlite");
+    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {})
+        .await
+        .expect("sqlite");
     let web = web_client(&app).await;
     let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
     let bob = sign_in(&app, &web, "bob@example.com", &[]).await;
@@ -522,13 +603,19 @@ async fn feed_outage_resumes_with_last_event_id_and_misses_nothing() {
     })
     .await;
     bob.sign_out(&app).await;
-    assert_eq!(api.get("/me", Some(&bob.access_token)).await.status, 200, "not known yet");
+    assert_eq!(
+        api.get("/me", Some(&bob.access_token)).await.status,
+        200,
+        "not known yet"
+    );
     let streams_before = proxy.count("/oauth2/revocations/stream");
     proxy.set_down(false);
     // Reconnection backoff is at most 5 s.
-    within(7 * SECOND, "the event revoked during the outage arrives", || async {
-        (api.get("/me", Some(&bob.access_token)).await.status == 401).then_some(())
-    })
+    within(
+        7 * SECOND,
+        "the event revoked during the outage arrives",
+        || async { (api.get("/me", Some(&bob.access_token)).await.status == 401).then_some(()) },
+    )
     .await;
     assert!(proxy.count("/oauth2/revocations/stream") > streams_before);
     let health = api.health().await;
@@ -538,7 +625,9 @@ async fn feed_outage_resumes_with_last_event_id_and_misses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_feed_applies_the_failure_policy_and_health_says_so() {
-    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {}).await.expect("sqlite");
+    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {})
+        .await
+        .expect("sqlite");
     let caller = api_client(&app, "read:data").await;
     let old_token = client_token(&app.base, &caller, None).await;
     let feed = feed_client(&app).await;
@@ -552,8 +641,12 @@ async fn stale_feed_applies_the_failure_policy_and_health_says_so() {
     };
     let default_api = TestApi::start(build(None).await.expect("default")).await;
     let open_api = TestApi::start(build(Some(FeedFailurePolicy::Open)).await.expect("open")).await;
-    let closed_api =
-        TestApi::start(build(Some(FeedFailurePolicy::Closed)).await.expect("closed")).await;
+    let closed_api = TestApi::start(
+        build(Some(FeedFailurePolicy::Closed))
+            .await
+            .expect("closed"),
+    )
+    .await;
     for api in [&default_api, &open_api, &closed_api] {
         assert_eq!(api.get("/me", Some(&old_token)).await.status, 200);
         assert_eq!(api.health().await["feed"]["stale"], false);
@@ -578,7 +671,10 @@ async fn stale_feed_applies_the_failure_policy_and_health_says_so() {
     // Default: closed for tokens older than the bound, open for newer ones.
     let refused = default_api.get("/me", Some(&old_token)).await;
     refused.assert_invalid_token("stale feed, old token");
-    assert!(refused.body.contains("revocation status is unknown"), "{refused:?}");
+    assert!(
+        refused.body.contains("revocation status is unknown"),
+        "{refused:?}"
+    );
     assert_eq!(default_api.get("/me", Some(&fresh_token)).await.status, 200);
     // Open accepts; Closed refuses even the fresh token.
     assert_eq!(open_api.get("/me", Some(&old_token)).await.status, 200);
@@ -634,7 +730,12 @@ backend_test!(
             latchkey::oauth::clients::NewClient {
                 audience: AUDIENCE.into(),
                 access_token_format: latchkey::oauth::clients::AccessTokenFormat::Opaque,
-                ..crate::tokens::client_spec("opaque caller", true, &["client_credentials"], "read:data")
+                ..crate::tokens::client_spec(
+                    "opaque caller",
+                    true,
+                    &["client_credentials"],
+                    "read:data",
+                )
             },
         )
         .await;

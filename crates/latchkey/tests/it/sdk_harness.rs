@@ -88,25 +88,26 @@ async fn admin(token: RequireRole<Admin>) -> String {
 
 async fn ws(upgrade: WebSocketUpgrade, auth: WebSocketAuth) -> Response {
     let mut watch = auth.watch();
-    auth.accept(upgrade).on_upgrade(move |mut socket| async move {
-        loop {
-            tokio::select! {
-                reason = watch.ended() => {
-                    let _ = close_policy_violation(&mut socket, reason).await;
-                    break;
-                }
-                message = socket.recv() => match message {
-                    Some(Ok(Message::Text(text))) => {
-                        if socket.send(Message::Text(text)).await.is_err() {
-                            break;
-                        }
+    auth.accept(upgrade)
+        .on_upgrade(move |mut socket| async move {
+            loop {
+                tokio::select! {
+                    reason = watch.ended() => {
+                        let _ = close_policy_violation(&mut socket, reason).await;
+                        break;
                     }
-                    Some(Ok(_)) => {}
-                    _ => break,
-                },
+                    message = socket.recv() => match message {
+                        Some(Ok(Message::Text(text))) => {
+                            if socket.send(Message::Text(text)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
             }
-        }
-    })
+        })
 }
 
 /// The routes an API writes with the SDK: one layer, three extractors, a
@@ -204,7 +205,8 @@ impl ApiAnswer {
         assert_eq!(self.status, 401, "{what}: {self:?}");
         let challenge = self.www_authenticate.as_deref().unwrap_or_default();
         assert!(
-            challenge.starts_with("Bearer realm=\"api\", error=\"invalid_token\", error_description=\""),
+            challenge
+                .starts_with("Bearer realm=\"api\", error=\"invalid_token\", error_description=\""),
             "{what}: {self:?}"
         );
         assert_eq!(self.json()["error"], "invalid_token", "{what}: {self:?}");

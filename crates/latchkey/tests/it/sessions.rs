@@ -495,9 +495,10 @@ backend_test!(
         let bob = signed_in(&app, "bob@example.com").await;
 
         // What `latchkey user logout-all ada@example.com` calls.
-        let ended = latchkey::session::revoke_all(&app.state.pool, &ada.id, &logout_all_cause(&app))
-            .await
-            .expect("revoke all");
+        let ended =
+            latchkey::session::revoke_all(&app.state.pool, &ada.id, &logout_all_cause(&app))
+                .await
+                .expect("revoke all");
         assert_eq!(ended, 2);
         assert_eq!(sessions_status(&app, &laptop).await, 401);
         assert_eq!(sessions_status(&app, &phone).await, 401);

@@ -70,7 +70,10 @@ backend_test!(
     |app: TestApp| async move {
         let web = web_client(&app).await;
         let ada = sign_in(&app, &web, "ada@example.com", &["admin"]).await;
-        let verifier = verifier_for(&app.base, &app).build().await.expect("verifier");
+        let verifier = verifier_for(&app.base, &app)
+            .build()
+            .await
+            .expect("verifier");
         let api = TestApi::start(verifier).await;
 
         assert_eq!(api.get("/public", None).await.status, 200);
@@ -119,7 +122,10 @@ async fn hostile_tokens_are_refused_with_401_and_the_right_www_authenticate() {
     // No token: 401 with a challenge without `error` (RFC 6750 §3.1).
     let missing = api.get("/me", None).await;
     assert_eq!(missing.status, 401);
-    assert_eq!(missing.www_authenticate.as_deref(), Some("Bearer realm=\"api\""));
+    assert_eq!(
+        missing.www_authenticate.as_deref(),
+        Some("Bearer realm=\"api\"")
+    );
     assert_eq!(missing.json()["error"], "unauthenticated");
 
     let payload = b64json(&claims_now(&app, &issuer));
@@ -147,7 +153,12 @@ async fn hostile_tokens_are_refused_with_401_and_the_right_www_authenticate() {
     let other_audience = {
         let client = register(
             &app,
-            client_spec("other api caller", true, &["client_credentials"], "read:data"),
+            client_spec(
+                "other api caller",
+                true,
+                &["client_credentials"],
+                "read:data",
+            ),
         )
         .await;
         client_token(&app.base, &client, None).await
@@ -158,13 +169,33 @@ async fn hostile_tokens_are_refused_with_401_and_the_right_www_authenticate() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("malformed", "not-a-jwt".into(), "well-formed"),
         ("alg none", alg_none, "is never accepted"),
-        ("HS256 with the public key", confusion, "does not match the algorithm of its key"),
+        (
+            "HS256 with the public key",
+            confusion,
+            "does not match the algorithm of its key",
+        ),
         ("unknown kid", unknown_kid, "not a key of the issuer"),
-        ("bad signature", with_flipped_signature_bit(&ada.access_token), "signature is invalid"),
-        ("wrong iss", signed_by_server(&app, &wrong_iss), "another issuer"),
+        (
+            "bad signature",
+            with_flipped_signature_bit(&ada.access_token),
+            "signature is invalid",
+        ),
+        (
+            "wrong iss",
+            signed_by_server(&app, &wrong_iss),
+            "another issuer",
+        ),
         ("wrong aud", other_audience, "not meant for this audience"),
-        ("nbf in the future", signed_by_server(&app, &future_nbf), "not valid yet"),
-        ("ID token as access token", id_token, "typ is not the expected one"),
+        (
+            "nbf in the future",
+            signed_by_server(&app, &future_nbf),
+            "not valid yet",
+        ),
+        (
+            "ID token as access token",
+            id_token,
+            "typ is not the expected one",
+        ),
     ];
     for (what, token, expected) in &cases {
         let answer = api.get("/me", Some(token)).await;
@@ -177,7 +208,9 @@ async fn hostile_tokens_are_refused_with_401_and_the_right_www_authenticate() {
     }
 
     // Revoked (RFC 7009 by its client): refused once the feed delivers it.
-    let victim = crate::sdk_harness::authorize(&app, &ada.browser, &web).await.0;
+    let victim = crate::sdk_harness::authorize(&app, &ada.browser, &web)
+        .await
+        .0;
     assert_eq!(api.get("/me", Some(&victim)).await.status, 200);
     let revoked = reqwest::Client::new()
         .post(app.url("/oauth2/revoke"))
@@ -187,10 +220,14 @@ async fn hostile_tokens_are_refused_with_401_and_the_right_www_authenticate() {
         .await
         .expect("revoke");
     assert_eq!(revoked.status(), 200);
-    let answer = within(Duration::from_secs(1), "the revoked token is refused", || async {
-        let a = api.get("/me", Some(&victim)).await;
-        (a.status == 401).then_some(a)
-    })
+    let answer = within(
+        Duration::from_secs(1),
+        "the revoked token is refused",
+        || async {
+            let a = api.get("/me", Some(&victim)).await;
+            (a.status == 401).then_some(a)
+        },
+    )
     .await;
     answer.assert_invalid_token("revoked");
     assert!(description(&answer).contains("revoked"), "{answer:?}");
@@ -203,7 +240,11 @@ async fn hostile_tokens_are_refused_with_401_and_the_right_www_authenticate() {
 }
 
 /// An ID token for `user` (openid scope) from a fresh authorization.
-async fn id_token_for(app: &TestApp, user: &SignedInUser, client: &crate::tokens::TestClient) -> String {
+async fn id_token_for(
+    app: &TestApp,
+    user: &SignedInUser,
+    client: &crate::tokens::TestClient,
+) -> String {
     let pkce = crate::authorize::Pkce::random();
     let params: Vec<(&str, &str)> = vec![
         ("response_type", "code"),
@@ -243,7 +284,10 @@ async fn id_token_for(app: &TestApp, user: &SignedInUser, client: &crate::tokens
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_scope_or_role_is_403_insufficient_scope() {
     let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
-    let verifier = verifier_for(&app.base, &app).build().await.expect("verifier");
+    let verifier = verifier_for(&app.base, &app)
+        .build()
+        .await
+        .expect("verifier");
     let api = TestApi::start(verifier).await;
     let client = api_client(&app, "profile").await;
     let token = client_token(&app.base, &client, None).await;
@@ -280,7 +324,10 @@ async fn missing_scope_or_role_is_403_insufficient_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_or_malformed_authorization_header_is_400_invalid_request() {
     let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
-    let verifier = verifier_for(&app.base, &app).build().await.expect("verifier");
+    let verifier = verifier_for(&app.base, &app)
+        .build()
+        .await
+        .expect("verifier");
     let api = TestApi::start(verifier).await;
     let client = api_client(&app, "read:data").await;
     let token = client_token(&app.base, &client, None).await;
@@ -317,7 +364,10 @@ backend_test!(
     },
     |app: TestApp| async move {
         let client = api_client(&app, "read:data").await;
-        let verifier = verifier_for(&app.base, &app).build().await.expect("verifier");
+        let verifier = verifier_for(&app.base, &app)
+            .build()
+            .await
+            .expect("verifier");
         let api = TestApi::start(verifier).await;
         let before = client_token(&app.base, &client, None).await;
         assert_eq!(api.get("/data", Some(&before)).await.status, 200);
@@ -333,7 +383,11 @@ backend_test!(
             .expect("rotate");
         app.clock.advance(61);
         let after = client_token(&app.base, &client, None).await;
-        assert_eq!(header_of(&after)["kid"], new_kid.as_str(), "the new key signs");
+        assert_eq!(
+            header_of(&after)["kid"],
+            new_kid.as_str(),
+            "the new key signs"
+        );
         assert_ne!(header_of(&before)["kid"], header_of(&after)["kid"]);
 
         // Every request succeeds: the new kid, and the old key's token.
@@ -350,16 +404,24 @@ backend_test!(
             .filter_map(Value::as_str)
             .collect();
         assert!(kids.contains(&new_kid.as_str()), "{health}");
-        assert_eq!(health["jwks"]["requests"], 2, "start-up + one refetch: {health}");
+        assert_eq!(
+            health["jwks"]["requests"], 2,
+            "start-up + one refetch: {health}"
+        );
     }
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_unreachable_cached_keys_keep_verifying() {
-    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {}).await.expect("sqlite");
+    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {})
+        .await
+        .expect("sqlite");
     let client = api_client(&app, "read:data").await;
     let token = client_token(&app.base, &client, None).await;
-    let verifier = verifier_for(&proxy.base, &app).build().await.expect("verifier");
+    let verifier = verifier_for(&proxy.base, &app)
+        .build()
+        .await
+        .expect("verifier");
     let api = TestApi::start(verifier).await;
     assert_eq!(api.get("/data", Some(&token)).await.status, 200);
     let fetched = proxy.count("/.well-known/jwks.json");
@@ -373,12 +435,18 @@ async fn issuer_unreachable_cached_keys_keep_verifying() {
     // No request went to the issuer for known keys.
     assert_eq!(proxy.count("/.well-known/jwks.json"), fetched);
     let health = api.health().await;
-    assert_eq!(health["jwks"]["kids"].as_array().map(Vec::len), Some(1), "{health}");
+    assert_eq!(
+        health["jwks"]["kids"].as_array().map(Vec::len),
+        Some(1),
+        "{health}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_kids_cause_at_most_one_jwks_fetch_per_interval() {
-    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {}).await.expect("sqlite");
+    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {})
+        .await
+        .expect("sqlite");
     let client = api_client(&app, "read:data").await;
     let token = client_token(&app.base, &client, None).await;
     let verifier = verifier_for(&proxy.base, &app)
@@ -398,9 +466,14 @@ async fn unknown_kids_cause_at_most_one_jwks_fetch_per_interval() {
 
     // A burst of forged kids at once: they share one refetch.
     let burst: Vec<String> = (0..20).map(forged).collect();
-    let answers = futures_util::future::join_all(burst.iter().map(|t| api.get("/me", Some(t)))).await;
+    let answers =
+        futures_util::future::join_all(burst.iter().map(|t| api.get("/me", Some(t)))).await;
     assert!(answers.iter().all(|a| a.status == 401), "{answers:?}");
-    assert_eq!(proxy.count("/.well-known/jwks.json"), 2, "one refetch for the burst");
+    assert_eq!(
+        proxy.count("/.well-known/jwks.json"),
+        2,
+        "one refetch for the burst"
+    );
 
     // Forged kids for ~2.5 s, with the issuer down: at most one fetch per second.
     proxy.set_down(true);
@@ -443,7 +516,10 @@ backend_test!(
         // The issuer is the server; introspection goes through the proxy
         // (the HTTP client is pointed at it) so it can be counted.
         let verifier = verifier_for(&app.base, &app)
-            .introspection(&introspector.id, introspector.secret.as_deref().expect("secret"))
+            .introspection(
+                &introspector.id,
+                introspector.secret.as_deref().expect("secret"),
+            )
             .http_client(proxied_client(&proxy))
             .build()
             .await
@@ -455,7 +531,11 @@ backend_test!(
             let answer = api.get("/data", Some(&token)).await;
             assert_eq!(answer.status, 200, "{answer:?}");
         }
-        assert_eq!(proxy.count("/oauth2/introspect"), 1, "cached after the first answer");
+        assert_eq!(
+            proxy.count("/oauth2/introspect"),
+            1,
+            "cached after the first answer"
+        );
         let me = api.get("/me", Some(&token)).await.json();
         assert_eq!(me["sub"], opaque_client.id.as_str());
 
@@ -477,7 +557,11 @@ backend_test!(
         for _ in 0..3 {
             assert_eq!(api.get("/data", Some(&token)).await.status, 401);
         }
-        assert_eq!(proxy.count("/oauth2/introspect"), 2, "the negative answer is cached");
+        assert_eq!(
+            proxy.count("/oauth2/introspect"),
+            2,
+            "the negative answer is cached"
+        );
         // Unknown opaque garbage: inactive, never 500.
         api.get("/data", Some("c29tZXRoaW5nLW9wYXF1ZQ"))
             .await

@@ -26,8 +26,13 @@ fn ws_url(api: &TestApi) -> String {
 async fn connect(
     api: &TestApi,
     headers: &[(&str, String)],
-) -> Result<(Socket, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error>
-{
+) -> Result<
+    (
+        Socket,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
     let mut request = ws_url(api).into_client_request().expect("request");
     for (name, value) in headers {
         request.headers_mut().insert(
@@ -70,7 +75,10 @@ async fn closed_with(socket: &mut Socket, limit: Duration) -> (CloseCode, String
     }
 }
 
-async fn api_with_feed(app: &TestApp, customize: impl FnOnce(latchkey_verify::VerifierBuilder) -> latchkey_verify::VerifierBuilder) -> TestApi {
+async fn api_with_feed(
+    app: &TestApp,
+    customize: impl FnOnce(latchkey_verify::VerifierBuilder) -> latchkey_verify::VerifierBuilder,
+) -> TestApi {
     let feed = feed_client(app).await;
     let builder = verifier_for(&app.base, app)
         .revocation_feed(&feed.id, feed.secret.as_deref().expect("secret"));
@@ -84,9 +92,12 @@ async fn websocket_upgrade_with_bearer_header_or_subprotocol_and_401_without() {
     let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
     let api = api_with_feed(&app, |b| b).await;
 
-    let (mut socket, response) = connect(&api, &[("authorization", format!("Bearer {}", ada.access_token))])
-        .await
-        .expect("bearer upgrade");
+    let (mut socket, response) = connect(
+        &api,
+        &[("authorization", format!("Bearer {}", ada.access_token))],
+    )
+    .await
+    .expect("bearer upgrade");
     assert_eq!(response.status(), 101);
     assert!(response.headers().get("sec-websocket-protocol").is_none());
     assert_echoes(&mut socket).await;
@@ -97,17 +108,25 @@ async fn websocket_upgrade_with_bearer_header_or_subprotocol_and_401_without() {
         .await
         .expect("subprotocol upgrade");
     assert_eq!(
-        response.headers()["sec-websocket-protocol"].to_str().expect("ascii"),
+        response.headers()["sec-websocket-protocol"]
+            .to_str()
+            .expect("ascii"),
         "latchkey.bearer"
     );
     assert_echoes(&mut socket).await;
 
     for (what, headers) in [
         ("no credential", vec![]),
-        ("bad token", vec![("authorization", "Bearer not.a.token".to_owned())]),
+        (
+            "bad token",
+            vec![("authorization", "Bearer not.a.token".to_owned())],
+        ),
         (
             "token subprotocol without the marker",
-            vec![("sec-websocket-protocol", format!("latchkey.bearer.{}", ada.access_token))],
+            vec![(
+                "sec-websocket-protocol",
+                format!("latchkey.bearer.{}", ada.access_token),
+            )],
         ),
         (
             "session cookie from an origin not allowed",
@@ -137,12 +156,18 @@ backend_test!(
         let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
         let bob = sign_in(&app, &web, "bob@example.com", &[]).await;
         let api = api_with_feed(&app, |b| b).await;
-        let (mut ada_socket, _) = connect(&api, &[("authorization", format!("Bearer {}", ada.access_token))])
-            .await
-            .expect("upgrade");
-        let (mut bob_socket, _) = connect(&api, &[("authorization", format!("Bearer {}", bob.access_token))])
-            .await
-            .expect("upgrade");
+        let (mut ada_socket, _) = connect(
+            &api,
+            &[("authorization", format!("Bearer {}", ada.access_token))],
+        )
+        .await
+        .expect("upgrade");
+        let (mut bob_socket, _) = connect(
+            &api,
+            &[("authorization", format!("Bearer {}", bob.access_token))],
+        )
+        .await
+        .expect("upgrade");
         assert_echoes(&mut ada_socket).await;
 
         ada.sign_out(&app).await;
@@ -161,9 +186,12 @@ async fn websocket_is_closed_with_1008_when_its_token_expires() {
     let web = web_client(&app).await;
     let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
     let api = api_with_feed(&app, |b| b).await;
-    let (mut socket, _) = connect(&api, &[("authorization", format!("Bearer {}", ada.access_token))])
-        .await
-        .expect("upgrade");
+    let (mut socket, _) = connect(
+        &api,
+        &[("authorization", format!("Bearer {}", ada.access_token))],
+    )
+    .await
+    .expect("upgrade");
     assert_echoes(&mut socket).await;
     let exp = claims_of(&ada.access_token)["exp"].as_i64().expect("exp");
     // Past exp + the 30 s leeway, by the clock the verifier reads.
@@ -176,7 +204,8 @@ async fn websocket_is_closed_with_1008_when_its_token_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_with_the_session_cookie_from_an_allowed_origin_closes_on_sign_out() {
     let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
-    app.create_user("ada@example.com", PASSWORD, &["staff"]).await;
+    app.create_user("ada@example.com", PASSWORD, &["staff"])
+        .await;
     let browser = new_client();
     let login = app.login_with(&browser, "ada@example.com", PASSWORD).await;
     let cookie = session_cookie_of(&login).expect("session cookie");

@@ -64,13 +64,8 @@ pub async fn grant(
                 };
                 let cause = Cause::new(now, Initiator::Policy, "authorization code replay")
                     .waking(&state.revocation_feed);
-                tokens::deny_jti(
-                    &state.pool,
-                    denied,
-                    state.config.tokens.leeway_secs,
-                    &cause,
-                )
-                .await?;
+                tokens::deny_jti(&state.pool, denied, state.config.tokens.leeway_secs, &cause)
+                    .await?;
             }
             let detail = format!(
                 "authorization code replayed by client {}; tokens it issued were revoked",
