@@ -120,7 +120,12 @@ pub fn api_router(verifier: &Verifier) -> Router {
             async move { axum::Json(verifier.health()).into_response() }
         }
     };
+    // A group where the layer itself refuses unauthenticated requests.
+    let strict = Router::new()
+        .route("/strict", get(|| async { "strict" }))
+        .layer(verifier.layer().required());
     Router::new()
+        .merge(strict)
         .route("/public", get(|| async { "public" }))
         .route("/me", get(me))
         .route("/data", get(data))

@@ -319,6 +319,18 @@ async fn missing_scope_or_role_is_403_insufficient_scope() {
         .unwrap_or_default()
         .ends_with("scope=\"write:data\""));
     assert_eq!(api.get("/write", None).await.status, 401);
+
+    // `verifier.layer().required()`: no handler runs without a valid token.
+    let strict = api.get("/strict", None).await;
+    assert_eq!(strict.status, 401);
+    assert_eq!(
+        strict.www_authenticate.as_deref(),
+        Some("Bearer realm=\"api\"")
+    );
+    api.get("/strict", Some("not.a.token"))
+        .await
+        .assert_invalid_token("required layer, bad token");
+    assert_eq!(api.get("/strict", Some(&token)).await.body, "strict");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
