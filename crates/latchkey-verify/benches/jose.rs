@@ -26,11 +26,14 @@
 
 use std::time::Duration;
 
-use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use serde::{Deserialize, Serialize};
 
 use latchkey_verify::jose::{self, Algorithm, KeySet, SigningKey, Validation};
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::{thread_cpu_nanos, CpuTime};
 
 const ISSUER: &str = "https://id.example.com";
 const NOW: i64 = 1_767_225_600;
@@ -145,87 +148,6 @@ fn private_key_bytes(alg: Algorithm) -> Vec<u8> {
                 .to_vec()
         }
         Algorithm::HS256 => unreachable!("not benchmarked"),
-    }
-}
-
-/// CPU time of the calling thread in nanoseconds: the first field of
-/// `/proc/thread-self/schedstat` (time spent on the CPU). Criterion runs
-/// every iteration on the thread that calls `start` and `end`.
-fn thread_cpu_nanos() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Thread CPU time, or wall time since the first call where `/proc` is missing.
-struct CpuTime;
-
-fn now_nanos() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    thread_cpu_nanos().unwrap_or_else(|| {
-        u64::try_from(
-            START
-                .get_or_init(std::time::Instant::now)
-                .elapsed()
-                .as_nanos(),
-        )
-        .unwrap_or(u64::MAX)
-    })
-}
-
-impl Measurement for CpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-    fn start(&self) -> u64 {
-        now_nanos()
-    }
-    fn end(&self, start: u64) -> u64 {
-        now_nanos().saturating_sub(start)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, value: &u64) -> f64 {
-        *value as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &CpuFormatter
-    }
-}
-
-/// CPU nanoseconds shown as µs or ms; throughput as tokens per CPU-second.
-struct CpuFormatter;
-
-impl ValueFormatter for CpuFormatter {
-    fn scale_values(&self, typical_ns: f64, values: &mut [f64]) -> &'static str {
-        let (factor, unit) = if typical_ns < 1e6 {
-            (1e-3, "µs")
-        } else {
-            (1e-6, "ms")
-        };
-        values.iter_mut().for_each(|v| *v *= factor);
-        unit
-    }
-    fn scale_throughputs(
-        &self,
-        _typical_ns: f64,
-        throughput: &Throughput,
-        values: &mut [f64],
-    ) -> &'static str {
-        let per_op = match *throughput {
-            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => n,
-        } as f64;
-        values.iter_mut().for_each(|v| *v = per_op * 1e9 / *v);
-        "tokens/cpu-s"
-    }
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
     }
 }
 

@@ -26,14 +26,18 @@ use sha2::{Digest, Sha256};
 /// The signature algorithms Latchkey uses. There is no `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Algorithm {
+    /// ECDSA with P-256 and SHA-256.
     ES256,
+    /// Ed25519 (RFC 8037).
     EdDSA,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
     /// Shared-secret HMAC; only for single-service deployments, never in a JWKS.
     HS256,
 }
 
 impl Algorithm {
+    /// The JOSE name (`ES256`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::ES256 => "ES256",
@@ -54,6 +58,7 @@ impl Algorithm {
         }
     }
 
+    /// Everything but HS256.
     pub fn is_asymmetric(self) -> bool {
         self != Algorithm::HS256
     }
@@ -68,28 +73,38 @@ impl fmt::Display for Algorithm {
 /// A public JSON Web Key (RFC 7517) as published in a JWKS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
+    /// Key type: `EC`, `OKP` or `RSA`.
     pub kty: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// Curve (`P-256`, `Ed25519`).
     pub crv: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// EC/OKP x coordinate (base64url).
     pub x: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// EC y coordinate (base64url).
     pub y: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// RSA modulus (base64url).
     pub n: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// RSA exponent (base64url).
     pub e: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// Key id (the RFC 7638 thumbprint for Latchkey's keys).
     pub kid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// The one algorithm this key is for.
     pub alg: Option<String>,
     #[serde(rename = "use", skip_serializing_if = "Option::is_none", default)]
+    /// `use` (`sig`).
     pub use_: Option<String>,
 }
 
 /// A JWK Set (`{"keys": [...]}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JwkSet {
+    /// The keys.
     pub keys: Vec<Jwk>,
 }
 
@@ -125,17 +140,21 @@ fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
+/// base64url without padding.
 pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Decodes base64url without padding; `None` if malformed.
 pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text.as_bytes()).ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A key that cannot be used.
 pub enum KeyError {
     #[error("invalid key: {0}")]
+    /// Why (safe to log).
     Invalid(String),
 }
 
@@ -259,10 +278,12 @@ impl VerifyingKey {
         })
     }
 
+    /// The key id.
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
+    /// The key's one algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.alg
     }
@@ -380,10 +401,12 @@ impl SigningKey {
         }
     }
 
+    /// The key id.
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
+    /// The key's algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.alg
     }
@@ -509,6 +532,7 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// A set of these keys.
     pub fn new(keys: Vec<VerifyingKey>) -> KeySet {
         KeySet { keys }
     }
@@ -526,10 +550,12 @@ impl KeySet {
         (KeySet { keys }, skipped)
     }
 
+    /// All keys.
     pub fn keys(&self) -> &[VerifyingKey] {
         &self.keys
     }
 
+    /// The key with this `kid`.
     pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
         self.keys.iter().find(|k| k.kid == kid)
     }
@@ -548,30 +574,43 @@ impl KeySet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("the token is not a well-formed JWS compact serialization")]
+    /// Not three base64url parts of JSON, or larger than `MAX_TOKEN_BYTES`.
     Malformed,
     #[error("alg \"none\" is never accepted")]
+    /// `alg: none`.
     AlgNone,
     #[error("the token's alg does not match the algorithm of its key")]
+    /// The header's `alg` is not the algorithm of the key its `kid` names (algorithm confusion).
     AlgorithmMismatch,
     #[error("the token has no kid and the issuer has several keys")]
+    /// No `kid` while the issuer has several keys.
     MissingKid,
     #[error("the token's kid is not a key of the issuer")]
+    /// A `kid` the issuer does not publish.
     UnknownKid,
     #[error("the token carries a critical header extension we do not support")]
+    /// A `crit` header.
     UnsupportedCritical,
     #[error("the signature is invalid")]
+    /// The signature does not verify.
     BadSignature,
     #[error("the token's typ is not the expected one")]
+    /// Header `typ` is not the expected one.
     WrongType,
     #[error("the token was issued by another issuer")]
+    /// `iss` is not the expected issuer.
     WrongIssuer,
     #[error("the token is not meant for this audience")]
+    /// `aud` contains none of the expected audiences.
     WrongAudience,
     #[error("the token has expired")]
+    /// `exp` has passed (beyond the leeway).
     Expired,
     #[error("the token is not valid yet")]
+    /// `nbf` is in the future (beyond the leeway).
     NotYetValid,
     #[error("the token lacks a required claim")]
+    /// `exp` is missing.
     MissingClaim,
 }
 
@@ -589,6 +628,7 @@ pub struct Validation {
 }
 
 impl Validation {
+    /// Validation for `issuer`: no audience check, no `typ` check, 30 s leeway.
     pub fn new(issuer: impl Into<String>) -> Validation {
         Validation {
             issuer: issuer.into(),
@@ -615,11 +655,14 @@ struct Header<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Audience {
+    /// One audience.
     One(String),
+    /// Several audiences.
     Many(Vec<String>),
 }
 
 impl Audience {
+    /// Is `aud` one of them?
     pub fn contains(&self, aud: &str) -> bool {
         match self {
             Audience::One(a) => a == aud,
@@ -643,8 +686,11 @@ struct Registered {
 /// A verified token: its header facts and its claims.
 #[derive(Debug, Clone)]
 pub struct Verified<C> {
+    /// The `kid` of the key that verified the token.
     pub kid: String,
+    /// That key's algorithm.
     pub alg: Algorithm,
+    /// The claims.
     pub claims: C,
 }
 

@@ -45,6 +45,8 @@ pub struct AppInner {
     pub keys: crate::keys::KeyRing,
     /// The WebAuthn Relying Party (passkeys).
     pub passkeys: crate::webauthn::RelyingParty,
+    /// The revocation feed's fan-out (its task runs in `run_until_stopped`).
+    pub revocation_feed: crate::revocation::feed::RevocationFeed,
     pub templates: Templates,
     pub metrics: Metrics,
     /// `scheme://host[:port]` of the issuer, for Origin checks.
@@ -124,6 +126,7 @@ impl AppState {
             mfa_seal_key: master_key.derive("latchkey/totp-seal/v1"),
             keys: crate::keys::KeyRing::new(&config.tokens, &master_key),
             passkeys: crate::webauthn::RelyingParty::from_config(&config)?,
+            revocation_feed: crate::revocation::feed::RevocationFeed::new(&config.revocation_feed),
             templates: Templates::new(),
             metrics: Metrics::new(),
             clock: deps.clock,
@@ -249,6 +252,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/oauth2/authorize/consent",
             post(routes::authorize::consent),
+        )
+        // The revocation feed: bearer-authenticated, never CORS; a stream
+        // (the request timeout bounds only the time to the response head).
+        .route(
+            "/oauth2/revocations/stream",
+            get(routes::revocations::stream),
         )
         .route(
             "/oauth2/logout",
@@ -382,17 +391,27 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let maintenance = tokio::spawn(maintenance_loop(self.state.clone()));
+        let feed = self.state.revocation_feed.clone();
+        let fan_out = tokio::spawn(feed.clone().run(self.state.clone()));
         let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        // Feed streams never end by themselves; graceful shutdown waits for
+        // open connections, so they are told to end first.
+        let shutdown = async move {
+            shutdown.await;
+            feed.close_streams();
+        };
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         maintenance.abort();
+        fan_out.abort();
         self.state.pool.close().await;
         served
     }
 }
 
-/// Periodic housekeeping: expired sessions, stale throttle counters, gauges.
+/// Periodic housekeeping: expired sessions, stale throttle counters,
+/// revocation events past retention, gauges.
 async fn maintenance_loop(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -421,6 +440,13 @@ async fn maintenance_loop(state: AppState) {
         }
         if let Err(e) = crate::tokens::purge_expired(&state.pool, now).await {
             tracing::warn!(error = %e, "token purge failed");
+        }
+        let retention = crate::revocation::retention_secs(
+            state.keys.max_token_lifetime_secs(),
+            state.config.tokens.leeway_secs,
+        );
+        if let Err(e) = crate::revocation::purge_older_than(&state.pool, now - retention).await {
+            tracing::warn!(error = %e, "revocation event purge failed");
         }
         // Rotation is idempotent across instances (see keys::KeyRing::maintain).
         if let Err(e) = state.keys.maintain(&state.pool, now).await {

@@ -22,6 +22,7 @@ use crate::doctor::{self, Severity};
 use crate::identity::{
     self, import, Email, NewUser, Password, PasswordHasher, PasswordPolicy, Role,
 };
+use crate::revocation::{Cause, Initiator};
 use crate::store;
 
 #[derive(Parser, Debug)]
@@ -609,7 +610,7 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         }
         UserAction::Delete { user } => {
             let found = identity::find(&pool, &user).await?;
-            identity::delete(&pool, &found.id).await?;
+            identity::delete(&pool, &found.id, now).await?;
             audit::record(
                 &pool,
                 EventKind::UserDeleted,
@@ -622,7 +623,8 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         UserAction::ResetMfa { user } => {
             let found = identity::find(&pool, &user).await?;
             crate::mfa::reset_all(&pool, &found.id).await?;
-            let ended = crate::session::revoke_all(&pool, &found.id).await?;
+            let cause = Cause::new(now, Initiator::Admin, "second factors reset by an operator");
+            let ended = crate::session::revoke_all(&pool, &found.id, &cause).await?;
             audit::record(
                 &pool,
                 EventKind::MfaReset,
@@ -640,7 +642,12 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         }
         UserAction::LogoutAll { user } => {
             let found = identity::find(&pool, &user).await?;
-            let ended = crate::session::revoke_all(&pool, &found.id).await?;
+            let cause = Cause::new(
+                now,
+                Initiator::Admin,
+                "signed out everywhere by an operator",
+            );
+            let ended = crate::session::revoke_all(&pool, &found.id, &cause).await?;
             audit::record(
                 &pool,
                 EventKind::SessionRevoked,

@@ -47,6 +47,26 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub webauthn: WebauthnConfig,
     pub mfa: MfaConfig,
+    pub revocation_feed: RevocationFeedConfig,
+}
+
+/// The revocation feed (`GET /oauth2/revocations/stream`) APIs follow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationFeedConfig {
+    /// How often each instance reads new revocation events from the database (milliseconds).
+    pub poll_interval_ms: u64,
+    /// A `: keepalive` comment is sent after this many idle seconds, so subscribers detect a dead stream.
+    pub keepalive_secs: u64,
+}
+
+impl Default for RevocationFeedConfig {
+    fn default() -> Self {
+        RevocationFeedConfig {
+            poll_interval_ms: 200,
+            keepalive_secs: 15,
+        }
+    }
 }
 
 /// Multi-factor authentication policy.
@@ -218,6 +238,7 @@ impl Default for Config {
             tokens: TokenConfig::default(),
             webauthn: WebauthnConfig::default(),
             mfa: MfaConfig::default(),
+            revocation_feed: RevocationFeedConfig::default(),
         }
     }
 }
@@ -529,6 +550,18 @@ impl Config {
             return Err(invalid("tokens.leeway_secs", "must be between 0 and 300"));
         }
         self.check_webauthn()?;
+        if !(10..=10_000).contains(&self.revocation_feed.poll_interval_ms) {
+            return Err(invalid(
+                "revocation_feed.poll_interval_ms",
+                "must be between 10 and 10000",
+            ));
+        }
+        if !(1..=300).contains(&self.revocation_feed.keepalive_secs) {
+            return Err(invalid(
+                "revocation_feed.keepalive_secs",
+                "must be between 1 and 300",
+            ));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }

@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
 use crate::crypto::SecretToken;
 use crate::identity::{self, Email, Password, User};
+use crate::revocation::{Cause, Initiator};
 use crate::session::{self, Origin, Session};
 use crate::store::StoreError;
 
@@ -259,7 +260,8 @@ pub async fn change_password(
     let hash = state.hasher.hash(new).await?;
     identity::replace_password_hash(&state.pool, &user.id, None, &hash, now).await?;
     let ended = if end_other_sessions {
-        session::revoke_others(&state.pool, &user.id, keep_session).await?
+        let cause = Cause::at(state, Initiator::User, "password changed");
+        session::revoke_others(&state.pool, &user.id, keep_session, &cause).await?
     } else {
         0
     };

@@ -5,7 +5,8 @@
 //! hashing, and bulk import of users with bcrypt hashes.
 //!
 //! Must not: know about HTTP, cookies or sessions (sessions reference users,
-//! not the other way round).
+//! not the other way round) — except that disabling and deleting a user end
+//! their sessions and record the revocation in the same transaction.
 
 pub mod email;
 pub mod import;
@@ -19,6 +20,7 @@ pub use password::{Password, PasswordHasher, PasswordPolicy, PolicyViolations};
 pub use role::{Role, RoleError};
 
 use crate::clock::UnixTime;
+use crate::revocation::{Cause, Initiator};
 use crate::store::{Pool, StoreError, Tx};
 
 /// A user as stored. The password hash never leaves this module in a
@@ -247,7 +249,8 @@ pub async fn set_roles(
 }
 
 /// Disables or enables a user. Disabling also ends every session of the user
-/// in the same transaction (a disabled user loses all sessions at once).
+/// in the same transaction (a disabled user loses all sessions at once) and
+/// records a revocation event for every token issued to them until `now`.
 pub async fn set_disabled(
     pool: &Pool,
     user_id: &str,
@@ -265,7 +268,8 @@ pub async fn set_disabled(
         return Err(IdentityError::UnknownUser(user_id.to_owned()));
     }
     let ended = if disabled {
-        crate::session::delete_all_for_user_tx(&mut tx, user_id).await?
+        let cause = Cause::new(now, Initiator::Admin, "user disabled");
+        crate::session::delete_all_for_user_tx(&mut tx, user_id, &cause).await?
     } else {
         0
     };
@@ -274,10 +278,13 @@ pub async fn set_disabled(
 }
 
 /// Deletes a user; roles and sessions go with it (foreign keys cascade, and
-/// sessions are deleted explicitly too so SQLite without FK enforcement agrees).
-pub async fn delete(pool: &Pool, user_id: &str) -> Result<(), IdentityError> {
+/// sessions are deleted explicitly too so SQLite without FK enforcement
+/// agrees), and a revocation event revokes every token issued to them
+/// until `now`.
+pub async fn delete(pool: &Pool, user_id: &str, now: UnixTime) -> Result<(), IdentityError> {
     let mut tx = pool.begin().await?;
-    crate::session::delete_all_for_user_tx(&mut tx, user_id).await?;
+    let cause = Cause::new(now, Initiator::Admin, "user deleted");
+    crate::session::delete_all_for_user_tx(&mut tx, user_id, &cause).await?;
     sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut *tx)

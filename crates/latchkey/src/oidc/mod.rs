@@ -124,6 +124,8 @@ pub fn metadata(state: &AppState) -> Value {
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
         "end_session_endpoint": format!("{issuer}/oauth2/logout"),
         "device_authorization_endpoint": format!("{issuer}/oauth2/device_authorization"),
+        // Not a registered metadata name: Latchkey's revocation feed (docs/revocation-feed.md).
+        "revocation_feed_endpoint": format!("{issuer}/oauth2/revocations/stream"),
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],

@@ -14,6 +14,7 @@ use crate::http::body::FormOrJson;
 use crate::http::client::Caller;
 use crate::http::csrf::{self, Binding};
 use crate::http::HttpError;
+use crate::revocation::{Cause, Initiator};
 use crate::session;
 
 fn csrf_token(state: &AppState, who: &SignedInUser) -> String {
@@ -132,7 +133,8 @@ pub async fn revoke_session(
     }: FormOrJson<CsrfForm>,
 ) -> Result<Response, HttpError> {
     check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
-    if !session::revoke(&state.pool, &who.user.id, &handle).await? {
+    let cause = Cause::at(&state, Initiator::User, "session revoked by its user");
+    if !session::revoke(&state.pool, &who.user.id, &handle, &cause).await? {
         let e = HttpError::json(
             StatusCode::NOT_FOUND,
             "unknown_session",
@@ -173,7 +175,9 @@ pub async fn revoke_others(
     }: FormOrJson<CsrfForm>,
 ) -> Result<Response, HttpError> {
     check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
-    let ended = session::revoke_others(&state.pool, &who.user.id, &who.session.handle).await?;
+    let cause = Cause::at(&state, Initiator::User, "signed out of other sessions");
+    let ended =
+        session::revoke_others(&state.pool, &who.user.id, &who.session.handle, &cause).await?;
     let event = Event {
         actor: who.user.id.clone(),
         subject: who.user.id.clone(),

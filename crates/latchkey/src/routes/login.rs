@@ -15,6 +15,7 @@ use crate::http::csrf::{self, Binding};
 use crate::http::HttpError;
 use crate::identity::{Email, Password};
 use crate::login::{self, LoginError};
+use crate::revocation::{Cause, Initiator};
 
 pub async fn home(MaybeSignedIn(who): MaybeSignedIn) -> Redirect {
     Redirect::to(if who.is_some() { "/account" } else { "/login" })
@@ -240,7 +241,8 @@ pub async fn logout(
         form.csrf_token.as_deref(),
     )
     .map_err(|e| if is_json { e } else { e.as_page() })?;
-    if let Some(session) = crate::session::end(&state.pool, &token).await? {
+    let cause = Cause::at(&state, Initiator::User, "signed out");
+    if let Some(session) = crate::session::end(&state.pool, &token, &cause).await? {
         let event = crate::audit::Event {
             actor: session.user_id.clone(),
             subject: session.user_id.clone(),
@@ -277,7 +279,8 @@ pub(crate) async fn finish_sign_in(
 ) -> Result<Response, HttpError> {
     let https = state.config.is_https();
     if let Some(previous) = session_token(headers, https) {
-        crate::session::end(&state.pool, &previous).await?;
+        let cause = Cause::at(state, Initiator::User, "signed in again in this browser");
+        crate::session::end(&state.pool, &previous, &cause).await?;
     }
     let jar = jar.add(session_cookie(&success.token, https));
     if is_json {

@@ -13,6 +13,7 @@ pub mod mfa;
 pub mod oauth;
 pub mod oidc;
 pub mod passkeys;
+pub mod revocations;
 
 use axum::response::Html;
 

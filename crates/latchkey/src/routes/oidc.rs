@@ -30,7 +30,7 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
 }
 
 /// RFC 6750 §3 error with its `WWW-Authenticate` header.
-fn bearer_error(status: StatusCode, error: &str, description: &str) -> Response {
+pub(crate) fn bearer_error(status: StatusCode, error: &str, description: &str) -> Response {
     let challenge = if error.is_empty() {
         "Bearer realm=\"latchkey\"".to_owned()
     } else {
@@ -258,7 +258,12 @@ pub async fn logout(
     if let Some(w) = &who {
         let token = crate::http::auth::session_token(&headers, https);
         if let Some(token) = token.as_ref().and_then(|t| SecretToken::parse(t.expose())) {
-            match crate::session::end(&state.pool, &token).await {
+            let cause = crate::revocation::Cause::at(
+                &state,
+                crate::revocation::Initiator::User,
+                "signed out (RP-initiated)",
+            );
+            match crate::session::end(&state.pool, &token, &cause).await {
                 Ok(_) => {
                     let _ = audit::record(
                         &state.pool,

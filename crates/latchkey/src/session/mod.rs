@@ -10,8 +10,12 @@
 //!
 //! Architecture invariant: ending a session on purpose (sign-out, revocation,
 //! disabling or deleting the user) also revokes the refresh-token families
-//! that came from it, in the same transaction. A session that merely expires
-//! does not: its refresh tokens keep their own idle and absolute limits.
+//! that came from it, deletes its opaque access tokens and records a
+//! revocation event for the feed (`revocation`), all in the same
+//! transaction; every such function takes the [`Cause`] of the revocation. A
+//! session that merely expires, or is evicted by the per-user limit, does
+//! not: its refresh tokens keep their own idle and absolute limits, so its
+//! access tokens stay valid until they expire.
 //!
 //! Must not: know about HTTP or cookies (the `http` module carries the token
 //! in a cookie); decide who may sign in (that is the login flow's job).
@@ -19,10 +23,10 @@
 use sqlx::Row as _;
 
 use crate::clock::UnixTime;
-use crate::clock::{Clock as _, SystemClock};
 use crate::config::SessionConfig;
 use crate::crypto::{SecretToken, TokenHash};
 use crate::identity::{self, User};
+use crate::revocation::{self, Cause, Revoked};
 use crate::store::{Pool, StoreError, Tx};
 use crate::tokens::refresh::{revoke_for_sessions_tx, SessionSelector};
 
@@ -225,7 +229,11 @@ async fn delete_by_hash(pool: &Pool, id_hash: &str) -> Result<(), StoreError> {
 }
 
 /// Ends the session behind a cookie value (sign-out). Returns whether one existed.
-pub async fn end(pool: &Pool, token: &SecretToken) -> Result<Option<Session>, StoreError> {
+pub async fn end(
+    pool: &Pool,
+    token: &SecretToken,
+    cause: &Cause,
+) -> Result<Option<Session>, StoreError> {
     let hash = token.hash();
     let mut tx = pool.begin().await?;
     // Write first: in SQLite a transaction that reads and then writes fails
@@ -242,19 +250,39 @@ pub async fn end(pool: &Pool, token: &SecretToken) -> Result<Option<Session>, St
     .await?;
     let Some(row) = row else { return Ok(None) };
     let session = session_from_row(&row)?;
-    revoke_for_sessions_tx(
-        &mut tx,
-        SessionSelector::Handle(&session.handle),
-        "signed out",
-        SystemClock.now(),
-    )
-    .await?;
     sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
         .bind(&session.id_hash)
         .execute(&mut *tx)
         .await?;
+    ended_tx(&mut tx, &session.user_id, &session.handle, cause).await?;
     tx.commit().await?;
+    cause.committed();
     Ok(Some(session))
+}
+
+/// What ending one session (already deleted) revokes with it, in its
+/// transaction: its refresh families, its opaque access tokens, and — last,
+/// see `revocation` — the event that revokes its JWT access tokens.
+pub(crate) async fn ended_tx(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    handle: &str,
+    cause: &Cause,
+) -> Result<(), sqlx::Error> {
+    revoke_for_sessions_tx(
+        tx,
+        SessionSelector::Handle(handle),
+        &cause.reason,
+        cause.now,
+    )
+    .await?;
+    crate::tokens::delete_opaque_of_session_tx(tx, handle).await?;
+    let revoked = Revoked::Session {
+        subject: user_id.to_owned(),
+        session_id: handle.to_owned(),
+    };
+    revocation::record_tx(tx, &revoked, cause).await?;
+    Ok(())
 }
 
 /// The user's live sessions, newest first.
@@ -281,7 +309,12 @@ pub async fn list_for_user(
 
 /// Ends one of the user's sessions by handle (and its refresh families);
 /// `false` if it is not theirs.
-pub async fn revoke(pool: &Pool, user_id: &str, handle: &str) -> Result<bool, StoreError> {
+pub async fn revoke(
+    pool: &Pool,
+    user_id: &str,
+    handle: &str,
+    cause: &Cause,
+) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     let deleted = sqlx::query("DELETE FROM sessions WHERE handle = $1 AND user_id = $2")
         .bind(handle)
@@ -291,63 +324,82 @@ pub async fn revoke(pool: &Pool, user_id: &str, handle: &str) -> Result<bool, St
     if deleted.rows_affected() != 1 {
         return Ok(false);
     }
-    revoke_for_sessions_tx(
-        &mut tx,
-        SessionSelector::Handle(handle),
-        "session revoked",
-        SystemClock.now(),
-    )
-    .await?;
+    ended_tx(&mut tx, user_id, handle, cause).await?;
     tx.commit().await?;
+    cause.committed();
     Ok(true)
 }
 
-/// Ends every session of the user except `keep_handle`.
+/// Ends every session of the user except `keep_handle` (one revocation event
+/// per ended session: the kept session's tokens stay valid).
 pub async fn revoke_others(
     pool: &Pool,
     user_id: &str,
     keep_handle: &str,
+    cause: &Cause,
 ) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
+    let ended =
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2 RETURNING handle")
+            .bind(user_id)
+            .bind(keep_handle)
+            .fetch_all(&mut *tx)
+            .await?;
+    let handles: Vec<String> = ended
+        .iter()
+        .map(|row| row.try_get("handle"))
+        .collect::<Result<_, _>>()?;
+    // Families of sessions that already expired go too (as before).
     let except = Some(keep_handle);
     revoke_for_sessions_tx(
         &mut tx,
         SessionSelector::User { user_id, except },
-        "signed out elsewhere",
-        SystemClock.now(),
+        &cause.reason,
+        cause.now,
     )
     .await?;
-    let deleted = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2")
-        .bind(user_id)
-        .bind(keep_handle)
-        .execute(&mut *tx)
-        .await?;
+    for handle in &handles {
+        ended_tx(&mut tx, user_id, handle, cause).await?;
+    }
     tx.commit().await?;
-    Ok(deleted.rows_affected())
+    cause.committed();
+    Ok(handles.len() as u64)
 }
 
-/// Ends every session of the user (CLI `user logout-all`).
-pub async fn revoke_all(pool: &Pool, user_id: &str) -> Result<u64, StoreError> {
+/// Ends every session of the user (CLI `user logout-all`): one user-wide
+/// revocation event, so every token of the user issued until now is revoked.
+pub async fn revoke_all(pool: &Pool, user_id: &str, cause: &Cause) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
-    let n = delete_all_for_user_tx(&mut tx, user_id).await?;
+    let n = delete_all_for_user_tx(&mut tx, user_id, cause).await?;
     tx.commit().await?;
+    cause.committed();
     Ok(n)
 }
 
+/// Deletes every session of the user, revokes their refresh families and
+/// opaque access tokens, and records the user-wide revocation event (last:
+/// callers must not write after it).
 pub(crate) async fn delete_all_for_user_tx(
     tx: &mut Tx<'_>,
     user_id: &str,
+    cause: &Cause,
 ) -> Result<u64, sqlx::Error> {
     let all = SessionSelector::User {
         user_id,
         except: None,
     };
-    revoke_for_sessions_tx(tx, all, "all sessions ended", SystemClock.now()).await?;
-    Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+    revoke_for_sessions_tx(tx, all, &cause.reason, cause.now).await?;
+    let n = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut **tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+    crate::tokens::delete_opaque_of_subject_tx(tx, user_id).await?;
+    let revoked = Revoked::Subject {
+        subject: user_id.to_owned(),
+    };
+    revocation::record_tx(tx, &revoked, cause).await?;
+    Ok(n)
 }
 
 /// Deletes sessions past their absolute or idle end (background task).

@@ -3,7 +3,9 @@
 //!
 //! Owns: the `refresh_families`, `refresh_tokens`, `revoked_access_tokens`
 //! and `opaque_access_tokens` tables; the access-token claims; the rules of
-//! [`refresh`] rotation and reuse detection.
+//! [`refresh`] rotation and reuse detection. A revoked access token is also
+//! recorded as a `revocation` event (in the same transaction), and
+//! introspection treats a token that any revocation event covers as inactive.
 //!
 //! Must not: parse HTTP requests or authenticate clients (the OAuth layer
 //! hands over an authenticated [`Client`]).
@@ -20,7 +22,8 @@ use crate::crypto::{SecretToken, TokenHash};
 use crate::keys::KeyError;
 use crate::oauth::clients::{AccessTokenFormat, Client};
 use crate::oauth::scope::Scope;
-use crate::store::{Pool, StoreError};
+use crate::revocation::{self, Cause, Initiator, Revoked, TokenFacts};
+use crate::store::{Pool, StoreError, Tx};
 
 /// The header `typ` of access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -192,18 +195,45 @@ pub fn verify_jwt_access_token(
         .map(|v| v.claims)
 }
 
-/// Puts a JWT's `jti` on the denylist until the token would expire anyway.
-pub async fn deny_jti(pool: &Pool, jti: &str, expires_at: UnixTime) -> Result<(), StoreError> {
-    let inserted =
-        sqlx::query("INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2)")
-            .bind(jti)
-            .bind(expires_at)
-            .execute(pool)
-            .await;
-    match inserted.map_err(StoreError::from) {
-        Ok(_) | Err(StoreError::Conflict) => Ok(()),
-        Err(e) => Err(e),
+/// An access token to revoke before it expires.
+#[derive(Debug, Clone, Copy)]
+pub struct DeniedToken<'a> {
+    pub jti: &'a str,
+    /// Its `sub` (published with the revocation event).
+    pub subject: &'a str,
+    /// Its `exp`.
+    pub expires_at: UnixTime,
+}
+
+/// Puts a JWT's `jti` on the denylist until the token would expire anyway
+/// (plus `leeway_secs`), and records the revocation event for the feed, in
+/// one transaction. Denying a token twice records one event.
+pub async fn deny_jti(
+    pool: &Pool,
+    token: DeniedToken<'_>,
+    leeway_secs: i64,
+    cause: &Cause,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(token.jti)
+    .bind(token.expires_at + leeway_secs)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        let revoked = Revoked::Token {
+            subject: token.subject.to_owned(),
+            jti: token.jti.to_owned(),
+            expires_at: token.expires_at,
+        };
+        revocation::record_tx(&mut tx, &revoked, cause).await?;
     }
+    tx.commit().await?;
+    cause.committed();
+    Ok(())
 }
 
 pub async fn is_denied(pool: &Pool, jti: &str) -> Result<bool, StoreError> {
@@ -253,12 +283,60 @@ pub async fn find_opaque(
     }))
 }
 
-pub async fn delete_opaque(pool: &Pool, token: &SecretToken) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM opaque_access_tokens WHERE hash = $1")
+/// Revokes an opaque access token: deletes it and records the revocation
+/// event (so APIs holding a cached introspection answer drop it too).
+async fn revoke_opaque(
+    pool: &Pool,
+    token: &SecretToken,
+    found: &OpaqueToken,
+    cause: &Cause,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let deleted = sqlx::query("DELETE FROM opaque_access_tokens WHERE hash = $1")
         .bind(token.hash().as_str())
-        .execute(pool)
-        .await?;
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if deleted == 1 {
+        let revoked = Revoked::Token {
+            subject: found.subject.clone(),
+            jti: found.jti.clone(),
+            expires_at: found.expires_at,
+        };
+        revocation::record_tx(&mut tx, &revoked, cause).await?;
+    }
+    tx.commit().await?;
+    cause.committed();
     Ok(())
+}
+
+/// Deletes the opaque access tokens issued in a session that is ending (in
+/// the session's transaction).
+pub(crate) async fn delete_opaque_of_session_tx(
+    tx: &mut Tx<'_>,
+    session_handle: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM opaque_access_tokens WHERE session_id = $1")
+            .bind(session_handle)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Deletes every opaque access token issued to a user (all their sessions end).
+pub(crate) async fn delete_opaque_of_subject_tx(
+    tx: &mut Tx<'_>,
+    subject: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM opaque_access_tokens WHERE subject = $1")
+            .bind(subject)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// RFC 7662 response. `active: false` carries nothing else, whatever the reason.
@@ -340,8 +418,15 @@ pub async fn introspect(
                     return Ok(inactive);
                 }
             } else if let Some(t) = find_opaque(&state.pool, &secret).await? {
+                let facts = TokenFacts {
+                    jti: &t.jti,
+                    session_id: t.session_id.as_deref(),
+                    subject: &t.subject,
+                    issued_at: t.issued_at,
+                };
                 if t.expires_at > now
                     && subject_is_active(&state.pool, &t.subject, &t.client_id).await?
+                    && !revocation::is_revoked(&state.pool, facts).await?
                 {
                     return Ok(Introspection {
                         active: true,
@@ -366,8 +451,15 @@ pub async fn introspect(
     let Ok(claims) = verify_jwt_access_token(state, token, now) else {
         return Ok(inactive);
     };
+    let facts = TokenFacts {
+        jti: &claims.jti,
+        session_id: claims.sid.as_deref(),
+        subject: &claims.sub,
+        issued_at: claims.iat,
+    };
     if is_denied(&state.pool, &claims.jti).await?
         || !subject_is_active(&state.pool, &claims.sub, &claims.client_id).await?
+        || revocation::is_revoked(&state.pool, facts).await?
     {
         return Ok(inactive);
     }
@@ -389,16 +481,23 @@ pub async fn introspect(
 }
 
 /// RFC 7009 revocation by `client`. Unknown tokens, and tokens of other
-/// clients, are silently ignored (the endpoint always answers 200).
+/// clients, are silently ignored (the endpoint always answers 200). Revoking
+/// an access token publishes it on the revocation feed.
 pub async fn revoke(state: &AppState, client: &Client, token: &str) -> Result<(), StoreError> {
     let now = state.clock.now();
+    let cause = Cause::new(
+        now,
+        Initiator::System,
+        format!("revoked by client {}", client.id),
+    )
+    .waking(&state.revocation_feed);
     if let Some(secret) = SecretToken::parse(token) {
         if refresh::revoke_by_token(&state.pool, &secret, &client.id, now).await? {
             return Ok(());
         }
         if let Some(t) = find_opaque(&state.pool, &secret).await? {
             if t.client_id == client.id {
-                delete_opaque(&state.pool, &secret).await?;
+                revoke_opaque(&state.pool, &secret, &t, &cause).await?;
             }
         }
         return Ok(());
@@ -406,12 +505,12 @@ pub async fn revoke(state: &AppState, client: &Client, token: &str) -> Result<()
     // A JWT: only a genuine, unexpired token of ours, issued to this client.
     if let Ok(claims) = verify_jwt_access_token(state, token, now) {
         if claims.client_id == client.id {
-            deny_jti(
-                &state.pool,
-                &claims.jti,
-                claims.exp + state.config.tokens.leeway_secs,
-            )
-            .await?;
+            let denied = DeniedToken {
+                jti: &claims.jti,
+                subject: &claims.sub,
+                expires_at: claims.exp,
+            };
+            deny_jti(&state.pool, denied, state.config.tokens.leeway_secs, &cause).await?;
         }
     }
     Ok(())

@@ -7,7 +7,8 @@
 //! with the same token exactly one wins (the row lock in PostgreSQL, the write
 //! lock in SQLite). Presenting a spent token again — a replay, or the loser of
 //! such a race — is reuse: the whole family is revoked, the sign-in session it
-//! came from is ended, and the caller gets `invalid_grant`.
+//! came from is ended (with a revocation event, so APIs following the feed
+//! refuse its access tokens at once), and the caller gets `invalid_grant`.
 
 use sqlx::Row as _;
 
@@ -15,6 +16,7 @@ use crate::clock::UnixTime;
 use crate::config::TokenConfig;
 use crate::crypto::{SecretToken, TokenHash};
 use crate::oauth::scope::Scope;
+use crate::revocation::{Cause, Initiator};
 use crate::store::{Pool, StoreError, Tx};
 
 /// A family as stored.
@@ -190,7 +192,8 @@ pub async fn rotate(
         if !found.family_revoked {
             revoke_family_tx(&mut tx, &found.family.id, "reuse", now).await?;
             if let Some(handle) = &found.family.session_handle {
-                end_session_tx(&mut tx, handle, now).await?;
+                let cause = Cause::new(now, Initiator::Policy, "refresh token reuse");
+                end_session_tx(&mut tx, &found.family.user_id, handle, &cause).await?;
             }
         }
         tx.commit().await?;
@@ -243,24 +246,20 @@ async fn revoke_family_tx(
     Ok(())
 }
 
-/// Ends a sign-in session and every refresh family that came from it.
+/// Ends a sign-in session and everything that came from it (its refresh
+/// families, its opaque access tokens, and — the revocation event — its JWT
+/// access tokens). The caller wakes the feed after commit.
 async fn end_session_tx(
     tx: &mut Tx<'_>,
+    user_id: &str,
     session_handle: &str,
-    now: UnixTime,
+    cause: &Cause,
 ) -> Result<(), sqlx::Error> {
-    revoke_for_sessions_tx(
-        tx,
-        SessionSelector::Handle(session_handle),
-        "session ended",
-        now,
-    )
-    .await?;
     sqlx::query("DELETE FROM sessions WHERE handle = $1")
         .bind(session_handle)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    crate::session::ended_tx(tx, user_id, session_handle, cause).await
 }
 
 /// Which sessions' families to revoke.

@@ -495,9 +495,10 @@ backend_test!(
         let bob = signed_in(&app, "bob@example.com").await;
 
         // What `latchkey user logout-all ada@example.com` calls.
-        let ended = latchkey::session::revoke_all(&app.state.pool, &ada.id)
-            .await
-            .expect("revoke all");
+        let ended =
+            latchkey::session::revoke_all(&app.state.pool, &ada.id, &logout_all_cause(&app))
+                .await
+                .expect("revoke all");
         assert_eq!(ended, 2);
         assert_eq!(sessions_status(&app, &laptop).await, 401);
         assert_eq!(sessions_status(&app, &phone).await, 401);
@@ -511,7 +512,7 @@ backend_test!(
         let again = signed_in(&app, "ada@example.com").await;
         assert_eq!(sessions_of(&app, &again).await.len(), 1);
         // Nothing left to end is not an error.
-        latchkey::session::revoke_all(&app.state.pool, &ada.id)
+        latchkey::session::revoke_all(&app.state.pool, &ada.id, &logout_all_cause(&app))
             .await
             .expect("revoke all");
         assert_eq!(sessions_status(&app, &again).await, 401);
@@ -585,3 +586,12 @@ backend_test!(
         }
     }
 );
+
+/// The cause `latchkey user logout-all` records.
+fn logout_all_cause(app: &TestApp) -> latchkey::revocation::Cause {
+    latchkey::revocation::Cause::new(
+        app.clock.now_secs(),
+        latchkey::revocation::Initiator::Admin,
+        "signed out everywhere by an operator",
+    )
+}

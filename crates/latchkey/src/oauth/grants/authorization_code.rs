@@ -12,7 +12,7 @@ use crate::identity;
 use crate::oauth::authorize::{self, Redemption};
 use crate::oauth::clients::Client;
 use crate::oauth::{OAuthError, OAuthErrorCode};
-
+use crate::revocation::{Cause, Initiator};
 use crate::tokens;
 
 pub async fn grant(
@@ -57,7 +57,15 @@ pub async fn grant(
                 tx.commit().await.map_err(crate::store::StoreError::from)?;
             }
             if let (Some(jti), Some(exp)) = (&jti, jti_exp) {
-                tokens::deny_jti(&state.pool, jti, exp + state.config.tokens.leeway_secs).await?;
+                let denied = tokens::DeniedToken {
+                    jti,
+                    subject: &user_id,
+                    expires_at: exp,
+                };
+                let cause = Cause::new(now, Initiator::Policy, "authorization code replay")
+                    .waking(&state.revocation_feed);
+                tokens::deny_jti(&state.pool, denied, state.config.tokens.leeway_secs, &cause)
+                    .await?;
             }
             let detail = format!(
                 "authorization code replayed by client {}; tokens it issued were revoked",

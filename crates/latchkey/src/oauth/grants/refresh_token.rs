@@ -52,6 +52,8 @@ pub async fn grant(
                 session_handle.as_deref().unwrap_or("-")
             );
             tracing::warn!(client_id = %client.id, %family_id, "refresh token reuse detected");
+            // The session's revocation event committed in `rotate`.
+            state.revocation_feed.wake();
             audit::record(
                 &state.pool,
                 EventKind::RefreshTokenReuse,
