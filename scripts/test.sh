@@ -13,7 +13,23 @@ cd "$(dirname "$0")/.."
 # source paths recorded when an artifact was built, so two checkouts sharing
 # one directory could run each other's stale builds.
 checkout_key="$(pwd -P | cksum | cut -d' ' -f1)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/latchkey-target-$checkout_key}"
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  export CARGO_TARGET_DIR="/var/tmp/latchkey-target-$checkout_key"
+  # A new checkout on a machine that built Latchkey before (a fresh CI clone)
+  # starts from a copy of the newest build directory: the dependencies (most
+  # of a cold build) are reused, while this checkout's own crates rebuild
+  # because their sources are made newer than anything in the copy.
+  if [ ! -d "$CARGO_TARGET_DIR" ]; then
+    seed="$(ls -dt /var/tmp/latchkey-target-* 2>/dev/null | grep -v '\.partial\.' | head -n1 || true)"
+    if [ -n "$seed" ] && [ -d "$seed/debug" ]; then
+      printf '==> %s\n' "seeding $CARGO_TARGET_DIR from $seed" >&2
+      cp -a "$seed" "$CARGO_TARGET_DIR.partial.$$" 2>/dev/null \
+        && mv "$CARGO_TARGET_DIR.partial.$$" "$CARGO_TARGET_DIR" \
+        && find crates -type f -exec touch {} + \
+        || rm -rf "$CARGO_TARGET_DIR.partial.$$"
+    fi
+  fi
+fi
 export LATCHKEY_TEST_POSTGRES_URL="${LATCHKEY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export LATCHKEY_TEST_REDIS_URL="${LATCHKEY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 
