@@ -40,6 +40,10 @@ use crate::verifier::{FeedFailurePolicy, FeedHealth, Inner, FEED_SCOPE};
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest event accepted on the feed (a SET is about 1 KiB).
+const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Revocations applied at once while reading the backlog.
+const BACKLOG_BATCH: usize = 4096;
 /// The header `typ` of the feed's SETs (RFC 8417 §2.3).
 pub const SET_TYP: &str = "secevent+jwt";
 
@@ -60,6 +64,8 @@ pub(crate) enum FeedError {
     DeadStream,
     #[error(transparent)]
     Parse(#[from] crate::sse::LineTooLong),
+    #[error("a revocation event does not verify: {0}")]
+    BadEvent(VerifyError),
 }
 
 /// The subscriber's configuration and state (read by the request path
@@ -213,16 +219,20 @@ impl FeedState {
             .map_err(|e| FeedError::Token(e.to_string()))?;
         if !response.status().is_success() {
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
+            let body = crate::body::read_capped(response, crate::body::MAX_ANSWER_BYTES)
+                .await
+                .unwrap_or_default();
             return Err(FeedError::Token(format!(
                 "{status}: {}",
-                body.chars().take(200).collect::<String>()
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
             )));
         }
-        let answer: TokenResponse = response
-            .json()
+        let answer: TokenResponse = crate::body::read_json(response, crate::body::MAX_ANSWER_BYTES)
             .await
-            .map_err(|e| FeedError::Token(e.to_string()))?;
+            .map_err(FeedError::Token)?;
         let lifetime = answer.expires_in.unwrap_or(60);
         // Renew before the server ends the stream at the token's expiry.
         let margin = 30.min(lifetime / 2);
@@ -324,38 +334,52 @@ async fn stream_once(inner: &Inner, feed: &FeedState) -> Result<bool, FeedError>
         403 => return Err(FeedError::Forbidden),
         other => return Err(FeedError::Status(other)),
     }
-    feed.connected.store(true, Ordering::Release);
-    feed.touch(inner.clock.now());
-    if feed.stale_reported.swap(false, Ordering::AcqRel) {
-        tracing::info!("the revocation feed is reachable again");
-    }
-    let mut parser = SseParser::default();
+    // The connection counts as contact only once a chunk has been read and
+    // applied: a feed that answers 200 and then fails (a chunk that does not
+    // parse, an event that does not verify) must not keep the verifier fresh
+    // by reconnecting.
+    let mut parser = SseParser::new(MAX_EVENT_BYTES);
     let mut reached_synced = false;
     let mut last_prune = Instant::now();
+    let mut keys_refreshed = false;
+    // Before `synced` (the backlog), revocations gather across chunks and
+    // are applied at `synced` or every `BACKLOG_BATCH`: applying per chunk
+    // would copy the whole set once per chunk (quadratic in the backlog).
+    let mut batch = Batch::default();
     loop {
         let idle = Duration::from_secs(3 * feed.keepalive_secs.load(Ordering::Relaxed));
         let chunk = match tokio::time::timeout(idle, response.chunk()).await {
             Err(_) => return Err(FeedError::DeadStream),
             Ok(Err(e)) => return Err(FeedError::Unreachable(e.to_string())),
-            Ok(Ok(None)) => return Ok(reached_synced),
+            Ok(Ok(None)) => {
+                batch.flush(inner, feed);
+                return Ok(reached_synced);
+            }
             Ok(Ok(Some(chunk))) => chunk,
         };
-        feed.touch(inner.clock.now());
-        let mut batch = Batch::default();
-        let mut keys_refreshed = false;
         for event in parser.push(&chunk)? {
             match event.event.as_str() {
                 "revocation" => {
                     match verify_set(inner, &event.data, &mut keys_refreshed).await {
                         Ok(revocations) => batch.revocations.extend(revocations),
-                        Err(e) => tracing::error!(
-                            error = %e,
-                            id = event.id.as_deref().unwrap_or("-"),
-                            "a revocation event does not verify; skipped"
-                        ),
+                        Err(e) => {
+                            // Never skip past an event we could not read: keep
+                            // what verified so far, end the stream, and resume
+                            // from the last good position after a backoff.
+                            batch.flush(inner, feed);
+                            tracing::error!(
+                                error = %e,
+                                id = event.id.as_deref().unwrap_or("-"),
+                                "a revocation event does not verify; reconnecting from the last good event"
+                            );
+                            return Err(FeedError::BadEvent(e));
+                        }
                     }
                     if let Some(id) = event.id.as_deref().and_then(|i| i.parse().ok()) {
                         batch.last_id = Some(id);
+                    }
+                    if batch.revocations.len() >= BACKLOG_BATCH {
+                        batch.flush(inner, feed);
                     }
                 }
                 "synced" => {
@@ -373,7 +397,19 @@ async fn stream_once(inner: &Inner, feed: &FeedState) -> Result<bool, FeedError>
                 _ => {}
             }
         }
-        batch.flush(inner, feed);
+        if reached_synced {
+            // Live: every chunk's revocations are applied at once.
+            batch.flush(inner, feed);
+        }
+        // Progress is contact; "connected" starts at `synced` (until then
+        // the revocations in force are not known to be complete).
+        feed.touch(inner.clock.now());
+        if reached_synced
+            && !feed.connected.swap(true, Ordering::AcqRel)
+            && feed.stale_reported.swap(false, Ordering::AcqRel)
+        {
+            tracing::info!("the revocation feed is reachable again");
+        }
         if last_prune.elapsed() > Duration::from_secs(60) {
             inner.prune();
             last_prune = Instant::now();
@@ -411,17 +447,32 @@ async fn verify_set(
         leeway_secs: inner.validation.leeway_secs,
     };
     let now = inner.clock.now();
-    let mut verified =
-        jose::verify::<serde_json::Value>(set, &inner.keys.current().set, &validation, now);
-    if verified.as_ref().err() == Some(&VerifyError::UnknownKid) && !*keys_refreshed {
-        // The feed is authenticated, not a forgery vector: refresh at once.
+    // Every key the issuer publishes, not only the algorithms this API
+    // accepts access tokens with: events are signed with the issuer's key.
+    let verify = || {
+        jose::verify::<serde_json::Value>(set, &inner.keys.current().published, &validation, now)
+    };
+    let mut verified = verify();
+    if matches!(
+        verified,
+        Err(VerifyError::UnknownKid | VerifyError::MissingKid | VerifyError::BadSignature)
+    ) && !*keys_refreshed
+    {
+        // The issuer may have rotated its keys since our last fetch. The
+        // feed is an authenticated channel, not a forgery vector: refresh at
+        // once (once per connection).
         *keys_refreshed = true;
         if inner.keys.refresh(&inner.http, now).await.is_ok() {
-            verified =
-                jose::verify::<serde_json::Value>(set, &inner.keys.current().set, &validation, now);
+            verified = verify();
         }
     }
-    let claims = verified?.claims;
+    let claims = match verified {
+        Ok(verified) => verified.claims,
+        // Signed by the issuer but past its `exp` (`retain_until`, plus
+        // leeway): every token it concerned has expired; nothing to apply.
+        Err(VerifyError::Expired) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     Ok(revocations_in_set(
         &claims,
         &inner.issuer,

@@ -13,6 +13,14 @@
 //! - at most 10,000 entries of each; when full, expired entries go first,
 //!   then everything (a cache, not a store).
 //!
+//! Concurrent requests with the same uncached token share one call to the
+//! issuer (single flight), so a burst of requests with a new token — or a
+//! flood of one garbage token — costs the issuer one introspection.
+//!
+//! Only an answer with `token_type: Bearer` counts as active: a refresh token
+//! presented as a bearer token introspects as active too (with
+//! `token_type: refresh_token`) and is refused.
+//!
 //! Tokens are keyed by their SHA-256, never kept in clear. A cached positive
 //! answer still goes through the revocation set on every request, so a feed
 //! event revokes it at once. The issuer being unreachable is an error of its
@@ -22,7 +30,7 @@
 //! revocation and the feed policy as for JWTs).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -43,22 +51,54 @@ type Key = [u8; 32];
 #[derive(Clone)]
 struct Positive {
     claims: Claims,
-    answer: std::sync::Arc<serde_json::Value>,
+    answer: Arc<serde_json::Value>,
     until: i64,
 }
 
 /// A positive introspection answer.
 pub(crate) struct Active {
     pub claims: Claims,
-    pub answer: std::sync::Arc<serde_json::Value>,
+    pub answer: Arc<serde_json::Value>,
 }
 
 pub(crate) struct Introspector {
     endpoint: String,
     client_id: String,
     client_secret: String,
-    positive: Mutex<HashMap<Key, Positive>>,
-    negative: Mutex<HashMap<Key, i64>>,
+    /// One lock for the caches and the calls in flight, so a request that
+    /// misses the cache either joins the call in flight or sees its answer.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    positive: HashMap<Key, Positive>,
+    negative: HashMap<Key, i64>,
+    /// Calls to the issuer in progress, shared by the requests that wait.
+    in_flight: HashMap<Key, Flight>,
+}
+
+type Flight = Arc<tokio::sync::OnceCell<Result<Arc<serde_json::Value>, AuthError>>>;
+
+enum Lookup {
+    Active(Box<Active>),
+    Inactive,
+    Ask(Flight),
+}
+
+impl State {
+    fn lookup(&mut self, key: Key, now: i64) -> Lookup {
+        if let Some(hit) = self.positive.get(&key).filter(|p| p.until > now) {
+            return Lookup::Active(Box::new(Active {
+                claims: hit.claims.clone(),
+                answer: hit.answer.clone(),
+            }));
+        }
+        if self.negative.get(&key).is_some_and(|until| *until > now) {
+            return Lookup::Inactive;
+        }
+        Lookup::Ask(self.in_flight.entry(key).or_default().clone())
+    }
 }
 
 impl Introspector {
@@ -67,14 +107,17 @@ impl Introspector {
             endpoint,
             client_id,
             client_secret,
-            positive: Mutex::new(HashMap::new()),
-            negative: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn cached(&self) -> usize {
-        self.positive.lock().map(|m| m.len()).unwrap_or(0)
-            + self.negative.lock().map(|m| m.len()).unwrap_or(0)
+        let state = self.state();
+        state.positive.len() + state.negative.len()
     }
 
     /// The token's claims if active, from the cache or the issuer.
@@ -85,39 +128,42 @@ impl Introspector {
         now: i64,
     ) -> Result<Active, AuthError> {
         let key: Key = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = self
-            .positive
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let flight = match self.state().lookup(key, now) {
+            Lookup::Active(active) => return Ok(*active),
+            Lookup::Inactive => return Err(AuthError::Inactive),
+            Lookup::Ask(flight) => flight,
+        };
+        // The first caller asks; the others wait for its answer. If it is
+        // cancelled, a waiting caller takes over (`OnceCell` semantics).
+        let answer = flight
+            .get_or_init(|| async { self.ask(http, token).await.map(Arc::new) })
+            .await
+            .clone();
+        let mut state = self.state();
+        if state
+            .in_flight
             .get(&key)
-            .filter(|p| p.until > now)
-            .cloned()
+            .is_some_and(|current| Arc::ptr_eq(current, &flight))
         {
-            return Ok(Active {
-                claims: hit.claims,
-                answer: hit.answer,
-            });
+            state.in_flight.remove(&key);
         }
-        if self
-            .negative
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .is_some_and(|until| *until > now)
-        {
-            return Err(AuthError::Inactive);
-        }
-        let answer = self.ask(http, token).await?;
-        let active = answer.get("active").and_then(|v| v.as_bool()) == Some(true);
+        let answer = answer?;
+        // Only an access token is one: a refresh token presented as a bearer
+        // token also introspects as active (RFC 7662 §2.2), with `token_type`
+        // saying what it is.
+        let access_token = answer
+            .get("token_type")
+            .and_then(|v| v.as_str())
+            .is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
+        let active = answer.get("active").and_then(|v| v.as_bool()) == Some(true) && access_token;
         let claims = active
-            .then(|| serde_json::from_value::<Claims>(answer.clone()).ok())
+            .then(|| serde_json::from_value::<Claims>(serde_json::Value::clone(&answer)).ok())
             .flatten();
         match claims {
             Some(claims) if claims.exp > now => {
                 let until = claims.exp.min(now + POSITIVE_TTL_SECS);
-                let answer = std::sync::Arc::new(answer);
                 insert_bounded(
-                    &self.positive,
+                    &mut state.positive,
                     key,
                     Positive {
                         claims: claims.clone(),
@@ -129,7 +175,7 @@ impl Introspector {
                 Ok(Active { claims, answer })
             }
             _ => {
-                insert_bounded(&self.negative, key, now + NEGATIVE_TTL_SECS, |until| {
+                insert_bounded(&mut state.negative, key, now + NEGATIVE_TTL_SECS, |until| {
                     *until > now
                 });
                 Err(AuthError::Inactive)
@@ -157,15 +203,16 @@ impl Introspector {
             tracing::warn!(status = %response.status(), "introspection refused");
             return Err(AuthError::IssuerUnavailable);
         }
-        response.json().await.map_err(|e| {
-            tracing::warn!(error = %e, "introspection answer is not JSON");
-            AuthError::IssuerUnavailable
-        })
+        crate::body::read_json(response, crate::body::MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "introspection answer unreadable");
+                AuthError::IssuerUnavailable
+            })
     }
 }
 
-fn insert_bounded<V>(map: &Mutex<HashMap<Key, V>>, key: Key, value: V, live: impl Fn(&V) -> bool) {
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+fn insert_bounded<V>(map: &mut HashMap<Key, V>, key: Key, value: V, live: impl Fn(&V) -> bool) {
     if map.len() >= MAX_ENTRIES {
         map.retain(|_, v| live(v));
         if map.len() >= MAX_ENTRIES {

@@ -33,7 +33,7 @@ pub const MIN_REFRESH: Duration = Duration::from_secs(30);
 /// Longest background refresh interval, whatever the issuer says.
 pub const MAX_REFRESH: Duration = Duration::from_secs(86_400);
 /// Largest JWKS document accepted.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
+const MAX_JWKS_BYTES: usize = crate::body::MAX_DOCUMENT_BYTES;
 /// Time limit of one JWKS request.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +41,10 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub(crate) struct LoadedKeys {
     pub set: KeySet,
+    /// Every key the issuer publishes, whatever `algorithms` allows: the
+    /// revocation feed's events are signed with the issuer's current key,
+    /// which need not be one this API accepts access tokens with.
+    pub published: KeySet,
     /// `kid`s published by the issuer with an algorithm we do not allow.
     pub disallowed: HashSet<String>,
 }
@@ -114,7 +118,10 @@ impl KeyCache {
     /// Keys given up front (no JWKS endpoint: nothing is ever fetched).
     pub fn fixed(jwks: &JwkSet, allowed: &[Algorithm], local: Vec<VerifyingKey>) -> KeyCache {
         let cache = KeyCache::new(None, allowed, local, Duration::MAX);
-        cache.install(jwks);
+        if let Err(e) = cache.install(jwks) {
+            // Only the local (HS256) keys, if any, are in use.
+            tracing::warn!(error = %e, "the JWKS given to the verifier has no usable key");
+        }
         cache
     }
 
@@ -135,6 +142,7 @@ impl KeyCache {
     ) -> KeyCache {
         let loaded = LoadedKeys {
             set: KeySet::new(local.clone()),
+            published: KeySet::default(),
             disallowed: HashSet::new(),
         };
         KeyCache {
@@ -171,10 +179,19 @@ impl KeyCache {
         self.uri.is_some()
     }
 
-    fn install(&self, jwks: &JwkSet) {
+    /// Installs the keys of `jwks`, unless it has none we can use: an empty
+    /// or unreadable set (an issuer misconfigured, a proxy's answer) never
+    /// replaces keys that work.
+    fn install(&self, jwks: &JwkSet) -> Result<(), JwksError> {
         let (set, skipped) = KeySet::from_jwks(jwks);
-        for e in skipped {
+        for e in &skipped {
             tracing::debug!(error = %e, "JWKS key skipped");
+        }
+        if set.keys().is_empty() {
+            return Err(JwksError::Invalid(format!(
+                "no usable key ({} skipped)",
+                skipped.len()
+            )));
         }
         let mut disallowed = HashSet::new();
         let mut keys: Vec<VerifyingKey> = Vec::new();
@@ -188,19 +205,23 @@ impl KeyCache {
         keys.extend(self.local.iter().cloned());
         self.current.store(Arc::new(LoadedKeys {
             set: KeySet::new(keys),
+            published: set,
             disallowed,
         }));
+        Ok(())
     }
 
     /// Fetches and installs the JWKS; returns when to refresh next. Callers
     /// hold `fetch_lock`.
     async fn fetch_locked(&self, http: &reqwest::Client, now: i64) -> Result<Duration, JwksError> {
-        let result = self.fetch_document(http).await;
+        let result = match self.fetch_document(http).await {
+            Ok((jwks, interval)) => self.install(&jwks).map(|()| interval),
+            Err(e) => Err(e),
+        };
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         match result {
-            Ok((jwks, interval)) => {
-                self.install(&jwks);
+            Ok(interval) => {
                 status.last_refreshed = Some(now);
                 status.last_error = None;
                 Ok(interval)
@@ -236,13 +257,15 @@ impl KeyCache {
                 .get(http::header::CACHE_CONTROL)
                 .and_then(|v| v.to_str().ok()),
         );
-        let body = response
-            .bytes()
+        let body = crate::body::read_capped(response, MAX_JWKS_BYTES)
             .await
-            .map_err(|e| JwksError::Unreachable(e.to_string()))?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(JwksError::Invalid("larger than 1 MiB".into()));
-        }
+            .map_err(|e| {
+                if e.starts_with("the answer is larger") {
+                    JwksError::Invalid("larger than 1 MiB".into())
+                } else {
+                    JwksError::Unreachable(e)
+                }
+            })?;
         let jwks: JwkSet =
             serde_json::from_slice(&body).map_err(|e| JwksError::Invalid(e.to_string()))?;
         Ok((jwks, interval))

@@ -67,6 +67,7 @@
 #![warn(missing_docs)]
 
 pub mod bearer;
+mod body;
 pub mod claims;
 pub mod clock;
 pub mod error;

@@ -8,7 +8,11 @@
 //! - [`Revocation::Subject`]: every token of that `sub` with `iat <=` the
 //!   event's `event_timestamp` (a user signed out everywhere, disabled or
 //!   deleted; tokens issued afterwards — the user signed in again — are fine),
-//!   until `retain_until`. A token without `iat` is treated as old.
+//!   until `retain_until`. A token without `iat` is treated as old;
+//! - [`Revocation::Grant`]: every token of that `client_id` — for one `sub`,
+//!   or for everyone when the client was deleted — with `iat <=` the event's
+//!   `event_timestamp` (consent withdrawn, client deleted), until
+//!   `retain_until`. A token without `client_id` matches no grant entry.
 //!
 //! Entries are dropped after their `until`, when every token they could
 //! concern has expired anyway. [`RevocationSet`] is an immutable value: the
@@ -27,6 +31,9 @@ pub const SESSION_REVOKED: &str =
     "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 /// Latchkey's "access token revoked" event.
 pub const TOKEN_REVOKED: &str = "urn:latchkey:secevent:token-revoked";
+/// Latchkey's "grant revoked" event: a client's tokens for one user (consent
+/// withdrawn) or for everyone (client deleted).
+pub const GRANT_REVOKED: &str = "urn:latchkey:secevent:grant-revoked";
 /// How long an entry is kept when its event names no `retain_until`.
 pub const FALLBACK_RETENTION_SECS: i64 = 24 * 3600;
 
@@ -56,6 +63,18 @@ pub enum Revocation {
         /// When the entry can be forgotten (the event's `retain_until`).
         until: i64,
     },
+    /// Every token of a client (for one user, or for all) issued at or
+    /// before a moment; kept until `until`.
+    Grant {
+        /// The client (`client_id` claim).
+        client_id: String,
+        /// The user (`sub` claim); `None`: every token of the client.
+        sub: Option<String>,
+        /// Tokens with `iat <=` this (the event's `event_timestamp`) are revoked.
+        issued_before: i64,
+        /// When the entry can be forgotten (the event's `retain_until`).
+        until: i64,
+    },
 }
 
 /// The revocations in force. Cheap to query; replaced as a whole.
@@ -65,6 +84,9 @@ pub struct RevocationSet {
     sessions: HashMap<String, i64>,
     /// sub → (latest event time, until).
     subjects: HashMap<String, (i64, i64)>,
+    /// client_id → (sub, or "" for every token of the client) → (latest
+    /// event time, until).
+    grants: HashMap<String, HashMap<String, (i64, i64)>>,
 }
 
 impl RevocationSet {
@@ -74,6 +96,7 @@ impl RevocationSet {
         jti: Option<&str>,
         sid: Option<&str>,
         sub: &str,
+        client_id: Option<&str>,
         iat: Option<i64>,
     ) -> bool {
         if let Some(jti) = jti {
@@ -86,9 +109,21 @@ impl RevocationSet {
                 return true;
             }
         }
+        let old = |issued_before: i64| iat.is_none_or(|iat| iat <= issued_before);
         if !self.subjects.is_empty() {
             if let Some((issued_before, _)) = self.subjects.get(sub) {
-                return iat.is_none_or(|iat| iat <= *issued_before);
+                if old(*issued_before) {
+                    return true;
+                }
+            }
+        }
+        if let Some(of_client) = client_id.and_then(|c| self.grants.get(c)) {
+            for who in [sub, ""] {
+                if let Some((issued_before, _)) = of_client.get(who) {
+                    if old(*issued_before) {
+                        return true;
+                    }
+                }
             }
         }
         false
@@ -113,6 +148,20 @@ impl RevocationSet {
                 let e = self.subjects.entry(sub).or_insert((issued_before, until));
                 *e = (e.0.max(issued_before), e.1.max(until));
             }
+            Revocation::Grant {
+                client_id,
+                sub,
+                issued_before,
+                until,
+            } => {
+                let e = self
+                    .grants
+                    .entry(client_id)
+                    .or_default()
+                    .entry(sub.unwrap_or_default())
+                    .or_insert((issued_before, until));
+                *e = (e.0.max(issued_before), e.1.max(until));
+            }
         }
     }
 
@@ -121,11 +170,18 @@ impl RevocationSet {
         self.jtis.retain(|_, until| *until > now);
         self.sessions.retain(|_, until| *until > now);
         self.subjects.retain(|_, (_, until)| *until > now);
+        self.grants.retain(|_, of_client| {
+            of_client.retain(|_, (_, until)| *until > now);
+            !of_client.is_empty()
+        });
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.jtis.len() + self.sessions.len() + self.subjects.len()
+        self.jtis.len()
+            + self.sessions.len()
+            + self.subjects.len()
+            + self.grants.values().map(HashMap::len).sum::<usize>()
     }
 
     /// `true` when nothing is revoked.
@@ -135,7 +191,7 @@ impl RevocationSet {
 }
 
 /// The revocations a verified SET's claims carry. Event types other than
-/// the two Latchkey publishes are ignored; a subject naming another issuer
+/// the three Latchkey publishes are ignored; a subject naming another issuer
 /// is ignored. `leeway_secs` extends a revoked token's entry past its `exp`.
 pub fn revocations_in_set(claims: &Value, issuer: &str, leeway_secs: i64) -> Vec<Revocation> {
     let mut out = Vec::new();
@@ -178,6 +234,27 @@ pub fn revocations_in_set(claims: &Value, issuer: &str, leeway_secs: i64) -> Vec
                 }
                 _ => {}
             },
+            GRANT_REVOKED if subject["format"].as_str() == Some("complex") => {
+                let user = &subject["user"];
+                if !user.is_null() && user["iss"].as_str() != Some(issuer) {
+                    continue;
+                }
+                let sub = match user["sub"].as_str() {
+                    Some(sub) => Some(sub.to_owned()),
+                    // A user without a `sub` is malformed: never widen it to
+                    // the whole client.
+                    None if !user.is_null() => continue,
+                    None => None,
+                };
+                if let Some(client_id) = subject["client"]["id"].as_str() {
+                    out.push(Revocation::Grant {
+                        client_id: client_id.to_owned(),
+                        sub,
+                        issued_before: timestamp,
+                        until,
+                    });
+                }
+            }
             TOKEN_REVOKED => {
                 if let Some(jti) = subject["id"].as_str() {
                     let until = body
@@ -212,33 +289,33 @@ mod tests {
             issued_before: 1_000,
             until: 5_000,
         });
-        assert!(set.is_revoked(None, None, "ada", Some(999)));
+        assert!(set.is_revoked(None, None, "ada", None, Some(999)));
         assert!(
-            set.is_revoked(None, None, "ada", Some(1_000)),
+            set.is_revoked(None, None, "ada", None, Some(1_000)),
             "iat equal to the event"
         );
         assert!(
-            !set.is_revoked(None, None, "ada", Some(1_001)),
+            !set.is_revoked(None, None, "ada", None, Some(1_001)),
             "signed in again after"
         );
         assert!(
-            set.is_revoked(None, None, "ada", None),
+            set.is_revoked(None, None, "ada", None, None),
             "no iat: treated as old"
         );
-        assert!(!set.is_revoked(None, None, "bob", Some(1)));
+        assert!(!set.is_revoked(None, None, "bob", None, Some(1)));
         // A later event moves the bound forward, never back.
         set.apply(Revocation::Subject {
             sub: "ada".into(),
             issued_before: 2_000,
             until: 6_000,
         });
-        assert!(set.is_revoked(None, None, "ada", Some(1_500)));
+        assert!(set.is_revoked(None, None, "ada", None, Some(1_500)));
         set.apply(Revocation::Subject {
             sub: "ada".into(),
             issued_before: 10,
             until: 100,
         });
-        assert!(set.is_revoked(None, None, "ada", Some(1_500)));
+        assert!(set.is_revoked(None, None, "ada", None, Some(1_500)));
     }
 
     #[test]
@@ -248,9 +325,9 @@ mod tests {
             sid: "s1".into(),
             until: 5_000,
         });
-        assert!(set.is_revoked(Some("any"), Some("s1"), "ada", Some(9_999)));
-        assert!(!set.is_revoked(Some("any"), Some("s2"), "ada", Some(1)));
-        assert!(!set.is_revoked(Some("any"), None, "ada", Some(1)));
+        assert!(set.is_revoked(Some("any"), Some("s1"), "ada", None, Some(9_999)));
+        assert!(!set.is_revoked(Some("any"), Some("s2"), "ada", None, Some(1)));
+        assert!(!set.is_revoked(Some("any"), None, "ada", None, Some(1)));
     }
 
     #[test]
@@ -264,12 +341,12 @@ mod tests {
             sid: "s1".into(),
             until: 2_000,
         });
-        assert!(set.is_revoked(Some("j1"), None, "ada", Some(1)));
+        assert!(set.is_revoked(Some("j1"), None, "ada", None, Some(1)));
         set.prune(1_029);
-        assert!(set.is_revoked(Some("j1"), None, "ada", Some(1)));
+        assert!(set.is_revoked(Some("j1"), None, "ada", None, Some(1)));
         set.prune(1_030);
         assert!(
-            !set.is_revoked(Some("j1"), None, "ada", Some(1)),
+            !set.is_revoked(Some("j1"), None, "ada", None, Some(1)),
             "pruned at exp + leeway"
         );
         assert_eq!(set.len(), 1, "the session entry stays until its own bound");
@@ -309,6 +386,78 @@ mod tests {
                 until: 1_930
             }]
         );
+    }
+
+    #[test]
+    fn grant_revocation_covers_the_clients_tokens_for_that_user_or_everyone() {
+        let mut set = RevocationSet::default();
+        set.apply(Revocation::Grant {
+            client_id: "app".into(),
+            sub: Some("ada".into()),
+            issued_before: 1_000,
+            until: 5_000,
+        });
+        assert!(set.is_revoked(None, None, "ada", Some("app"), Some(1_000)));
+        assert!(!set.is_revoked(None, None, "ada", Some("app"), Some(1_001)));
+        assert!(!set.is_revoked(None, None, "ada", Some("other"), Some(1)));
+        assert!(!set.is_revoked(None, None, "bob", Some("app"), Some(1)));
+        assert!(!set.is_revoked(None, None, "ada", None, Some(1)));
+        set.apply(Revocation::Grant {
+            client_id: "app".into(),
+            sub: None,
+            issued_before: 2_000,
+            until: 6_000,
+        });
+        assert!(set.is_revoked(None, None, "bob", Some("app"), Some(2_000)));
+        assert!(set.is_revoked(None, None, "app", Some("app"), None));
+        assert!(!set.is_revoked(None, None, "bob", Some("app"), Some(2_001)));
+        set.prune(5_000);
+        assert_eq!(set.len(), 1);
+        set.prune(6_000);
+        assert!(set.is_empty());
+
+        let event = |subject: serde_json::Value| {
+            json!({"iss": ISS, "events": {GRANT_REVOKED: {
+                "subject": subject, "event_timestamp": 1_000, "retain_until": 4_000}}})
+        };
+        assert_eq!(
+            revocations_in_set(
+                &event(json!({"format": "complex",
+                    "client": {"format": "opaque", "id": "app"},
+                    "user": {"format": "iss_sub", "iss": ISS, "sub": "ada"}})),
+                ISS,
+                30
+            ),
+            vec![Revocation::Grant {
+                client_id: "app".into(),
+                sub: Some("ada".into()),
+                issued_before: 1_000,
+                until: 4_000
+            }]
+        );
+        assert_eq!(
+            revocations_in_set(
+                &event(json!({"format": "complex", "client": {"format": "opaque", "id": "app"}})),
+                ISS,
+                30
+            ),
+            vec![Revocation::Grant {
+                client_id: "app".into(),
+                sub: None,
+                issued_before: 1_000,
+                until: 4_000
+            }]
+        );
+        // Another issuer's user, or a user without `sub`: ignored, never
+        // widened to the whole client.
+        for user in [
+            json!({"format": "iss_sub", "iss": "https://evil.example", "sub": "ada"}),
+            json!({"format": "iss_sub", "iss": ISS}),
+        ] {
+            let set = event(json!({"format": "complex",
+                "client": {"format": "opaque", "id": "app"}, "user": user}));
+            assert!(revocations_in_set(&set, ISS, 30).is_empty(), "{set}");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! backoff and dead-stream detection). The parser is pure and small enough to
 //! test case by case: lines ending in LF, CRLF or CR (even split across
 //! chunks), comments, multi-line `data`, fields without a value, a leading
-//! BOM, and a bound on line length.
+//! BOM, and a bound on the size of one event (its line being read plus the
+//! `data` gathered so far), so a hostile stream cannot grow memory without
+//! bound, whether with one endless line or with endless short `data` lines.
 //!
 //! Must not: do I/O, or interpret event types (the subscriber does).
 
@@ -24,9 +26,10 @@ pub struct SseEvent {
     pub id: Option<String>,
 }
 
-/// The stream broke the parser's bounds.
+/// The stream broke the parser's bounds: one event (or line) is longer than
+/// the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("an event stream line is longer than {0} bytes")]
+#[error("an event stream event is longer than {0} bytes")]
 pub struct LineTooLong(pub usize);
 
 /// Incremental SSE parser.
@@ -49,7 +52,8 @@ impl Default for SseParser {
 }
 
 impl SseParser {
-    /// A parser refusing lines longer than `max_line` bytes.
+    /// A parser refusing events (the `data` gathered so far plus the line
+    /// being read) longer than `max_line` bytes.
     pub fn new(max_line: usize) -> SseParser {
         SseParser {
             line: Vec::new(),
@@ -87,7 +91,8 @@ impl SseParser {
                     self.after_cr = true;
                 }
                 _ => {
-                    if self.line.len() >= self.max_line {
+                    let gathered = self.data.as_ref().map_or(0, String::len);
+                    if self.line.len() + gathered >= self.max_line {
                         return Err(LineTooLong(self.max_line));
                     }
                     self.line.push(b);
@@ -223,5 +228,24 @@ mod tests {
         let mut parser = SseParser::new(16);
         assert!(parser.push(b"data: 0123456789").is_ok());
         assert_eq!(parser.push(b"abcdef"), Err(LineTooLong(16)));
+    }
+
+    #[test]
+    fn endless_short_data_lines_are_refused_too() {
+        let mut parser = SseParser::new(64);
+        let mut refused = false;
+        for _ in 0..100 {
+            if parser.push(b"data: 0123456789\n").is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "one event's data is bounded, not only one line");
+        // Within the bound, an event of several lines still passes.
+        let mut parser = SseParser::new(64);
+        assert_eq!(
+            parser.push(b"data: 0123456789\ndata: 0123456789\n\n"),
+            Ok(vec![event("message", "0123456789\n0123456789", None)])
+        );
     }
 }

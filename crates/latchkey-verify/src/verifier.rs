@@ -424,7 +424,9 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Endpoints, Bui
     if !response.status().is_success() {
         return Err(failed(format!("{url} answered {}", response.status())));
     }
-    let endpoints: Endpoints = response.json().await.map_err(|e| failed(e.to_string()))?;
+    let endpoints: Endpoints = crate::body::read_json(response, crate::body::MAX_DOCUMENT_BYTES)
+        .await
+        .map_err(failed)?;
     if endpoints.issuer != issuer {
         return Err(BuildError::IssuerMismatch {
             expected: issuer.to_owned(),
@@ -461,23 +463,33 @@ impl Inner {
         if revocations.is_empty() {
             return;
         }
-        let now = self.clock.now();
+        let horizon = self.prune_horizon();
         self.revoked.rcu(|current| {
             let mut next = RevocationSet::clone(current);
             for r in revocations.iter().cloned() {
                 next.apply(r);
             }
-            next.prune(now);
+            next.prune(horizon);
             next
         });
         self.updates.send_modify(|n| *n += 1);
     }
 
+    /// Entries are forgotten only once this verifier's own leeway has
+    /// passed too: a token `leeway` seconds past its `exp` is still accepted
+    /// here, so its revocation must still be known.
+    fn prune_horizon(&self) -> i64 {
+        self.clock.now() - self.validation.leeway_secs
+    }
+
     pub fn prune(&self) {
-        let now = self.clock.now();
+        let horizon = self.prune_horizon();
+        if self.revoked.load().is_empty() {
+            return;
+        }
         self.revoked.rcu(|current| {
             let mut next = RevocationSet::clone(current);
-            next.prune(now);
+            next.prune(horizon);
             next
         });
     }
@@ -489,6 +501,7 @@ impl Inner {
             claims.jti.as_deref(),
             claims.sid.as_deref(),
             &claims.sub,
+            claims.client_id.as_deref(),
             claims.iat,
         ) {
             return Err(AuthError::Revoked);

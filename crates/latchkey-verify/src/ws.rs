@@ -273,8 +273,7 @@ async fn session_claims(verifier: &Verifier, cookie: &str) -> Result<Claims, Aut
         401 | 403 => return Err(AuthError::Inactive),
         _ => return Err(AuthError::IssuerUnavailable),
     }
-    let account: Account = response
-        .json()
+    let account: Account = crate::body::read_json(response, crate::body::MAX_DOCUMENT_BYTES)
         .await
         .map_err(|_| AuthError::IssuerUnavailable)?;
     let session = account

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::oauth::clients::{self, AccessTokenFormat, NewClient, GRANT_TYPES};
 use crate::oauth::scope::Scope;
+use crate::revocation::{Cause, Initiator};
 
 pub enum KeysCommand {
     List { config: Config, json: bool },
@@ -464,7 +465,8 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             }
         }
         ClientAction::Delete { client_id } => {
-            if !clients::delete(&pool, &client_id).await? {
+            let cause = Cause::new(now, Initiator::Admin, "client deleted");
+            if !clients::delete(&pool, &client_id, &cause).await? {
                 bail!("no client {client_id:?}");
             }
             eprintln!("deleted client {client_id} and every token issued to it");

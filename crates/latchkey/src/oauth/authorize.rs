@@ -23,6 +23,7 @@ use super::redirect_uri;
 use super::scope::Scope;
 use crate::clock::UnixTime;
 use crate::crypto::{SecretToken, TokenHash};
+use crate::revocation::{self, Cause, Revoked};
 use crate::store::{Pool, StoreError};
 
 /// Lifetime of an authorization code (RFC 9700: as short as possible; ≤ 60 s).
@@ -492,7 +493,7 @@ pub async fn revoke_consent(
     pool: &Pool,
     user_id: &str,
     client_id: &str,
-    now: UnixTime,
+    cause: &Cause,
 ) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     let n = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
@@ -501,14 +502,30 @@ pub async fn revoke_consent(
         .execute(&mut *tx)
         .await?
         .rows_affected();
+    if n == 0 {
+        return Ok(false);
+    }
     sqlx::query("UPDATE refresh_families SET revoked_at = $3, revoked_reason = 'consent withdrawn' WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL")
         .bind(user_id)
         .bind(client_id)
-        .bind(now)
+        .bind(cause.now)
         .execute(&mut *tx)
         .await?;
+    sqlx::query("DELETE FROM opaque_access_tokens WHERE subject = $1 AND client_id = $2")
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
+    // The client's JWT access tokens for this user stop working at APIs
+    // following the revocation feed (last statement: see `revocation`).
+    let revoked = Revoked::Grant {
+        client_id: client_id.to_owned(),
+        subject: Some(user_id.to_owned()),
+    };
+    revocation::record_tx(&mut tx, &revoked, cause).await?;
     tx.commit().await?;
-    Ok(n == 1)
+    cause.committed();
+    Ok(true)
 }
 
 /// Issues a code for an approved request.

@@ -13,6 +13,7 @@ use sqlx::Row as _;
 use super::scope::Scope;
 use crate::clock::UnixTime;
 use crate::crypto::{SecretToken, TokenHash};
+use crate::revocation::{self, Cause, Revoked};
 use crate::store::{Pool, StoreError};
 
 /// Grant types a client may be allowed.
@@ -314,13 +315,29 @@ pub async fn update(
     Ok(Some(c))
 }
 
-pub async fn delete(pool: &Pool, id: &str) -> Result<bool, StoreError> {
-    Ok(sqlx::query("DELETE FROM clients WHERE id = $1")
+/// Deletes a client. Its codes, refresh tokens, opaque access tokens and
+/// consents go with it (foreign keys cascade), and a client-wide grant
+/// revocation event makes its JWT access tokens — issued for users or to
+/// itself — stop working at APIs following the revocation feed.
+pub async fn delete(pool: &Pool, id: &str, cause: &Cause) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let deleted = sqlx::query("DELETE FROM clients WHERE id = $1")
         .bind(id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected()
-        == 1)
+        == 1;
+    if !deleted {
+        return Ok(false);
+    }
+    let revoked = Revoked::Grant {
+        client_id: id.to_owned(),
+        subject: None,
+    };
+    revocation::record_tx(&mut tx, &revoked, cause).await?;
+    tx.commit().await?;
+    cause.committed();
+    Ok(true)
 }
 
 /// Replaces the secret of a confidential client; returns the new one.

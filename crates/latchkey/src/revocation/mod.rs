@@ -20,7 +20,10 @@
 //!   `user reset-mfa`): [`Revoked::Subject`] — every token of that `sub`
 //!   issued at or before the event;
 //! - one access token revoked (RFC 7009, authorization-code replay):
-//!   [`Revoked::Token`] — that `jti`.
+//!   [`Revoked::Token`] — that `jti`;
+//! - a user withdrew their consent to a client, or a client was deleted:
+//!   [`Revoked::Grant`] — every token the client holds for that user (or for
+//!   anyone, when the client is deleted) issued at or before the event.
 //!
 //! **Ordering (architecture invariant).** Each event takes its sequence number
 //! from the one-row counter `revocation_feed_head` with
@@ -58,6 +61,9 @@ pub const SESSION_REVOKED: &str =
     "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 /// Latchkey's own event type: one access token revoked.
 pub const TOKEN_REVOKED: &str = "urn:latchkey:secevent:token-revoked";
+/// Latchkey's own event type: what a client was granted is withdrawn (by one
+/// user, or for everyone when the client is deleted).
+pub const GRANT_REVOKED: &str = "urn:latchkey:secevent:grant-revoked";
 
 /// Who set a revocation in motion (CAEP `initiating_entity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +166,13 @@ pub enum Revoked {
         jti: String,
         expires_at: UnixTime,
     },
+    /// Every token of `client_id` — for `subject` only, or for every user
+    /// and the client itself when `subject` is `None` — issued at or before
+    /// the event (consent withdrawn, client deleted).
+    Grant {
+        client_id: String,
+        subject: Option<String>,
+    },
 }
 
 impl Revoked {
@@ -168,14 +181,18 @@ impl Revoked {
             Revoked::Session { .. } => "session",
             Revoked::Subject { .. } => "subject",
             Revoked::Token { .. } => "token",
+            Revoked::Grant { .. } => "grant",
         }
     }
 
+    /// The user concerned; empty for a client-wide grant event (the column
+    /// is `NOT NULL`).
     fn subject(&self) -> &str {
         match self {
             Revoked::Session { subject, .. }
             | Revoked::Subject { subject }
             | Revoked::Token { subject, .. } => subject,
+            Revoked::Grant { subject, .. } => subject.as_deref().unwrap_or(""),
         }
     }
 }
@@ -205,16 +222,17 @@ pub(crate) async fn record_tx(
             .fetch_one(&mut **tx)
             .await?
             .try_get("seq")?;
-    let (session_id, jti, token_exp) = match revoked {
-        Revoked::Session { session_id, .. } => (Some(session_id.as_str()), None, None),
-        Revoked::Subject { .. } => (None, None, None),
+    let (session_id, jti, token_exp, client_id) = match revoked {
+        Revoked::Session { session_id, .. } => (Some(session_id.as_str()), None, None, None),
+        Revoked::Subject { .. } => (None, None, None, None),
         Revoked::Token {
             jti, expires_at, ..
-        } => (None, Some(jti.as_str()), Some(*expires_at)),
+        } => (None, Some(jti.as_str()), Some(*expires_at), None),
+        Revoked::Grant { client_id, .. } => (None, None, None, Some(client_id.as_str())),
     };
     sqlx::query(
-        "INSERT INTO revocation_events (seq, event_id, kind, subject, session_id, jti, token_exp, event_time, initiator, reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO revocation_events (seq, event_id, kind, subject, session_id, jti, token_exp, event_time, initiator, reason, client_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(seq)
     .bind(uuid::Uuid::now_v7().to_string())
@@ -226,6 +244,7 @@ pub(crate) async fn record_tx(
     .bind(cause.now)
     .bind(cause.initiator.as_str())
     .bind(clip(&cause.reason, 200))
+    .bind(client_id)
     .execute(&mut **tx)
     .await?;
     Ok(seq)
@@ -236,7 +255,7 @@ fn clip(text: &str, max_chars: usize) -> String {
 }
 
 const EVENT_COLUMNS: &str =
-    "seq, event_id, kind, subject, session_id, jti, token_exp, event_time, initiator, reason";
+    "seq, event_id, kind, subject, session_id, jti, token_exp, event_time, initiator, reason, client_id";
 
 fn event_from_row(row: &sqlx::any::AnyRow) -> Result<RevocationEvent, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
@@ -252,6 +271,12 @@ fn event_from_row(row: &sqlx::any::AnyRow) -> Result<RevocationEvent, sqlx::Erro
             subject,
             jti: row.try_get::<Option<String>, _>("jti")?.unwrap_or_default(),
             expires_at: row.try_get::<Option<i64>, _>("token_exp")?.unwrap_or(0),
+        },
+        "grant" => Revoked::Grant {
+            client_id: row
+                .try_get::<Option<String>, _>("client_id")?
+                .unwrap_or_default(),
+            subject: (!subject.is_empty()).then_some(subject),
         },
         _ => Revoked::Subject { subject },
     };
@@ -311,17 +336,21 @@ pub struct TokenFacts<'a> {
     pub jti: &'a str,
     pub session_id: Option<&'a str>,
     pub subject: &'a str,
+    pub client_id: &'a str,
     pub issued_at: UnixTime,
 }
 
 /// Does a recorded event revoke this token? The same rule the SDK applies to
-/// the feed: its `jti`, its `sid`, or its `sub` with `iat <=` the event.
+/// the feed: its `jti`, its `sid`, its `sub` with `iat <=` the event, or its
+/// `client_id` (and `sub`, unless the event is client-wide) with `iat <=`
+/// the event.
 pub async fn is_revoked(pool: &Pool, token: TokenFacts<'_>) -> Result<bool, StoreError> {
     let row = sqlx::query(
         "SELECT 1 AS hit FROM revocation_events
          WHERE (kind = 'token' AND jti = $1)
             OR (kind = 'session' AND session_id = $2)
             OR (kind = 'subject' AND subject = $3 AND event_time >= $4)
+            OR (kind = 'grant' AND client_id = $5 AND (subject = $3 OR subject = '') AND event_time >= $4)
          LIMIT 1",
     )
     .bind(token.jti)
@@ -329,6 +358,7 @@ pub async fn is_revoked(pool: &Pool, token: TokenFacts<'_>) -> Result<bool, Stor
     .bind(token.session_id)
     .bind(token.subject)
     .bind(token.issued_at)
+    .bind(token.client_id)
     .fetch_optional(pool)
     .await?;
     Ok(row.is_some())
@@ -381,6 +411,25 @@ pub fn security_event_token(event: &RevocationEvent, issuer: &str, retention_sec
                 "retain_until": retain_until,
             }),
         ),
+        Revoked::Grant { client_id, subject } => {
+            let mut who = json!({
+                "format": "complex",
+                "client": { "format": "opaque", "id": client_id },
+            });
+            if let Some(sub) = subject {
+                who["user"] = json!({ "format": "iss_sub", "iss": issuer, "sub": sub });
+            }
+            (
+                GRANT_REVOKED,
+                json!({
+                    "subject": who,
+                    "event_timestamp": event.event_time,
+                    "initiating_entity": event.initiator.as_str(),
+                    "reason_admin": { "en": event.reason },
+                    "retain_until": retain_until,
+                }),
+            )
+        }
     };
     json!({
         "iss": issuer,
@@ -458,5 +507,40 @@ mod tests {
         assert_eq!(body["subject"], json!({"format": "opaque", "id": "jti-1"}));
         assert_eq!(body["exp"], 1_900);
         assert_eq!(body["sub"], "user-1");
+    }
+
+    #[test]
+    fn grant_event_names_the_client_and_the_user_unless_client_wide() {
+        let set = security_event_token(
+            &event(Revoked::Grant {
+                client_id: "app".into(),
+                subject: Some("user-1".into()),
+            }),
+            "https://id.example.com",
+            100,
+        );
+        let body = &set["events"][GRANT_REVOKED];
+        assert_eq!(body["subject"]["format"], "complex");
+        assert_eq!(
+            body["subject"]["client"],
+            json!({"format": "opaque", "id": "app"})
+        );
+        assert_eq!(
+            body["subject"]["user"],
+            json!({"format": "iss_sub", "iss": "https://id.example.com", "sub": "user-1"})
+        );
+        assert_eq!(body["event_timestamp"], 1_000);
+
+        let set = security_event_token(
+            &event(Revoked::Grant {
+                client_id: "app".into(),
+                subject: None,
+            }),
+            "https://id.example.com",
+            100,
+        );
+        let body = &set["events"][GRANT_REVOKED];
+        assert_eq!(body["subject"]["client"]["id"], "app");
+        assert!(body["subject"].get("user").is_none());
     }
 }

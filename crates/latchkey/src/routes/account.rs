@@ -213,7 +213,10 @@ pub async fn revoke_consent(
 ) -> Result<Response, HttpError> {
     check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
     let now = state.clock.now();
-    if !crate::oauth::authorize::revoke_consent(&state.pool, &who.user.id, &client_id, now).await? {
+    let cause = Cause::at(&state, Initiator::User, "consent withdrawn");
+    if !crate::oauth::authorize::revoke_consent(&state.pool, &who.user.id, &client_id, &cause)
+        .await?
+    {
         let e = HttpError::json(
             StatusCode::NOT_FOUND,
             "unknown_consent",

@@ -369,11 +369,22 @@ pub struct Introspection {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Do the token's client and user still exist (and is the user enabled)? A
+/// deleted client's tokens are inactive even after its grant revocation
+/// event has been purged.
 async fn subject_is_active(
     pool: &Pool,
     subject: &str,
     client_id: &str,
 ) -> Result<bool, StoreError> {
+    let client_exists = sqlx::query("SELECT 1 AS hit FROM clients WHERE id = $1")
+        .bind(client_id)
+        .fetch_optional(pool)
+        .await?
+        .is_some();
+    if !client_exists {
+        return Ok(false);
+    }
     if subject == client_id {
         return Ok(true); // client credentials: the client itself
     }
@@ -422,6 +433,7 @@ pub async fn introspect(
                     jti: &t.jti,
                     session_id: t.session_id.as_deref(),
                     subject: &t.subject,
+                    client_id: &t.client_id,
                     issued_at: t.issued_at,
                 };
                 if t.expires_at > now
@@ -455,6 +467,7 @@ pub async fn introspect(
         jti: &claims.jti,
         session_id: claims.sid.as_deref(),
         subject: &claims.sub,
+        client_id: &claims.client_id,
         issued_at: claims.iat,
     };
     if is_denied(&state.pool, &claims.jti).await?

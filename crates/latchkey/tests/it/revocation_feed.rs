@@ -761,3 +761,217 @@ backend_test!(
         refused_within_a_second(&api, &token, "revoked opaque token").await;
     }
 );
+
+backend_test!(
+    withdrawn_consent_and_deleted_clients_refuse_the_clients_tokens_within_one_second,
+    |app: TestApp| async move {
+        let web = web_client(&app).await;
+        let other = web_client(&app).await;
+        let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
+        let (ada_other, _) = authorize(&app, &ada.browser, &other).await;
+        let bob = sign_in(&app, &web, "bob@example.com", &[]).await;
+        let caller = api_client(&app, "read:data").await;
+        let caller_token = client_token(&app.base, &caller, None).await;
+        let api = api_following_feed(&app, &app.base).await;
+        let introspect = |token: String| {
+            let other = other.clone();
+            let url = app.url("/oauth2/introspect");
+            async move {
+                let answer: Value = reqwest::Client::new()
+                    .post(url)
+                    .basic_auth(&other.id, other.secret.as_deref())
+                    .form(&[("token", token.as_str())])
+                    .send()
+                    .await
+                    .expect("introspect")
+                    .json()
+                    .await
+                    .expect("json");
+                answer["active"].as_bool().expect("active")
+            }
+        };
+        for token in [
+            &ada.access_token,
+            &ada_other,
+            &bob.access_token,
+            &caller_token,
+        ] {
+            assert_eq!(api.get("/me", Some(token)).await.status, 200);
+            assert!(introspect(token.clone()).await);
+        }
+
+        // Ada withdraws her consent to `web` on her account page.
+        latchkey::oauth::authorize::grant_consent(
+            &app.state.pool,
+            &ada.user_id,
+            &web.id,
+            &scope("openid offline_access read:data"),
+            app.clock.now_secs(),
+        )
+        .await
+        .expect("consent");
+        let csrf = app.account_csrf(&ada.browser).await;
+        let withdrawn = ada
+            .browser
+            .post(app.url(&format!("/account/consents/{}/revoke", web.id)))
+            .form(&[("csrf_token", csrf.as_str())])
+            .send()
+            .await
+            .expect("withdraw");
+        assert_eq!(withdrawn.status(), 303, "{withdrawn:?}");
+        refused_within_a_second(&api, &ada.access_token, "consent withdrawn").await;
+        assert!(!introspect(ada.access_token.clone()).await);
+        let refreshed = ada.refresh(&app, &ada.refresh_token).await;
+        assert_eq!(refreshed["error"], "invalid_grant", "{refreshed}");
+        // Only that user's grant to that client.
+        assert_eq!(api.get("/me", Some(&bob.access_token)).await.status, 200);
+        assert_eq!(api.get("/me", Some(&ada_other)).await.status, 200);
+        assert!(introspect(bob.access_token.clone()).await);
+
+        // `latchkey client delete`: every token of the client, for any user
+        // and the client's own.
+        let cause = Cause::new(app.clock.now_secs(), Initiator::Admin, "client deleted");
+        assert!(
+            latchkey::oauth::clients::delete(&app.state.pool, &web.id, &cause)
+                .await
+                .expect("delete")
+        );
+        refused_within_a_second(&api, &bob.access_token, "client deleted").await;
+        assert!(!introspect(bob.access_token.clone()).await);
+        assert!(
+            latchkey::oauth::clients::delete(&app.state.pool, &caller.id, &cause)
+                .await
+                .expect("delete")
+        );
+        refused_within_a_second(&api, &caller_token, "own token of a deleted client").await;
+        assert!(!introspect(caller_token.clone()).await);
+        // Deleting it again changes nothing and records no event.
+        let events = || async {
+            latchkey::revocation::events_after(&app.state.pool, 0, 0, 1_000)
+                .await
+                .expect("events")
+                .len()
+        };
+        let head = events().await;
+        assert!(
+            !latchkey::oauth::clients::delete(&app.state.pool, &caller.id, &cause)
+                .await
+                .expect("delete")
+        );
+        assert_eq!(events().await, head);
+        assert_eq!(api.get("/me", Some(&ada_other)).await.status, 200);
+        assert!(introspect(ada_other.clone()).await);
+    }
+);
+
+/// The SSE body of `events` (as read from the real feed), the one at
+/// `broken` with its signature altered, then `synced`.
+fn tampered_feed(events: &[SseEvent], broken: usize) -> Vec<u8> {
+    let mut body = String::from("retry: 1000\n\n");
+    for (i, event) in events.iter().enumerate() {
+        let mut data = event.data.clone();
+        if i == broken {
+            let (signed, signature) = data.rsplit_once('.').expect("a JWS");
+            let mut bytes = jose::b64_decode(signature).expect("base64url");
+            bytes[7] ^= 0x01;
+            data = format!("{signed}.{}", jose::b64(&bytes));
+        }
+        body.push_str(&format!(
+            "id: {}\nevent: revocation\ndata: {data}\n\n",
+            event.id.as_deref().expect("id")
+        ));
+    }
+    body.push_str(&format!(
+        "event: synced\ndata: {{\"head\":{},\"keepalive_secs\":15}}\n\n",
+        events.len()
+    ));
+    body.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_event_that_does_not_verify_is_never_skipped() {
+    const STREAM: &str = "/oauth2/revocations/stream";
+    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {})
+        .await
+        .expect("sqlite");
+    let web = web_client(&app).await;
+    let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
+    let bob = sign_in(&app, &web, "bob@example.com", &[]).await;
+    let cy = sign_in(&app, &web, "cy@example.com", &[]).await;
+    let api = api_following_feed(&app, &proxy.base).await;
+
+    // The API loses its stream; until told otherwise the "issuer" answers
+    // with a stream that ends at once, so the API keeps reconnecting.
+    proxy.answer_with(
+        STREAM,
+        Some(("text/event-stream", b"retry: 1000\n\n".to_vec())),
+    );
+    proxy.set_down(true);
+    within(2 * SECOND, "the API notices the cut", || async {
+        (api.health().await["feed"]["connected"] == false).then_some(())
+    })
+    .await;
+    proxy.set_down(false);
+    for user in [&ada, &bob, &cy] {
+        user.sign_out(&app).await;
+    }
+    let (_, token) = feed_token(&app).await;
+    let (events, _) = FeedStream::open(&app.base, &token, None)
+        .await
+        .until_synced()
+        .await;
+    assert_eq!(events.len(), 3);
+
+    // Now a stream with the three real events, the second one forged.
+    proxy.answer_with(
+        STREAM,
+        Some(("text/event-stream", tampered_feed(&events, 1))),
+    );
+    refused_within_a_second_after_reconnecting(&api, &ada.access_token).await;
+    let health = within(7 * SECOND, "the bad event is reported", || async {
+        let health = api.health().await;
+        health["feed"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not verify"))
+            .then_some(health)
+    })
+    .await;
+    assert_eq!(health["feed"]["last_event_id"], 1, "{health}");
+    assert_eq!(health["feed"]["connected"], false, "{health}");
+    // The event after the bad one is not applied either: applying it would
+    // move the position past the bad one and lose it for ever.
+    assert_eq!(api.get("/me", Some(&cy.access_token)).await.status, 200);
+    assert_eq!(api.get("/me", Some(&bob.access_token)).await.status, 200);
+    within(
+        7 * SECOND,
+        "the API resumes from the last good event",
+        || async {
+            (proxy.last_header(STREAM, "last-event-id").as_deref() == Some("1")).then_some(())
+        },
+    )
+    .await;
+
+    // The real feed again: resumed from event 1, events 2 and 3 arrive.
+    proxy.answer_with(STREAM, None);
+    for (user, what) in [
+        (&bob, "the event that did not verify"),
+        (&cy, "the event after it"),
+    ] {
+        within(7 * SECOND, what, || async {
+            (api.get("/me", Some(&user.access_token)).await.status == 401).then_some(())
+        })
+        .await;
+    }
+    let health = api.health().await;
+    assert_eq!(health["feed"]["last_event_id"], 3, "{health}");
+}
+
+/// The API reconnects (backoff ≤ 5 s) and then refuses `token`.
+async fn refused_within_a_second_after_reconnecting(api: &TestApi, token: &str) {
+    within(
+        7 * SECOND,
+        "the first, genuine event is applied",
+        || async { (api.get("/me", Some(token)).await.status == 401).then_some(()) },
+    )
+    .await;
+}

@@ -451,14 +451,22 @@ pub fn header_of(token: &str) -> Value {
 
 // ---------------------------------------------------------------- the proxy
 
-/// An HTTP proxy in front of the real server: counts requests per path, and
-/// can be switched "down" (503 for every request, open streams cut).
+/// An HTTP proxy in front of the real server: counts requests per path, can
+/// be switched "down" (503 for every request, open streams cut), and can
+/// answer a path itself (a hostile or broken issuer: an empty JWKS, a huge
+/// body, a tampered feed) — see [`Proxy::answer_with`].
 pub struct Proxy {
     pub base: String,
     upstream: Arc<Mutex<String>>,
     counts: Arc<Mutex<BTreeMap<String, usize>>>,
     down: watch::Sender<bool>,
+    overrides: Overrides,
+    last_headers: Arc<Mutex<BTreeMap<String, axum::http::HeaderMap>>>,
 }
+
+/// path → (content type, body), answered 200 and streamed in 16 KiB chunks
+/// without a `Content-Length`.
+type Overrides = Arc<Mutex<BTreeMap<String, (String, Vec<u8>)>>>;
 
 #[derive(Clone)]
 struct ProxyState {
@@ -466,6 +474,8 @@ struct ProxyState {
     counts: Arc<Mutex<BTreeMap<String, usize>>>,
     down: watch::Receiver<bool>,
     http: reqwest::Client,
+    overrides: Overrides,
+    last_headers: Arc<Mutex<BTreeMap<String, axum::http::HeaderMap>>>,
 }
 
 async fn forward(
@@ -479,8 +489,29 @@ async fn forward(
         .expect("counts")
         .entry(path.clone())
         .or_default() += 1;
+    state
+        .last_headers
+        .lock()
+        .expect("headers")
+        .insert(path.clone(), request.headers().clone());
     if *state.down.borrow() {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "issuer down").into_response();
+    }
+    let answer = state
+        .overrides
+        .lock()
+        .expect("overrides")
+        .get(&path)
+        .cloned();
+    if let Some((content_type, body)) = answer {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(16 * 1024).map(|c| Ok(c.to_vec())).collect();
+        return Response::builder()
+            .header(axum::http::header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .unwrap_or_else(|_| axum::http::StatusCode::BAD_GATEWAY.into_response());
     }
     let upstream = state.upstream.lock().expect("upstream").clone();
     let target = format!(
@@ -532,10 +563,14 @@ impl Proxy {
         let upstream = Arc::new(Mutex::new(String::new()));
         let counts = Arc::new(Mutex::new(BTreeMap::new()));
         let (down, down_rx) = watch::channel(false);
+        let overrides = Overrides::default();
+        let last_headers = Arc::new(Mutex::new(BTreeMap::new()));
         let state = ProxyState {
             upstream: upstream.clone(),
             counts: counts.clone(),
             down: down_rx,
+            overrides: overrides.clone(),
+            last_headers: last_headers.clone(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -550,7 +585,34 @@ impl Proxy {
             upstream,
             counts,
             down,
+            overrides,
+            last_headers,
         }
+    }
+
+    /// From now on `path` is answered by the proxy itself with `body`
+    /// (`None`: forwarded again).
+    pub fn answer_with(&self, path: &str, answer: Option<(&str, Vec<u8>)>) {
+        let mut overrides = self.overrides.lock().expect("overrides");
+        match answer {
+            Some((content_type, body)) => {
+                overrides.insert(path.to_owned(), (content_type.to_owned(), body));
+            }
+            None => {
+                overrides.remove(path);
+            }
+        }
+    }
+
+    /// A header of the last request for `path`.
+    pub fn last_header(&self, path: &str, name: &str) -> Option<String> {
+        self.last_headers
+            .lock()
+            .expect("headers")
+            .get(path)
+            .and_then(|h| h.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     pub fn forward_to(&self, upstream: &str) {

@@ -589,3 +589,132 @@ fn proxied_client(proxy: &Proxy) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_unusable_or_oversized_jwks_never_replaces_working_keys() {
+    const JWKS: &str = "/.well-known/jwks.json";
+    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {})
+        .await
+        .expect("sqlite");
+    let client = api_client(&app, "read:data").await;
+    let token = client_token(&app.base, &client, None).await;
+    let verifier = verifier_for(&proxy.base, &app)
+        .jwks_min_refetch_interval(Duration::ZERO)
+        .build()
+        .await
+        .expect("verifier");
+    let api = TestApi::start(verifier).await;
+    assert_eq!(api.get("/data", Some(&token)).await.status, 200);
+    let payload = b64json(&claims_now(&app, &proxy.base));
+    let forged = |n: usize| {
+        foreign_key().sign_raw(
+            &b64json(&json!({"alg": "ES256", "kid": format!("forged-{n}"), "typ": "at+jwt"})),
+            &payload,
+        )
+    };
+    let mut huge = br#"{"keys":[],"padding":""#.to_vec();
+    huge.resize(huge.len() + 2 * 1024 * 1024, b'a');
+    huge.extend_from_slice(b"\"}");
+    let broken_key = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA",
+        "kid": "broken", "alg": "ES256", "use": "sig"}]});
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", br#"{"keys":[]}"#.to_vec(), "no usable key"),
+        (
+            "unusable",
+            broken_key.to_string().into_bytes(),
+            "no usable key",
+        ),
+        (
+            "not a JWK Set",
+            b"<html>maintenance</html>".to_vec(),
+            "not a valid JWK Set",
+        ),
+        ("2 MiB, streamed", huge, "larger than 1 MiB"),
+    ];
+    for (n, (what, body, error)) in cases.into_iter().enumerate() {
+        proxy.answer_with(JWKS, Some(("application/json", body)));
+        let before = proxy.count(JWKS);
+        // An unknown kid makes the API fetch the JWKS again …
+        assert_eq!(api.get("/me", Some(&forged(n))).await.status, 401, "{what}");
+        assert_eq!(proxy.count(JWKS), before + 1, "{what}: refetched");
+        // … and the bad answer leaves the working keys in place.
+        let answer = api.get("/data", Some(&token)).await;
+        assert_eq!(answer.status, 200, "{what}: {answer:?}");
+        let health = api.health().await;
+        let last_error = health["jwks"]["last_error"].as_str().unwrap_or_default();
+        assert!(last_error.contains(error), "{what}: {health}");
+        assert_eq!(
+            health["jwks"]["kids"].as_array().map(Vec::len),
+            Some(1),
+            "{what}: {health}"
+        );
+    }
+}
+
+backend_test!(
+    a_refresh_token_is_refused_although_introspection_calls_it_active,
+    |app: TestApp| async move {
+        let web = web_client(&app).await;
+        let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
+        // The issuer says "active" for a live refresh token (RFC 7662) …
+        let answer: Value = reqwest::Client::new()
+            .post(app.url("/oauth2/introspect"))
+            .basic_auth(&web.id, web.secret.as_deref())
+            .form(&[("token", ada.refresh_token.as_str())])
+            .send()
+            .await
+            .expect("introspect")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(answer["active"], true, "{answer}");
+        assert_eq!(answer["token_type"], "refresh_token", "{answer}");
+        // … but an API must not take it for an access token.
+        let verifier = verifier_for(&app.base, &app)
+            .introspection(&web.id, web.secret.as_deref().expect("secret"))
+            .build()
+            .await
+            .expect("verifier");
+        let api = TestApi::start(verifier).await;
+        let refused = api.get("/me", Some(&ada.refresh_token)).await;
+        refused.assert_invalid_token("a refresh token as a bearer token");
+        assert_eq!(api.get("/me", Some(&ada.access_token)).await.status, 200);
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_a_new_opaque_token_share_one_introspection() {
+    const INTROSPECT: &str = "/oauth2/introspect";
+    let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {})
+        .await
+        .expect("sqlite");
+    let opaque = register(
+        &app,
+        NewClient {
+            audience: AUDIENCE.into(),
+            access_token_format: AccessTokenFormat::Opaque,
+            ..client_spec("opaque caller", true, &["client_credentials"], "read:data")
+        },
+    )
+    .await;
+    let token = client_token(&app.base, &opaque, None).await;
+    let verifier = verifier_for(&proxy.base, &app)
+        .introspection(&opaque.id, opaque.secret.as_deref().expect("secret"))
+        .build()
+        .await
+        .expect("verifier");
+    let api = TestApi::start(verifier).await;
+    let burst = |token: String| {
+        let api = &api;
+        async move {
+            futures_util::future::join_all((0..20).map(|_| api.get("/data", Some(&token)))).await
+        }
+    };
+    let answers = burst(token.clone()).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(proxy.count(INTROSPECT), 1, "one call for the burst");
+    // A burst of one garbage token costs the issuer one call too.
+    let answers = burst("lk_not-a-token-at-all".to_owned()).await;
+    assert!(answers.iter().all(|a| a.status == 401), "{answers:?}");
+    assert_eq!(proxy.count(INTROSPECT), 2, "one call for the garbage burst");
+}
