@@ -622,9 +622,9 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         }
         UserAction::ResetMfa { user } => {
             let found = identity::find(&pool, &user).await?;
-            crate::mfa::reset_all(&pool, &found.id).await?;
             let cause = Cause::new(now, Initiator::Admin, "second factors reset by an operator");
-            let ended = crate::session::revoke_all(&pool, &found.id, &cause).await?;
+            // One transaction: factors removed, sessions ended, events recorded.
+            let ended = crate::mfa::reset_all_and_end_sessions(&pool, &found.id, &cause).await?;
             audit::record(
                 &pool,
                 EventKind::MfaReset,

@@ -56,7 +56,7 @@ pub struct Config {
 pub struct RevocationFeedConfig {
     /// How often each instance reads new revocation events from the database (milliseconds).
     pub poll_interval_ms: u64,
-    /// A `: keepalive` comment is sent after this many idle seconds, so subscribers detect a dead stream.
+    /// A `: keepalive` comment is sent this often, so subscribers detect a dead stream; each stream re-checks its reader then.
     pub keepalive_secs: u64,
 }
 

@@ -269,7 +269,10 @@ pub async fn set_disabled(
     }
     let ended = if disabled {
         let cause = Cause::new(now, Initiator::Admin, "user disabled");
-        crate::session::delete_all_for_user_tx(&mut tx, user_id, &cause).await?
+        crate::session::delete_all_for_user_tx(&mut tx, user_id, &cause)
+            .await?
+            .record_tx(&mut tx, &cause)
+            .await?
     } else {
         0
     };
@@ -279,23 +282,32 @@ pub async fn set_disabled(
 
 /// Deletes a user; roles and sessions go with it (foreign keys cascade, and
 /// sessions are deleted explicitly too so SQLite without FK enforcement
-/// agrees), and a revocation event revokes every token issued to them
-/// until `now`.
+/// agrees), and revocation events revoke every session of theirs and every
+/// token issued to them until `now`.
 pub async fn delete(pool: &Pool, user_id: &str, now: UnixTime) -> Result<(), IdentityError> {
     let mut tx = pool.begin().await?;
+    // The users row first, as every revoking transaction does (lock order:
+    // see `session`); it also tells whether the user exists.
+    let found = sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    if found.rows_affected() == 0 {
+        return Err(IdentityError::UnknownUser(user_id.to_owned()));
+    }
     let cause = Cause::new(now, Initiator::Admin, "user deleted");
-    crate::session::delete_all_for_user_tx(&mut tx, user_id, &cause).await?;
+    let ended = crate::session::delete_all_for_user_tx(&mut tx, user_id, &cause).await?;
     sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+    sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    if deleted.rows_affected() == 0 {
-        return Err(IdentityError::UnknownUser(user_id.to_owned()));
-    }
+    // The events last: the counter's row lock is held until commit.
+    ended.record_tx(&mut tx, &cause).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -20,7 +20,8 @@ use sqlx::Row as _;
 
 use crate::clock::UnixTime;
 use crate::crypto::{random_bytes, seal, unseal, SecretToken, TokenHash};
-use crate::store::{Pool, StoreError};
+use crate::revocation::Cause;
+use crate::store::{Pool, StoreError, Tx};
 
 pub const CHALLENGE_LIFETIME_SECS: i64 = 300;
 pub const RECOVERY_CODE_COUNT: usize = 10;
@@ -215,10 +216,39 @@ pub async fn verify_totp(
 /// Removes every second factor of a user in one transaction — the
 /// authenticator app, recovery codes, half-done sign-ins, and the passkeys
 /// (which serve as second factors too) with their pending ceremonies — so a
-/// user who lost them can sign in with the password alone
-/// (`latchkey user reset-mfa`).
+/// user who lost them can sign in with the password alone. Sessions are
+/// left alone: the operator's `latchkey user reset-mfa` uses
+/// [`reset_all_and_end_sessions`].
 pub async fn reset_all(pool: &Pool, user_id: &str) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
+    reset_all_tx(&mut tx, user_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `latchkey user reset-mfa`: removes every second factor ([`reset_all`])
+/// **and** ends every session of the user, with their refresh families and
+/// the revocation events, all in one transaction — a failure leaves the
+/// factors and the sessions as they were. Returns the sessions ended.
+pub async fn reset_all_and_end_sessions(
+    pool: &Pool,
+    user_id: &str,
+    cause: &Cause,
+) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    // The user's own rows first, then families and sessions, events last
+    // (the lock order in `session`).
+    reset_all_tx(&mut tx, user_id).await?;
+    let ended = crate::session::delete_all_for_user_tx(&mut tx, user_id, cause)
+        .await?
+        .record_tx(&mut tx, cause)
+        .await?;
+    tx.commit().await?;
+    cause.committed();
+    Ok(ended)
+}
+
+async fn reset_all_tx(tx: &mut Tx<'_>, user_id: &str) -> Result<(), sqlx::Error> {
     for table in [
         "totp_credentials",
         "recovery_codes",
@@ -228,10 +258,9 @@ pub async fn reset_all(pool: &Pool, user_id: &str) -> Result<(), StoreError> {
     ] {
         sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
             .bind(user_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -19,6 +19,15 @@
 //! slow to keep up with the broadcast is ended; its client resumes with
 //! `Last-Event-ID`.
 //!
+//! Architecture invariant: **a stream is open only while its instance
+//! publishes.** When the task fails to read or sign events (the database is
+//! down, a table is gone), every open stream ends at once and new streams are
+//! refused (`503`) until a read succeeds again. A stream that stayed open
+//! with keepalives while nothing could be published would tell its
+//! subscribers they are up to date when they are not; ended, they reconnect
+//! (with `Last-Event-ID`, missing nothing once the task recovers) or, if they
+//! cannot, become stale and apply their failure policy.
+//!
 //! Must not: know about HTTP or SSE framing (`routes::revocations`), or
 //! write events (callers of `revocation::record_tx` do).
 
@@ -59,6 +68,8 @@ struct Inner {
     wake: Arc<Notify>,
     cache: RwLock<Cache>,
     live: broadcast::Sender<Published>,
+    /// `true` while the task publishes: after its first successful read,
+    /// until a read fails (then again after the next successful one).
     ready: watch::Sender<bool>,
     closing: watch::Sender<bool>,
 }
@@ -77,6 +88,9 @@ pub struct Subscription {
     pub live: broadcast::Receiver<Published>,
     /// Becomes `true` when the server shuts down: end the stream.
     pub closing: watch::Receiver<bool>,
+    /// Becomes `false` when the task fails to read or sign events: end the
+    /// stream (see the module documentation).
+    pub publishing: watch::Receiver<bool>,
 }
 
 /// The feed's task has not loaded the events yet (database down at start).
@@ -105,13 +119,14 @@ impl RevocationFeed {
         self.0.wake.notify_one();
     }
 
-    /// Ends every open stream (graceful shutdown: streams never end by
-    /// themselves, and the server waits for open connections).
+    /// Ends every open stream (graceful shutdown: otherwise streams end only
+    /// at their token's expiry, when their reader loses access, or when
+    /// publishing fails, and the server waits for open connections).
     pub fn close_streams(&self) {
         self.0.closing.send_replace(true);
     }
 
-    /// The idle interval after which streams send a keepalive comment.
+    /// How often streams send a keepalive comment and re-check their reader.
     pub fn keepalive(&self) -> Duration {
         Duration::from_secs(self.0.config.keepalive_secs)
     }
@@ -142,6 +157,7 @@ impl RevocationFeed {
             head: cache.head,
             live,
             closing: self.0.closing.subscribe(),
+            publishing: ready,
         })
     }
 
@@ -158,11 +174,15 @@ impl RevocationFeed {
                     }
                     self.0.ready.send_replace(true);
                 }
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "revocation feed cannot read or sign events; retrying");
-                    failing = true;
+                Err(e) => {
+                    // End the open streams and refuse new ones until a read
+                    // succeeds (see the module documentation).
+                    self.0.ready.send_replace(false);
+                    if !failing {
+                        tracing::warn!(error = %e, "revocation feed cannot read or sign events; streams end until it can; retrying");
+                        failing = true;
+                    }
                 }
-                Err(_) => {}
             }
             tokio::select! {
                 _ = self.0.wake.notified() => {}
@@ -254,8 +274,10 @@ pub enum ReaderError {
 
 /// Who may read the feed: a live access token (JWT or opaque) that a client
 /// obtained for itself (client credentials: `sub` = `client_id`) with the
-/// `latchkey:revocations` scope. The feed names users and sessions, so a
-/// user's token — even with that scope — is refused.
+/// `latchkey:revocations` scope, of a client that still exists and may still
+/// ask for that scope. The feed names users and sessions, so a user's token —
+/// even with that scope — is refused. An open stream asks again at every
+/// keepalive and ends when the answer is no longer yes.
 pub async fn authorize_reader(state: &AppState, token: &str) -> Result<Reader, ReaderError> {
     let info = crate::tokens::introspect(state, token, Some("access_token")).await?;
     if !info.active || info.token_type != Some("Bearer") {
@@ -269,6 +291,14 @@ pub async fn authorize_reader(state: &AppState, token: &str) -> Result<Reader, R
     }
     let scope = info.scope.unwrap_or_default();
     if !scope.split(' ').any(|s| s == super::FEED_SCOPE) {
+        return Err(ReaderError::MissingScope);
+    }
+    // A JWT outlives its client: a deleted client's token must not read on,
+    // nor one of a client that has lost the scope since.
+    let Some(client) = crate::oauth::clients::find(&state.pool, &client_id).await? else {
+        return Err(ReaderError::InvalidToken);
+    };
+    if !client.scopes.contains(super::FEED_SCOPE) {
         return Err(ReaderError::MissingScope);
     }
     Ok(Reader {

@@ -14,13 +14,15 @@
 //! committed):
 //!
 //! - a session ended on purpose (sign-out, revocation of one session, "sign
-//!   out other sessions", a password change, refresh-token reuse):
-//!   [`Revoked::Session`] — every token carrying that `sid`;
+//!   out other sessions", a password change, refresh-token reuse,
+//!   authorization-code replay): [`Revoked::Session`] — every token carrying
+//!   that `sid`;
 //! - all of a user's sessions and tokens (disable, delete, `user logout-all`,
-//!   `user reset-mfa`): [`Revoked::Subject`] — every token of that `sub`
-//!   issued at or before the event;
-//! - one access token revoked (RFC 7009, authorization-code replay):
-//!   [`Revoked::Token`] — that `jti`;
+//!   `user reset-mfa`): one [`Revoked::Session`] per ended session **and**
+//!   [`Revoked::Subject`] — every token of that `sub` issued at or before
+//!   the event (the per-session events do not depend on clocks agreeing);
+//! - one access token revoked (RFC 7009, and the first access token of a
+//!   replayed authorization code): [`Revoked::Token`] — that `jti`;
 //! - a user withdrew their consent to a client, or a client was deleted:
 //!   [`Revoked::Grant`] — every token the client holds for that user (or for
 //!   anyone, when the client is deleted) issued at or before the event.

@@ -4,16 +4,21 @@
 //! Reads the bearer token and `Last-Event-ID`, asks
 //! `revocation::feed::authorize_reader` whether the token may read the feed,
 //! and streams: `retry: 1000`, the retained events after `Last-Event-ID`,
-//! `event: synced`, then live events, with `: keepalive` comments when idle.
-//! The stream ends when the token expires (the client reconnects with a new
-//! one), when the client is too slow, or when the server shuts down.
+//! `event: synced`, then live events, and a `: keepalive` comment every
+//! `revocation_feed.keepalive_secs`. Before each keepalive the stream asks
+//! `authorize_reader` again and ends if the token is no longer active, or
+//! its client was deleted or lost the `latchkey:revocations` scope. The
+//! stream also ends when the token expires (the client reconnects with a new
+//! one), when the client is too slow, when this instance fails to publish
+//! events (the client reconnects, see `revocation::feed`), or when the
+//! server shuts down.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{broadcast, watch};
 
@@ -131,10 +136,13 @@ pub async fn stream(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let remaining = (reader.expires_at - state.clock.now()).max(0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(remaining as u64);
     let keepalive = state.revocation_feed.keepalive();
-    let events = events(subscription, deadline, keepalive.as_secs());
-    let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(keepalive).text("keepalive"))
-        .into_response();
+    let reader = ReaderCheck {
+        state: state.clone(),
+        token: token.to_owned(),
+        every: keepalive,
+    };
+    let events = events(subscription, deadline, reader);
+    let mut response = Sse::new(events).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -148,6 +156,25 @@ fn revocation(published: &Published) -> Event {
         .data(&*published.set)
 }
 
+/// What a stream needs to ask again, at every keepalive, whether its reader
+/// may still read.
+struct ReaderCheck {
+    state: AppState,
+    /// The bearer token the stream was opened with (never logged).
+    token: String,
+    every: Duration,
+}
+
+impl ReaderCheck {
+    /// Still allowed? A database error counts as no: the stream ends and the
+    /// client reconnects (and is asked again).
+    async fn still_allowed(&self) -> bool {
+        feed::authorize_reader(&self.state, &self.token)
+            .await
+            .is_ok()
+    }
+}
+
 struct Stream {
     started: bool,
     backlog: std::vec::IntoIter<Published>,
@@ -155,24 +182,30 @@ struct Stream {
     last_sent: i64,
     live: broadcast::Receiver<Published>,
     closing: watch::Receiver<bool>,
+    publishing: watch::Receiver<bool>,
     deadline: tokio::time::Instant,
+    reader: ReaderCheck,
+    next_check: tokio::time::Instant,
 }
 
 enum Next {
     Live(Published),
     Skip,
+    Keepalive,
     End,
 }
 
-/// The stream's events: `retry`, backlog, `synced`, then live events until
-/// the deadline, a lag, or shutdown.
+/// The stream's events: `retry`, backlog, `synced`, then live events and
+/// keepalives until the deadline, a lag, a failed reader check, a
+/// publishing failure, or shutdown.
 fn events(
     subscription: Subscription,
     deadline: tokio::time::Instant,
-    keepalive_secs: u64,
+    reader: ReaderCheck,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
-    let synced = serde_json::json!({ "head": subscription.head, "keepalive_secs": keepalive_secs })
-        .to_string();
+    let synced =
+        serde_json::json!({ "head": subscription.head, "keepalive_secs": reader.every.as_secs() })
+            .to_string();
     let state = Stream {
         started: false,
         backlog: subscription.backlog.into_iter(),
@@ -180,7 +213,10 @@ fn events(
         last_sent: 0,
         live: subscription.live,
         closing: subscription.closing,
+        publishing: subscription.publishing,
         deadline,
+        next_check: tokio::time::Instant::now() + reader.every,
+        reader,
     };
     futures_util::stream::unfold(state, |mut s| async move {
         if !s.started {
@@ -205,6 +241,10 @@ fn events(
                 },
                 _ = tokio::time::sleep_until(s.deadline) => Next::End,
                 _ = s.closing.wait_for(|closing| *closing) => Next::End,
+                // The publisher fails: no more keepalives that would say
+                // "up to date" (see `revocation::feed`).
+                _ = s.publishing.wait_for(|publishing| !*publishing) => Next::End,
+                _ = tokio::time::sleep_until(s.next_check) => Next::Keepalive,
             };
             match next {
                 Next::Live(published) => {
@@ -212,6 +252,13 @@ fn events(
                     return Some((Ok(revocation(&published)), s));
                 }
                 Next::Skip => continue,
+                Next::Keepalive => {
+                    if !s.reader.still_allowed().await || !*s.publishing.borrow() {
+                        return None;
+                    }
+                    s.next_check = tokio::time::Instant::now() + s.reader.every;
+                    return Some((Ok(Event::default().comment("keepalive")), s));
+                }
                 Next::End => return None,
             }
         }

@@ -12,10 +12,25 @@
 //! disabling or deleting the user) also revokes the refresh-token families
 //! that came from it, deletes its opaque access tokens and records a
 //! revocation event for the feed (`revocation`), all in the same
-//! transaction; every such function takes the [`Cause`] of the revocation. A
+//! transaction; every such function takes the [`Cause`] of the revocation.
+//! Every ended session gets its own [`Revoked::Session`] event, also when a
+//! user-wide [`Revoked::Subject`] event is recorded with it: the subject
+//! event only covers tokens with `iat <=` its time, which a token minted by
+//! an instance whose clock runs ahead can escape; its `sid` cannot. A
 //! session that merely expires, or is evicted by the per-user limit, does
 //! not: its refresh tokens keep their own idle and absolute limits, so its
 //! access tokens stay valid until they expire.
+//!
+//! Architecture invariant — **lock order of revoking transactions**. So that
+//! two revocations running at once on PostgreSQL cannot deadlock, every
+//! transaction that revokes touches rows in this order: the `users` row (if
+//! it changes it) and the user's own rows (second factors, roles), then
+//! `refresh_tokens`, then `refresh_families`, then `sessions`, then
+//! `opaque_access_tokens` / `revoked_access_tokens`, and **last** the
+//! revocation events (`revocation::record_tx`, whose counter row lock is held
+//! until commit). Functions here therefore revoke a session's families
+//! *before* deleting the session row, and hand back the events still to be
+//! recorded ([`Ended`]) instead of recording them in the middle.
 //!
 //! Must not: know about HTTP or cookies (the `http` module carries the token
 //! in a cookie); decide who may sign in (that is the login flow's job).
@@ -236,39 +251,96 @@ pub async fn end(
 ) -> Result<Option<Session>, StoreError> {
     let hash = token.hash();
     let mut tx = pool.begin().await?;
-    // Write first: in SQLite a transaction that reads and then writes fails
-    // at once (busy snapshot) when another write commits in between.
-    sqlx::query("UPDATE sessions SET last_seen_at = last_seen_at WHERE id_hash = $1")
-        .bind(hash.as_str())
-        .execute(&mut *tx)
-        .await?;
+    // Its refresh families first (the lock order above); this is also the
+    // write that comes first, as SQLite needs (a transaction that reads and
+    // then writes fails at once when another write commits in between).
+    revoke_for_sessions_tx(
+        &mut tx,
+        SessionSelector::IdHash(hash.as_str()),
+        &cause.reason,
+        cause.now,
+    )
+    .await?;
     let row = sqlx::query(&format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1"
+        "DELETE FROM sessions WHERE id_hash = $1 RETURNING {SESSION_COLUMNS}"
     ))
     .bind(hash.as_str())
     .fetch_optional(&mut *tx)
     .await?;
+    // No such session: nothing to revoke (dropping `tx` rolls back).
     let Some(row) = row else { return Ok(None) };
     let session = session_from_row(&row)?;
-    sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-        .bind(&session.id_hash)
-        .execute(&mut *tx)
+    crate::tokens::delete_opaque_of_session_tx(&mut tx, &session.handle).await?;
+    Ended::sessions(&session.user_id, vec![session.handle.clone()])
+        .record_tx(&mut tx, cause)
         .await?;
-    ended_tx(&mut tx, &session.user_id, &session.handle, cause).await?;
     tx.commit().await?;
     cause.committed();
     Ok(Some(session))
 }
 
-/// What ending one session (already deleted) revokes with it, in its
-/// transaction: its refresh families, its opaque access tokens, and — last,
-/// see `revocation` — the event that revokes its JWT access tokens.
-pub(crate) async fn ended_tx(
+/// Sessions ended inside a revoking transaction whose revocation events are
+/// still to be recorded. [`Ended::record_tx`] records them and must be the
+/// last thing the transaction does (see the lock order above).
+#[must_use = "record the revocation events with `record_tx`, last, before commit"]
+#[derive(Debug)]
+pub(crate) struct Ended {
+    user_id: String,
+    handles: Vec<String>,
+    /// Also record the user-wide event (every token of the user issued until now).
+    user_wide: bool,
+}
+
+impl Ended {
+    fn sessions(user_id: &str, handles: Vec<String>) -> Ended {
+        Ended {
+            user_id: user_id.to_owned(),
+            handles,
+            user_wide: false,
+        }
+    }
+
+    /// How many session rows were deleted.
+    pub(crate) fn count(&self) -> u64 {
+        self.handles.len() as u64
+    }
+
+    /// Records one [`Revoked::Session`] event per ended session, then the
+    /// [`Revoked::Subject`] event if the revocation is user-wide. Last
+    /// statements of the transaction: the caller commits right after.
+    pub(crate) async fn record_tx(
+        self,
+        tx: &mut Tx<'_>,
+        cause: &Cause,
+    ) -> Result<u64, sqlx::Error> {
+        for handle in &self.handles {
+            let revoked = Revoked::Session {
+                subject: self.user_id.clone(),
+                session_id: handle.clone(),
+            };
+            revocation::record_tx(tx, &revoked, cause).await?;
+        }
+        if self.user_wide {
+            let revoked = Revoked::Subject {
+                subject: self.user_id.clone(),
+            };
+            revocation::record_tx(tx, &revoked, cause).await?;
+        }
+        Ok(self.count())
+    }
+}
+
+/// Ends the session `handle` of `user_id` inside a revoking transaction, in
+/// the lock order: its refresh families, the session row, its opaque access
+/// tokens. The returned [`Ended`] names the session whether or not its row
+/// still existed (the `bool` says whether it did): a session that already
+/// expired can still have live tokens carrying its `sid`.
+pub(crate) async fn end_by_handle_tx(
     tx: &mut Tx<'_>,
     user_id: &str,
     handle: &str,
     cause: &Cause,
-) -> Result<(), sqlx::Error> {
+) -> Result<(Ended, bool), sqlx::Error> {
     revoke_for_sessions_tx(
         tx,
         SessionSelector::Handle(handle),
@@ -276,13 +348,15 @@ pub(crate) async fn ended_tx(
         cause.now,
     )
     .await?;
+    let deleted = sqlx::query("DELETE FROM sessions WHERE handle = $1 AND user_id = $2")
+        .bind(handle)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        == 1;
     crate::tokens::delete_opaque_of_session_tx(tx, handle).await?;
-    let revoked = Revoked::Session {
-        subject: user_id.to_owned(),
-        session_id: handle.to_owned(),
-    };
-    revocation::record_tx(tx, &revoked, cause).await?;
-    Ok(())
+    Ok((Ended::sessions(user_id, vec![handle.to_owned()]), deleted))
 }
 
 /// The user's live sessions, newest first.
@@ -316,15 +390,12 @@ pub async fn revoke(
     cause: &Cause,
 ) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
-    let deleted = sqlx::query("DELETE FROM sessions WHERE handle = $1 AND user_id = $2")
-        .bind(handle)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    if deleted.rows_affected() != 1 {
+    let (ended, deleted) = end_by_handle_tx(&mut tx, user_id, handle, cause).await?;
+    if !deleted {
+        // Not theirs (or gone): dropping `tx` rolls the family update back.
         return Ok(false);
     }
-    ended_tx(&mut tx, user_id, handle, cause).await?;
+    ended.record_tx(&mut tx, cause).await?;
     tx.commit().await?;
     cause.committed();
     Ok(true)
@@ -339,6 +410,16 @@ pub async fn revoke_others(
     cause: &Cause,
 ) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
+    // Families first (the lock order above); those of sessions that
+    // already expired go too.
+    let except = Some(keep_handle);
+    revoke_for_sessions_tx(
+        &mut tx,
+        SessionSelector::User { user_id, except },
+        &cause.reason,
+        cause.now,
+    )
+    .await?;
     let ended =
         sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2 RETURNING handle")
             .bind(user_id)
@@ -349,57 +430,59 @@ pub async fn revoke_others(
         .iter()
         .map(|row| row.try_get("handle"))
         .collect::<Result<_, _>>()?;
-    // Families of sessions that already expired go too (as before).
-    let except = Some(keep_handle);
-    revoke_for_sessions_tx(
-        &mut tx,
-        SessionSelector::User { user_id, except },
-        &cause.reason,
-        cause.now,
-    )
-    .await?;
     for handle in &handles {
-        ended_tx(&mut tx, user_id, handle, cause).await?;
+        crate::tokens::delete_opaque_of_session_tx(&mut tx, handle).await?;
     }
-    tx.commit().await?;
-    cause.committed();
-    Ok(handles.len() as u64)
-}
-
-/// Ends every session of the user (CLI `user logout-all`): one user-wide
-/// revocation event, so every token of the user issued until now is revoked.
-pub async fn revoke_all(pool: &Pool, user_id: &str, cause: &Cause) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
-    let n = delete_all_for_user_tx(&mut tx, user_id, cause).await?;
+    let n = Ended::sessions(user_id, handles)
+        .record_tx(&mut tx, cause)
+        .await?;
     tx.commit().await?;
     cause.committed();
     Ok(n)
 }
 
-/// Deletes every session of the user, revokes their refresh families and
-/// opaque access tokens, and records the user-wide revocation event (last:
-/// callers must not write after it).
+/// Ends every session of the user (CLI `user logout-all`): one revocation
+/// event per ended session plus one user-wide event, so every token of the
+/// user issued until now is revoked.
+pub async fn revoke_all(pool: &Pool, user_id: &str, cause: &Cause) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let n = delete_all_for_user_tx(&mut tx, user_id, cause)
+        .await?
+        .record_tx(&mut tx, cause)
+        .await?;
+    tx.commit().await?;
+    cause.committed();
+    Ok(n)
+}
+
+/// Revokes every refresh family of the user, deletes every session of the
+/// user and their opaque access tokens (in the lock order above). The
+/// returned [`Ended`] records one event per deleted session and the
+/// user-wide event: the caller records it last, after any other write.
 pub(crate) async fn delete_all_for_user_tx(
     tx: &mut Tx<'_>,
     user_id: &str,
     cause: &Cause,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Ended, sqlx::Error> {
     let all = SessionSelector::User {
         user_id,
         except: None,
     };
     revoke_for_sessions_tx(tx, all, &cause.reason, cause.now).await?;
-    let n = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+    let rows = sqlx::query("DELETE FROM sessions WHERE user_id = $1 RETURNING handle")
         .bind(user_id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut **tx)
+        .await?;
+    let handles = rows
+        .iter()
+        .map(|row| row.try_get("handle"))
+        .collect::<Result<_, _>>()?;
     crate::tokens::delete_opaque_of_subject_tx(tx, user_id).await?;
-    let revoked = Revoked::Subject {
-        subject: user_id.to_owned(),
-    };
-    revocation::record_tx(tx, &revoked, cause).await?;
-    Ok(n)
+    Ok(Ended {
+        user_id: user_id.to_owned(),
+        handles,
+        user_wide: true,
+    })
 }
 
 /// Deletes sessions past their absolute or idle end (background task).

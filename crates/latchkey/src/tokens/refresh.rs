@@ -247,24 +247,24 @@ async fn revoke_family_tx(
 }
 
 /// Ends a sign-in session and everything that came from it (its refresh
-/// families, its opaque access tokens, and — the revocation event — its JWT
-/// access tokens). The caller wakes the feed after commit.
+/// families, its opaque access tokens, and — the revocation event, last —
+/// its JWT access tokens). The caller wakes the feed after commit.
 async fn end_session_tx(
     tx: &mut Tx<'_>,
     user_id: &str,
     session_handle: &str,
     cause: &Cause,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE handle = $1")
-        .bind(session_handle)
-        .execute(&mut **tx)
-        .await?;
-    crate::session::ended_tx(tx, user_id, session_handle, cause).await
+    let (ended, _) = crate::session::end_by_handle_tx(tx, user_id, session_handle, cause).await?;
+    ended.record_tx(tx, cause).await?;
+    Ok(())
 }
 
 /// Which sessions' families to revoke.
 pub enum SessionSelector<'a> {
     Handle(&'a str),
+    /// The session whose id (the cookie value) has this SHA-256 hash.
+    IdHash(&'a str),
     /// Every session of the user, except the given handle (if any).
     User {
         user_id: &'a str,
@@ -290,6 +290,17 @@ pub async fn revoke_for_sessions_tx(
                 .bind(reason)
                 .execute(&mut **tx)
                 .await?
+        }
+        SessionSelector::IdHash(id_hash) => {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
+                 WHERE session_handle = (SELECT handle FROM sessions WHERE id_hash = $1) AND revoked_at IS NULL",
+            )
+            .bind(id_hash)
+            .bind(now)
+            .bind(reason)
+            .execute(&mut **tx)
+            .await?
         }
         SessionSelector::User { user_id, except } => {
             sqlx::query(

@@ -18,6 +18,7 @@ mod passkeys;
 mod passkeys_browser;
 mod password_change;
 mod revocation_feed;
+mod revocation_integrity;
 mod sdk_harness;
 mod sessions;
 mod storage;

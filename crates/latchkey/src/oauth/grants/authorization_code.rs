@@ -2,7 +2,10 @@
 //!
 //! The code is claimed atomically before anything else; a second use is a
 //! replay: it fails with `invalid_grant` **and** revokes what the first use
-//! issued (the refresh family, the access token's `jti`).
+//! issued, in one transaction (`tokens::revoke_code_issue`): the refresh
+//! family, the sign-in session its tokens carry as `sid` (so access tokens
+//! minted later by refreshing the family are revoked too), and the first
+//! access token's `jti`.
 
 use super::TokenResponse;
 use crate::app::AppState;
@@ -42,31 +45,26 @@ pub async fn grant(
             jti_exp,
             user_id,
         } => {
-            if let Some(family) = &family {
-                let mut tx = state
-                    .pool
-                    .begin()
-                    .await
-                    .map_err(crate::store::StoreError::from)?;
-                sqlx::query("UPDATE refresh_families SET revoked_at = $2, revoked_reason = 'authorization code replay' WHERE id = $1 AND revoked_at IS NULL")
-                    .bind(family)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(crate::store::StoreError::from)?;
-                tx.commit().await.map_err(crate::store::StoreError::from)?;
-            }
-            if let (Some(jti), Some(exp)) = (&jti, jti_exp) {
-                let denied = tokens::DeniedToken {
+            // One transaction: the family, the session its tokens carry as
+            // `sid` (so tokens minted by refreshing it die too), the first
+            // access token, and the revocation events.
+            let cause = Cause::new(now, Initiator::Policy, "authorization code replay")
+                .waking(&state.revocation_feed);
+            let access_token = match (&jti, jti_exp) {
+                (Some(jti), Some(exp)) => Some(tokens::DeniedToken {
                     jti,
                     subject: &user_id,
                     expires_at: exp,
-                };
-                let cause = Cause::new(now, Initiator::Policy, "authorization code replay")
-                    .waking(&state.revocation_feed);
-                tokens::deny_jti(&state.pool, denied, state.config.tokens.leeway_secs, &cause)
-                    .await?;
-            }
+                }),
+                _ => None,
+            };
+            let issue = tokens::CodeIssue {
+                user_id: &user_id,
+                family: family.as_deref(),
+                access_token,
+            };
+            tokens::revoke_code_issue(&state.pool, issue, state.config.tokens.leeway_secs, &cause)
+                .await?;
             let detail = format!(
                 "authorization code replayed by client {}; tokens it issued were revoked",
                 client.id
