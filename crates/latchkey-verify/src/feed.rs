@@ -334,10 +334,10 @@ async fn stream_once(inner: &Inner, feed: &FeedState) -> Result<bool, FeedError>
         403 => return Err(FeedError::Forbidden),
         other => return Err(FeedError::Status(other)),
     }
-    // The connection counts as contact only once a chunk has been read and
-    // applied: a feed that answers 200 and then fails (a chunk that does not
-    // parse, an event that does not verify) must not keep the verifier fresh
-    // by reconnecting.
+    // The connection counts as contact only once it makes progress (below):
+    // a feed that answers 200 and then fails (a chunk that does not parse,
+    // an event that does not verify) must not keep the verifier fresh by
+    // reconnecting.
     let mut parser = SseParser::new(MAX_EVENT_BYTES);
     let mut reached_synced = false;
     let mut last_prune = Instant::now();
@@ -357,6 +357,12 @@ async fn stream_once(inner: &Inner, feed: &FeedState) -> Result<bool, FeedError>
             }
             Ok(Ok(Some(chunk))) => chunk,
         };
+        // Progress: the position moved forward, or `synced` (or anything
+        // after it) arrived. Only progress counts as contact: a stream that
+        // replays events already applied and then fails (an event that does
+        // not verify) must let the feed become stale, so the failure policy
+        // applies.
+        let mut progressed = reached_synced;
         for event in parser.push(&chunk)? {
             match event.event.as_str() {
                 "revocation" => {
@@ -375,7 +381,11 @@ async fn stream_once(inner: &Inner, feed: &FeedState) -> Result<bool, FeedError>
                             return Err(FeedError::BadEvent(e));
                         }
                     }
-                    if let Some(id) = event.id.as_deref().and_then(|i| i.parse().ok()) {
+                    if let Some(id) = event.id.as_deref().and_then(|i| i.parse::<u64>().ok()) {
+                        let position = batch.last_id.or(feed.last_event_id());
+                        if position.is_none_or(|p| id > p) {
+                            progressed = true;
+                        }
                         batch.last_id = Some(id);
                     }
                     if batch.revocations.len() >= BACKLOG_BATCH {
@@ -392,6 +402,7 @@ async fn stream_once(inner: &Inner, feed: &FeedState) -> Result<bool, FeedError>
                         feed.keepalive_secs.store(k, Ordering::Relaxed);
                     }
                     reached_synced = true;
+                    progressed = true;
                     feed.synced.send_replace(true);
                 }
                 _ => {}
@@ -401,9 +412,11 @@ async fn stream_once(inner: &Inner, feed: &FeedState) -> Result<bool, FeedError>
             // Live: every chunk's revocations are applied at once.
             batch.flush(inner, feed);
         }
-        // Progress is contact; "connected" starts at `synced` (until then
-        // the revocations in force are not known to be complete).
-        feed.touch(inner.clock.now());
+        // "Connected" starts at `synced` (until then the revocations in force
+        // are not known to be complete).
+        if progressed {
+            feed.touch(inner.clock.now());
+        }
         if reached_synced
             && !feed.connected.swap(true, Ordering::AcqRel)
             && feed.stale_reported.swap(false, Ordering::AcqRel)

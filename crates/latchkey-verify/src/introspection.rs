@@ -134,8 +134,15 @@ impl Introspector {
             Lookup::Ask(flight) => flight,
         };
         // The first caller asks; the others wait for its answer. If it is
-        // cancelled, a waiting caller takes over (`OnceCell` semantics).
-        let answer = flight
+        // cancelled, a waiting caller takes over (`OnceCell` semantics); if
+        // every caller is cancelled, the guard forgets the flight.
+        let guard = ForgetFlight {
+            introspector: self,
+            key,
+            flight,
+        };
+        let answer = guard
+            .flight
             .get_or_init(|| async { self.ask(http, token).await.map(Arc::new) })
             .await
             .clone();
@@ -143,7 +150,7 @@ impl Introspector {
         if state
             .in_flight
             .get(&key)
-            .is_some_and(|current| Arc::ptr_eq(current, &flight))
+            .is_some_and(|current| Arc::ptr_eq(current, &guard.flight))
         {
             state.in_flight.remove(&key);
         }
@@ -209,6 +216,27 @@ impl Introspector {
                 tracing::warn!(error = %e, "introspection answer unreadable");
                 AuthError::IssuerUnavailable
             })
+    }
+}
+
+/// Removes a flight nobody waits for any more (every caller cancelled before
+/// the issuer answered), so abandoned flights cannot pile up.
+struct ForgetFlight<'a> {
+    introspector: &'a Introspector,
+    key: Key,
+    flight: Flight,
+}
+
+impl Drop for ForgetFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.introspector.state();
+        let abandoned = state.in_flight.get(&self.key).is_some_and(|current| {
+            // The map's reference and ours: no other caller holds it.
+            Arc::ptr_eq(current, &self.flight) && Arc::strong_count(current) == 2
+        });
+        if abandoned {
+            state.in_flight.remove(&self.key);
+        }
     }
 }
 

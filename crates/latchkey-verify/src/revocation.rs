@@ -240,11 +240,11 @@ pub fn revocations_in_set(claims: &Value, issuer: &str, leeway_secs: i64) -> Vec
                     continue;
                 }
                 let sub = match user["sub"].as_str() {
-                    Some(sub) => Some(sub.to_owned()),
-                    // A user without a `sub` is malformed: never widen it to
-                    // the whole client.
-                    None if !user.is_null() => continue,
-                    None => None,
+                    Some(sub) if !sub.is_empty() => Some(sub.to_owned()),
+                    // A user without a `sub` (or with an empty one) is
+                    // malformed: never widen it to the whole client.
+                    _ if !user.is_null() => continue,
+                    _ => None,
                 };
                 if let Some(client_id) = subject["client"]["id"].as_str() {
                     out.push(Revocation::Grant {
@@ -453,6 +453,8 @@ mod tests {
         for user in [
             json!({"format": "iss_sub", "iss": "https://evil.example", "sub": "ada"}),
             json!({"format": "iss_sub", "iss": ISS}),
+            json!({"format": "iss_sub", "iss": ISS, "sub": ""}),
+            json!({"format": "iss_sub", "iss": ISS, "sub": 7}),
         ] {
             let set = event(json!({"format": "complex",
                 "client": {"format": "opaque", "id": "app"}, "user": user}));

@@ -236,8 +236,15 @@ pub async fn reset_all_and_end_sessions(
     cause: &Cause,
 ) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
-    // The user's own rows first, then families and sessions, events last
-    // (the lock order in `session`).
+    // The users row first (as `identity::delete` and `set_disabled` do, so
+    // two revocations of one user queue on it instead of deadlocking), then
+    // the user's own rows, families and sessions, events last (the lock
+    // order in `session`).
+    sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(cause.now)
+        .execute(&mut *tx)
+        .await?;
     reset_all_tx(&mut tx, user_id).await?;
     let ended = crate::session::delete_all_for_user_tx(&mut tx, user_id, cause)
         .await?

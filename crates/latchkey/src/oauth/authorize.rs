@@ -516,6 +516,13 @@ pub async fn revoke_consent(
         .bind(client_id)
         .execute(&mut *tx)
         .await?;
+    // A code issued just before cannot be redeemed after: its tokens would
+    // be issued after the event and escape it.
+    sqlx::query("DELETE FROM authorization_codes WHERE user_id = $1 AND client_id = $2")
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
     // The client's JWT access tokens for this user stop working at APIs
     // following the revocation feed (last statement: see `revocation`).
     let revoked = Revoked::Grant {

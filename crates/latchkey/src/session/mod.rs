@@ -287,6 +287,10 @@ pub async fn end(
 pub(crate) struct Ended {
     user_id: String,
     handles: Vec<String>,
+    /// Sessions already gone (expired) whose refresh families were revoked
+    /// now: tokens those families minted carry these `sid`s. Recorded as
+    /// session events, not counted as sessions ended.
+    orphan_sids: Vec<String>,
     /// Also record the user-wide event (every token of the user issued until now).
     user_wide: bool,
 }
@@ -296,6 +300,7 @@ impl Ended {
         Ended {
             user_id: user_id.to_owned(),
             handles,
+            orphan_sids: Vec::new(),
             user_wide: false,
         }
     }
@@ -313,7 +318,7 @@ impl Ended {
         tx: &mut Tx<'_>,
         cause: &Cause,
     ) -> Result<u64, sqlx::Error> {
-        for handle in &self.handles {
+        for handle in self.handles.iter().chain(&self.orphan_sids) {
             let revoked = Revoked::Session {
                 subject: self.user_id.clone(),
                 session_id: handle.clone(),
@@ -412,10 +417,10 @@ pub async fn revoke_others(
     let mut tx = pool.begin().await?;
     // Families first (the lock order above); those of sessions that
     // already expired go too.
-    let except = Some(keep_handle);
-    revoke_for_sessions_tx(
+    let family_sids = crate::tokens::refresh::revoke_for_user_tx(
         &mut tx,
-        SessionSelector::User { user_id, except },
+        user_id,
+        Some(keep_handle),
         &cause.reason,
         cause.now,
     )
@@ -433,9 +438,9 @@ pub async fn revoke_others(
     for handle in &handles {
         crate::tokens::delete_opaque_of_session_tx(&mut tx, handle).await?;
     }
-    let n = Ended::sessions(user_id, handles)
-        .record_tx(&mut tx, cause)
-        .await?;
+    let mut ended = Ended::sessions(user_id, handles);
+    ended.orphan_sids = orphans(family_sids, &ended.handles);
+    let n = ended.record_tx(&mut tx, cause).await?;
     tx.commit().await?;
     cause.committed();
     Ok(n)
@@ -464,25 +469,32 @@ pub(crate) async fn delete_all_for_user_tx(
     user_id: &str,
     cause: &Cause,
 ) -> Result<Ended, sqlx::Error> {
-    let all = SessionSelector::User {
-        user_id,
-        except: None,
-    };
-    revoke_for_sessions_tx(tx, all, &cause.reason, cause.now).await?;
+    let family_sids =
+        crate::tokens::refresh::revoke_for_user_tx(tx, user_id, None, &cause.reason, cause.now)
+            .await?;
     let rows = sqlx::query("DELETE FROM sessions WHERE user_id = $1 RETURNING handle")
         .bind(user_id)
         .fetch_all(&mut **tx)
         .await?;
-    let handles = rows
+    let handles: Vec<String> = rows
         .iter()
         .map(|row| row.try_get("handle"))
         .collect::<Result<_, _>>()?;
     crate::tokens::delete_opaque_of_subject_tx(tx, user_id).await?;
     Ok(Ended {
         user_id: user_id.to_owned(),
+        orphan_sids: orphans(family_sids, &handles),
         handles,
         user_wide: true,
     })
+}
+
+/// The `sid`s of revoked families whose session was not among those deleted.
+fn orphans(family_sids: Vec<String>, deleted: &[String]) -> Vec<String> {
+    family_sids
+        .into_iter()
+        .filter(|sid| !deleted.contains(sid))
+        .collect()
 }
 
 /// Deletes sessions past their absolute or idle end (background task).

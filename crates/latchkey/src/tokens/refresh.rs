@@ -318,6 +318,38 @@ pub async fn revoke_for_sessions_tx(
     Ok(result.rows_affected())
 }
 
+/// Revokes every live family of the user but those of the session
+/// `except`, and returns the session handles (`sid`s) they carry, each once.
+/// A family can outlive its session (the session expired and was purged);
+/// access tokens it minted since carry that old `sid` with a recent `iat`,
+/// so the caller records a session event for these handles too.
+pub(crate) async fn revoke_for_user_tx(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    except: Option<&str>,
+    reason: &str,
+    now: UnixTime,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
+         WHERE user_id = $1 AND revoked_at IS NULL AND (session_handle IS NULL OR session_handle <> $4)
+         RETURNING session_handle",
+    )
+    .bind(user_id)
+    .bind(now)
+    .bind(reason)
+    .bind(except.unwrap_or(""))
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut handles = std::collections::BTreeSet::new();
+    for row in &rows {
+        if let Some(handle) = row.try_get::<Option<String>, _>("session_handle")? {
+            handles.insert(handle);
+        }
+    }
+    Ok(handles.into_iter().collect())
+}
+
 /// RFC 7009: revokes the family of `token` if it belongs to `client_id`.
 /// Returns whether the token was a refresh token at all.
 pub async fn revoke_by_token(

@@ -752,3 +752,72 @@ backend_test!(
         read_until(&mut stream, b"event: revocation").await;
     }
 );
+
+backend_test!(
+    families_that_outlived_their_session_get_a_session_event_too,
+    |app: TestApp| async move {
+        let web = web_client(&app).await;
+        let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
+        // The session expires and is purged; its refresh family lives on,
+        // and access tokens it mints carry the old `sid`.
+        let later = app.clock.now_secs() + 400 * 24 * 3600;
+        latchkey::session::purge_expired(&app.state.pool, &app.state.config.session, later)
+            .await
+            .expect("purge");
+        let cause = Cause::new(app.clock.now_secs(), Initiator::Admin, "logout-all");
+        let ended = latchkey::session::revoke_all(&app.state.pool, &ada.user_id, &cause)
+            .await
+            .expect("logout-all");
+        assert_eq!(ended, 0, "no session was left to end");
+        let events = all_events(&app).await;
+        assert_gapless(&events);
+        assert_eq!(
+            revoked_set(&events),
+            set_of(&[
+                session_event(&ada.user_id, &ada.sid),
+                subject_event(&ada.user_id),
+            ]),
+            "the family's sid is revoked whatever the clocks say"
+        );
+    }
+);
+
+backend_test!(
+    withdrawing_consent_voids_the_codes_issued_before,
+    |app: TestApp| async move {
+        let web = web_client(&app).await;
+        let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
+        let (code, verifier) = code_for(&app, &ada.browser, &web).await;
+        latchkey::oauth::authorize::grant_consent(
+            &app.state.pool,
+            &ada.user_id,
+            &web.id,
+            &scope("openid offline_access read:data"),
+            app.clock.now_secs(),
+        )
+        .await
+        .expect("consent");
+        let cause = Cause::new(app.clock.now_secs(), Initiator::User, "consent withdrawn");
+        assert!(latchkey::oauth::authorize::revoke_consent(
+            &app.state.pool,
+            &ada.user_id,
+            &web.id,
+            &cause
+        )
+        .await
+        .expect("withdraw"));
+        let answer = redeem(&app, &web, &code, &verifier).await;
+        assert_eq!(answer["error"], "invalid_grant", "{answer}");
+        // Withdrawing again: nothing to withdraw, nothing recorded.
+        let events = all_events(&app).await.len();
+        assert!(!latchkey::oauth::authorize::revoke_consent(
+            &app.state.pool,
+            &ada.user_id,
+            &web.id,
+            &cause
+        )
+        .await
+        .expect("withdraw again"));
+        assert_eq!(all_events(&app).await.len(), events);
+    }
+);
