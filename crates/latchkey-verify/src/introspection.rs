@@ -134,8 +134,10 @@ impl Introspector {
             Lookup::Ask(flight) => flight,
         };
         // The first caller asks; the others wait for its answer. If it is
-        // cancelled, a waiting caller takes over (`OnceCell` semantics); if
-        // every caller is cancelled, the guard forgets the flight.
+        // cancelled, a waiting caller takes over (`OnceCell` semantics). The
+        // guard forgets the flight once it has answered (after the answer is
+        // cached: `state` is released first), or when every caller is
+        // cancelled.
         let guard = ForgetFlight {
             introspector: self,
             key,
@@ -145,16 +147,7 @@ impl Introspector {
             .flight
             .get_or_init(|| async { self.ask(http, token).await.map(Arc::new) })
             .await
-            .clone();
-        let mut state = self.state();
-        if state
-            .in_flight
-            .get(&key)
-            .is_some_and(|current| Arc::ptr_eq(current, &guard.flight))
-        {
-            state.in_flight.remove(&key);
-        }
-        let answer = answer?;
+            .clone()?;
         // Only an access token is one: a refresh token presented as a bearer
         // token also introspects as active (RFC 7662 §2.2), with `token_type`
         // saying what it is.
@@ -166,6 +159,7 @@ impl Introspector {
         let claims = active
             .then(|| serde_json::from_value::<Claims>(serde_json::Value::clone(&answer)).ok())
             .flatten();
+        let mut state = self.state();
         match claims {
             Some(claims) if claims.exp > now => {
                 let until = claims.exp.min(now + POSITIVE_TTL_SECS);
@@ -219,8 +213,9 @@ impl Introspector {
     }
 }
 
-/// Removes a flight nobody waits for any more (every caller cancelled before
-/// the issuer answered), so abandoned flights cannot pile up.
+/// Removes a flight once it has answered, or when nobody waits for it any
+/// more (every caller cancelled before the issuer answered), so abandoned
+/// flights cannot pile up.
 struct ForgetFlight<'a> {
     introspector: &'a Introspector,
     key: Key,
@@ -230,11 +225,12 @@ struct ForgetFlight<'a> {
 impl Drop for ForgetFlight<'_> {
     fn drop(&mut self) {
         let mut state = self.introspector.state();
-        let abandoned = state.in_flight.get(&self.key).is_some_and(|current| {
-            // The map's reference and ours: no other caller holds it.
-            Arc::ptr_eq(current, &self.flight) && Arc::strong_count(current) == 2
+        let done = state.in_flight.get(&self.key).is_some_and(|current| {
+            // Answered, or only the map's reference and ours are left.
+            Arc::ptr_eq(current, &self.flight)
+                && (current.initialized() || Arc::strong_count(current) == 2)
         });
-        if abandoned {
+        if done {
             state.in_flight.remove(&self.key);
         }
     }

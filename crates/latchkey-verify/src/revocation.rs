@@ -117,7 +117,10 @@ impl RevocationSet {
                 }
             }
         }
-        if let Some(of_client) = client_id.and_then(|c| self.grants.get(c)) {
+        if let Some(of_client) = client_id
+            .filter(|_| !self.grants.is_empty())
+            .and_then(|c| self.grants.get(c))
+        {
             for who in [sub, ""] {
                 if let Some((issued_before, _)) = of_client.get(who) {
                     if old(*issued_before) {

@@ -265,14 +265,10 @@ pub enum SessionSelector<'a> {
     Handle(&'a str),
     /// The session whose id (the cookie value) has this SHA-256 hash.
     IdHash(&'a str),
-    /// Every session of the user, except the given handle (if any).
-    User {
-        user_id: &'a str,
-        except: Option<&'a str>,
-    },
 }
 
-/// Revokes the refresh families of the selected sessions. Called by every
+/// Revokes the refresh families of the selected sessions (all of a user's:
+/// [`revoke_for_user_tx`]). Called by every
 /// path that ends a session by intent (sign-out, revocation, disabling), in
 /// the same transaction as the session deletion. Sessions that merely expire
 /// keep their refresh tokens (they have their own idle/absolute limits).
@@ -299,18 +295,6 @@ pub async fn revoke_for_sessions_tx(
             .bind(id_hash)
             .bind(now)
             .bind(reason)
-            .execute(&mut **tx)
-            .await?
-        }
-        SessionSelector::User { user_id, except } => {
-            sqlx::query(
-                "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
-                 WHERE user_id = $1 AND revoked_at IS NULL AND (session_handle IS NULL OR session_handle <> $4)",
-            )
-            .bind(user_id)
-            .bind(now)
-            .bind(reason)
-            .bind(except.unwrap_or(""))
             .execute(&mut **tx)
             .await?
         }

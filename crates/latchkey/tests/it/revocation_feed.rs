@@ -697,48 +697,18 @@ backend_test!(
     |app: TestApp| async move {
         let web = web_client(&app).await;
         let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
-        let introspect = |token: String| {
-            let web = web.clone();
-            let url = app.url("/oauth2/introspect");
-            async move {
-                let answer: Value = reqwest::Client::new()
-                    .post(url)
-                    .basic_auth(&web.id, web.secret.as_deref())
-                    .form(&[("token", token.as_str())])
-                    .send()
-                    .await
-                    .expect("introspect")
-                    .json()
-                    .await
-                    .expect("json");
-                answer["active"].as_bool().expect("active")
-            }
-        };
-        assert!(introspect(ada.access_token.clone()).await);
+        assert!(active(&app, &web, &ada.access_token).await);
         // The JWT itself is still unexpired and correctly signed; only the
         // sign-out's event makes it inactive.
         ada.sign_out(&app).await;
-        assert!(!introspect(ada.access_token.clone()).await);
+        assert!(!active(&app, &web, &ada.access_token).await);
     }
 );
 
 backend_test!(
     revoked_opaque_token_is_refused_through_the_feed_without_new_introspection,
     |app: TestApp| async move {
-        let opaque = crate::tokens::register(
-            &app,
-            latchkey::oauth::clients::NewClient {
-                audience: AUDIENCE.into(),
-                access_token_format: latchkey::oauth::clients::AccessTokenFormat::Opaque,
-                ..crate::tokens::client_spec(
-                    "opaque caller",
-                    true,
-                    &["client_credentials"],
-                    "read:data",
-                )
-            },
-        )
-        .await;
+        let opaque = opaque_client(&app).await;
         let feed = feed_client(&app).await;
         let verifier = verifier_for(&app.base, &app)
             .revocation_feed(&feed.id, feed.secret.as_deref().expect("secret"))
@@ -773,23 +743,6 @@ backend_test!(
         let caller = api_client(&app, "read:data").await;
         let caller_token = client_token(&app.base, &caller, None).await;
         let api = api_following_feed(&app, &app.base).await;
-        let introspect = |token: String| {
-            let other = other.clone();
-            let url = app.url("/oauth2/introspect");
-            async move {
-                let answer: Value = reqwest::Client::new()
-                    .post(url)
-                    .basic_auth(&other.id, other.secret.as_deref())
-                    .form(&[("token", token.as_str())])
-                    .send()
-                    .await
-                    .expect("introspect")
-                    .json()
-                    .await
-                    .expect("json");
-                answer["active"].as_bool().expect("active")
-            }
-        };
         for token in [
             &ada.access_token,
             &ada_other,
@@ -797,7 +750,7 @@ backend_test!(
             &caller_token,
         ] {
             assert_eq!(api.get("/me", Some(token)).await.status, 200);
-            assert!(introspect(token.clone()).await);
+            assert!(active(&app, &other, token).await);
         }
 
         // Ada withdraws her consent to `web` on her account page.
@@ -810,25 +763,7 @@ backend_test!(
         )
         .await
         .expect("consent");
-        let (pending_code, pending_verifier) = {
-            let pkce = crate::authorize::Pkce::random();
-            let response = ada
-                .browser
-                .get(app.url("/oauth2/authorize"))
-                .query(&[
-                    ("response_type", "code"),
-                    ("client_id", web.id.as_str()),
-                    ("redirect_uri", "https://app.example.com/cb"),
-                    ("scope", "openid offline_access read:data"),
-                    ("code_challenge", pkce.challenge.as_str()),
-                    ("code_challenge_method", "S256"),
-                ])
-                .send()
-                .await
-                .expect("authorize");
-            let (_, query) = crate::authorize::client_redirect(&response);
-            (query.get("code").expect("code").clone(), pkce.verifier)
-        };
+        let (pending_code, pending_verifier) = code_for(&app, &ada.browser, &web).await;
         let csrf = app.account_csrf(&ada.browser).await;
         let withdrawn = ada
             .browser
@@ -839,31 +774,17 @@ backend_test!(
             .expect("withdraw");
         assert_eq!(withdrawn.status(), 303, "{withdrawn:?}");
         refused_within_a_second(&api, &ada.access_token, "consent withdrawn").await;
-        assert!(!introspect(ada.access_token.clone()).await);
+        assert!(!active(&app, &other, &ada.access_token).await);
         let refreshed = ada.refresh(&app, &ada.refresh_token).await;
         assert_eq!(refreshed["error"], "invalid_grant", "{refreshed}");
         // A code issued just before cannot be redeemed after: its tokens
         // would be newer than the event.
-        let redeemed: Value = reqwest::Client::new()
-            .post(app.url("/oauth2/token"))
-            .basic_auth(&web.id, web.secret.as_deref())
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", pending_code.as_str()),
-                ("redirect_uri", "https://app.example.com/cb"),
-                ("code_verifier", pending_verifier.as_str()),
-            ])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
+        let redeemed = redeem(&app, &web, &pending_code, &pending_verifier).await;
         assert_eq!(redeemed["error"], "invalid_grant", "{redeemed}");
         // Only that user's grant to that client.
         assert_eq!(api.get("/me", Some(&bob.access_token)).await.status, 200);
         assert_eq!(api.get("/me", Some(&ada_other)).await.status, 200);
-        assert!(introspect(bob.access_token.clone()).await);
+        assert!(active(&app, &other, &bob.access_token).await);
 
         // `latchkey client delete`: every token of the client, for any user
         // and the client's own.
@@ -874,14 +795,14 @@ backend_test!(
                 .expect("delete")
         );
         refused_within_a_second(&api, &bob.access_token, "client deleted").await;
-        assert!(!introspect(bob.access_token.clone()).await);
+        assert!(!active(&app, &other, &bob.access_token).await);
         assert!(
             latchkey::oauth::clients::delete(&app.state.pool, &caller.id, &cause)
                 .await
                 .expect("delete")
         );
         refused_within_a_second(&api, &caller_token, "own token of a deleted client").await;
-        assert!(!introspect(caller_token.clone()).await);
+        assert!(!active(&app, &other, &caller_token).await);
         // Deleting it again changes nothing and records no event.
         let events = || async {
             latchkey::revocation::events_after(&app.state.pool, 0, 0, 1_000)
@@ -897,7 +818,7 @@ backend_test!(
         );
         assert_eq!(events().await, head);
         assert_eq!(api.get("/me", Some(&ada_other)).await.status, 200);
-        assert!(introspect(ada_other.clone()).await);
+        assert!(active(&app, &other, &ada_other).await);
     }
 );
 

@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use latchkey::revocation::{self, Cause, Initiator, RevocationEvent, Revoked};
-use serde_json::Value;
 
 use crate::backend_test;
 use crate::helpers::*;
@@ -18,8 +17,6 @@ use crate::sdk_harness::*;
 use crate::tokens::TestClient;
 
 const SECOND: Duration = Duration::from_secs(1);
-/// `web_client`'s redirect URI.
-const REDIRECT: &str = "https://app.example.com/cb";
 
 /// Every recorded event, in seq order.
 async fn all_events(app: &TestApp) -> Vec<RevocationEvent> {
@@ -56,21 +53,6 @@ fn revoked_set(events: &[RevocationEvent]) -> BTreeSet<String> {
 
 fn set_of(revoked: &[Revoked]) -> BTreeSet<String> {
     revoked.iter().map(|r| format!("{r:?}")).collect()
-}
-
-/// RFC 7662 `active` of `token`, asked by `client`.
-async fn active(app: &TestApp, client: &TestClient, token: &str) -> bool {
-    let answer: Value = reqwest::Client::new()
-        .post(app.url("/oauth2/introspect"))
-        .basic_auth(&client.id, client.secret.as_deref())
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("introspect")
-        .json()
-        .await
-        .expect("json");
-    answer["active"].as_bool().expect("active")
 }
 
 /// Makes every insert into `revocation_events` fail (a real database error
@@ -183,49 +165,6 @@ backend_test!(
 );
 
 // ---------------------------------------------------------------- item: authorization-code replay
-
-/// Runs the authorization-code flow in `browser` up to the code.
-async fn code_for(
-    app: &TestApp,
-    browser: &reqwest::Client,
-    client: &TestClient,
-) -> (String, String) {
-    let pkce = crate::authorize::Pkce::random();
-    let response = browser
-        .get(app.url("/oauth2/authorize"))
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", client.id.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("scope", "openid offline_access read:data"),
-            ("state", "s"),
-            ("code_challenge", pkce.challenge.as_str()),
-            ("code_challenge_method", "S256"),
-        ])
-        .send()
-        .await
-        .expect("authorize");
-    let (_, query) = crate::authorize::client_redirect(&response);
-    (query.get("code").expect("a code").clone(), pkce.verifier)
-}
-
-async fn redeem(app: &TestApp, client: &TestClient, code: &str, verifier: &str) -> Value {
-    reqwest::Client::new()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&client.id, client.secret.as_deref())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json")
-}
 
 backend_test!(
     authorization_code_replay_revokes_tokens_minted_by_refreshing_too_in_one_transaction,

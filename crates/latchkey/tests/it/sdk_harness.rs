@@ -32,7 +32,8 @@ use crate::tokens::{client_spec, register, TestClient};
 pub const PASSWORD: &str = "correct horse battery";
 /// The audience of every token the test clients get.
 pub const AUDIENCE: &str = "https://orders.example.test";
-const REDIRECT: &str = "https://app.example.com/cb";
+/// `web_client`'s redirect URI.
+pub const REDIRECT: &str = "https://app.example.com/cb";
 
 latchkey_verify::scope!(pub ReadData = "read:data");
 latchkey_verify::role!(pub Admin = "admin");
@@ -242,6 +243,19 @@ pub async fn api_client(app: &TestApp, scopes: &str) -> TestClient {
     .await
 }
 
+/// A client-credentials client whose tokens are opaque, for [`AUDIENCE`].
+pub async fn opaque_client(app: &TestApp) -> TestClient {
+    register(
+        app,
+        NewClient {
+            audience: AUDIENCE.into(),
+            access_token_format: latchkey::oauth::clients::AccessTokenFormat::Opaque,
+            ..client_spec("opaque caller", true, &["client_credentials"], "read:data")
+        },
+    )
+    .await
+}
+
 /// The API's own client that reads the revocation feed.
 pub async fn feed_client(app: &TestApp) -> TestClient {
     register(
@@ -353,45 +367,59 @@ pub async fn sign_in(
     }
 }
 
-/// One authorization-code flow in a signed-in browser: (access, refresh).
-pub async fn authorize(
+/// The authorization-code flow in a signed-in browser, up to the code:
+/// (code, PKCE verifier).
+pub async fn code_for(
     app: &TestApp,
     browser: &reqwest::Client,
     client: &TestClient,
 ) -> (String, String) {
     let pkce = Pkce::random();
-    let params: Vec<(&str, &str)> = vec![
-        ("response_type", "code"),
-        ("client_id", &client.id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "openid offline_access read:data"),
-        ("state", "s"),
-        ("code_challenge", &pkce.challenge),
-        ("code_challenge_method", "S256"),
-    ];
     let response = browser
         .get(app.url("/oauth2/authorize"))
-        .query(&params)
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client.id.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid offline_access read:data"),
+            ("state", "s"),
+            ("code_challenge", pkce.challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
         .send()
         .await
         .expect("authorize");
     let (_, query) = client_redirect(&response);
-    let code = query.get("code").expect("a code").clone();
-    let answer: Value = reqwest::Client::new()
+    (query.get("code").expect("a code").clone(), pkce.verifier)
+}
+
+/// Redeems a code at the token endpoint (the raw answer).
+pub async fn redeem(app: &TestApp, client: &TestClient, code: &str, verifier: &str) -> Value {
+    reqwest::Client::new()
         .post(app.url("/oauth2/token"))
         .basic_auth(&client.id, client.secret.as_deref())
         .form(&[
             ("grant_type", "authorization_code"),
-            ("code", &code),
+            ("code", code),
             ("redirect_uri", REDIRECT),
-            ("code_verifier", &pkce.verifier),
+            ("code_verifier", verifier),
         ])
         .send()
         .await
         .expect("token")
         .json()
         .await
-        .expect("json");
+        .expect("json")
+}
+
+/// One authorization-code flow in a signed-in browser: (access, refresh).
+pub async fn authorize(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    client: &TestClient,
+) -> (String, String) {
+    let (code, verifier) = code_for(app, browser, client).await;
+    let answer = redeem(app, client, &code, &verifier).await;
     (
         answer["access_token"]
             .as_str()
@@ -402,6 +430,21 @@ pub async fn authorize(
             .unwrap_or_else(|| panic!("{answer}"))
             .to_owned(),
     )
+}
+
+/// RFC 7662 `active` of `token`, asked by `client`.
+pub async fn active(app: &TestApp, client: &TestClient, token: &str) -> bool {
+    let answer: Value = reqwest::Client::new()
+        .post(app.url("/oauth2/introspect"))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("introspect")
+        .json()
+        .await
+        .expect("json");
+    answer["active"].as_bool().expect("active")
 }
 
 impl SignedInUser {

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use latchkey::oauth::clients::{AccessTokenFormat, NewClient};
 use latchkey_verify::jose::{self, Algorithm, SigningKey};
 use serde_json::{json, Value};
 
@@ -509,15 +508,7 @@ async fn unknown_kids_cause_at_most_one_jwks_fetch_per_interval() {
 backend_test!(
     introspection_mode_accepts_opaque_tokens_caches_answers_and_refuses_revoked_ones,
     |app: TestApp| async move {
-        let opaque_client = register(
-            &app,
-            NewClient {
-                audience: AUDIENCE.into(),
-                access_token_format: AccessTokenFormat::Opaque,
-                ..client_spec("opaque caller", true, &["client_credentials"], "read:data")
-            },
-        )
-        .await;
+        let opaque_client = opaque_client(&app).await;
         let introspector = register(
             &app,
             client_spec("My API (introspection)", true, &["client_credentials"], ""),
@@ -688,15 +679,7 @@ async fn concurrent_requests_with_a_new_opaque_token_share_one_introspection() {
     let (app, proxy) = app_behind_proxy(Backend::Sqlite, |_| {})
         .await
         .expect("sqlite");
-    let opaque = register(
-        &app,
-        NewClient {
-            audience: AUDIENCE.into(),
-            access_token_format: AccessTokenFormat::Opaque,
-            ..client_spec("opaque caller", true, &["client_credentials"], "read:data")
-        },
-    )
-    .await;
+    let opaque = opaque_client(&app).await;
     let token = client_token(&app.base, &opaque, None).await;
     let verifier = verifier_for(&proxy.base, &app)
         .introspection(&opaque.id, opaque.secret.as_deref().expect("secret"))
