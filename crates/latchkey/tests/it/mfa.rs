@@ -9,7 +9,7 @@ use crate::helpers::*;
 
 const PASSWORD: &str = "correct horse battery";
 
-fn base32_decode(text: &str) -> Vec<u8> {
+pub(crate) fn base32_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let (mut buffer, mut bits) = (0u32, 0);
     for c in text.bytes() {
@@ -36,8 +36,18 @@ fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
 /// Signs `client` in with the password only (no MFA yet) and enrolls TOTP
 /// through the real pages; returns the secret and the recovery codes.
 async fn enroll(app: &TestApp, client: &reqwest::Client) -> (Vec<u8>, Vec<String>) {
+    enroll_at(&app.base, app.clock.now_secs(), client).await
+}
+
+/// [`enroll`] on the server at `base` whose clock reads `now`.
+pub(crate) async fn enroll_at(
+    base: &str,
+    now: i64,
+    client: &reqwest::Client,
+) -> (Vec<u8>, Vec<String>) {
+    let url = |path: &str| format!("{base}{path}");
     let html = client
-        .get(app.url("/account/mfa"))
+        .get(url("/account/mfa"))
         .header("accept", "text/html")
         .send()
         .await
@@ -47,7 +57,7 @@ async fn enroll(app: &TestApp, client: &reqwest::Client) -> (Vec<u8>, Vec<String
         .expect("html");
     let csrf = extract_input(&html, "csrf_token").expect("csrf");
     let html = client
-        .post(app.url("/account/mfa/totp/start"))
+        .post(url("/account/mfa/totp/start"))
         .form(&[("csrf_token", csrf.as_str())])
         .send()
         .await
@@ -62,9 +72,9 @@ async fn enroll(app: &TestApp, client: &reqwest::Client) -> (Vec<u8>, Vec<String
     let secret =
         base32_decode(between(&html, "<code id=\"totp-secret\">", "</code>").expect("manual key"));
     assert_eq!(secret.len(), 20);
-    let code = Totp::new(&secret).code_at(app.clock.now_secs() as u64);
+    let code = Totp::new(&secret).code_at(now as u64);
     let r = client
-        .post(app.url("/account/mfa/totp/confirm"))
+        .post(url("/account/mfa/totp/confirm"))
         .form(&[("csrf_token", csrf.as_str()), ("code", code.as_str())])
         .send()
         .await

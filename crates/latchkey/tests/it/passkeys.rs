@@ -48,7 +48,6 @@ impl PasskeyApp {
         // Bind once and hand the listener over: no window for another test to take the port.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        config.bind = format!("127.0.0.1:{port}");
         config.issuer = format!("http://localhost:{port}");
         customize(&mut config);
         let clock = ManualClock::new(
@@ -57,10 +56,24 @@ impl PasskeyApp {
                 .expect("after 1970")
                 .as_secs() as i64,
         );
+        Some(Self::start(listener, config, MasterKey::generate(), clock, dir).await)
+    }
+
+    /// Starts the server on `listener` (its issuer `http://localhost:PORT`
+    /// unless `config` names another) with the given master key and clock.
+    pub async fn start(
+        listener: std::net::TcpListener,
+        mut config: Config,
+        master_key: MasterKey,
+        clock: ManualClock,
+        dir: tempfile::TempDir,
+    ) -> PasskeyApp {
+        let port = listener.local_addr().expect("addr").port();
+        config.bind = format!("127.0.0.1:{port}");
         let deps = Dependencies {
             clock: Arc::new(clock.clone()),
         };
-        let app = Application::build_on(listener, config, MasterKey::generate(), deps)
+        let app = Application::build_on(listener, config, master_key, deps)
             .await
             .expect("server builds");
         let state = app.state().clone();
@@ -68,13 +81,13 @@ impl PasskeyApp {
         tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        Some(PasskeyApp {
+        PasskeyApp {
             base: format!("http://localhost:{port}"),
             clock,
             state,
             _dir: dir,
             shutdown: Some(tx),
-        })
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

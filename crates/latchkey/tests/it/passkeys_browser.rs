@@ -24,7 +24,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const PASSWORD: &str = "correct horse battery";
 
 /// `None` (skip) without Chromium, unless browser tests are required.
-fn chromium_available() -> bool {
+pub(crate) fn chromium_available() -> bool {
     if std::path::Path::new(CHROMIUM).exists() {
         return true;
     }
@@ -36,10 +36,10 @@ fn chromium_available() -> bool {
 }
 
 /// A headless Chromium with one tab and a virtual authenticator in it.
-struct Session {
+pub(crate) struct Session {
     browser: Browser,
-    page: Page,
-    authenticator: AuthenticatorId,
+    pub(crate) page: Page,
+    pub(crate) authenticator: AuthenticatorId,
     _profile: tempfile::TempDir,
     _events: tokio::task::JoinHandle<()>,
 }
@@ -57,7 +57,7 @@ impl Session {
     }
 
     /// A browser without passkey autofill: only the button signs in with a passkey.
-    async fn without_autofill() -> Session {
+    pub(crate) async fn without_autofill() -> Session {
         Self::start(&[WITHOUT_AUTOFILL]).await
     }
 
@@ -122,7 +122,7 @@ impl Session {
     }
 
     /// Evaluates `expression` in the page (awaiting a promise) and returns its JSON value.
-    async fn eval(&self, expression: &str) -> Value {
+    pub(crate) async fn eval(&self, expression: &str) -> Value {
         let params = EvaluateParams::builder()
             .expression(expression)
             .await_promise(true)
@@ -138,7 +138,7 @@ impl Session {
     }
 
     /// Navigates and waits for the new document (never the old one, still complete).
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.eval("window.__leaving = true").await;
         self.page.goto(url).await.expect("navigate");
         self.wait_for("!window.__leaving && document.readyState === 'complete'")
@@ -146,7 +146,7 @@ impl Session {
     }
 
     /// Waits (up to 15 s) until `condition` is true in the page. Survives navigations.
-    async fn wait_for(&self, condition: &str) {
+    pub(crate) async fn wait_for(&self, condition: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let probe = format!(
             "(() => {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }})()"
@@ -173,7 +173,7 @@ impl Session {
         }
     }
 
-    async fn click(&self, selector: &str) {
+    pub(crate) async fn click(&self, selector: &str) {
         self.wait_for(&format!(
             "document.querySelector({0:?}) && !document.querySelector({0:?}).hidden",
             selector
@@ -197,7 +197,7 @@ impl Session {
     }
 
     /// Signs in through the real password form.
-    async fn sign_in_with_password(&self, app: &PasskeyApp, email: &str) {
+    pub(crate) async fn sign_in_with_password(&self, app: &PasskeyApp, email: &str) {
         self.goto(&app.url("/login")).await;
         self.eval(&format!(
             "document.getElementById('email').value = {email:?}; \
@@ -228,7 +228,7 @@ impl Session {
     }
 
     /// Adds a passkey from the account page with the real button.
-    async fn add_passkey(&self, app: &PasskeyApp, name: &str) {
+    pub(crate) async fn add_passkey(&self, app: &PasskeyApp, name: &str) {
         self.goto(&app.url("/account/passkeys")).await;
         self.eval(&format!(
             "document.getElementById('passkey-name').value = {name:?}; true"
@@ -242,7 +242,7 @@ impl Session {
     }
 
     /// The signed-in account as JSON, fetched by the page with its cookies.
-    async fn account(&self) -> Value {
+    pub(crate) async fn account(&self) -> Value {
         self.eval(
             "fetch('/account', { headers: { Accept: 'application/json' } }).then(r => r.status === 200 ? r.json() : { status: r.status })",
         )
@@ -280,7 +280,7 @@ impl Session {
             .count()
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.browser.close().await;
         let _ = self.browser.wait().await;
     }
