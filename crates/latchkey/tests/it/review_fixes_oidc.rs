@@ -76,10 +76,7 @@ backend_test!(
         let client = rp_client(&app, "openid", true).await;
         app.create_user("ada@example.com", PASSWORD, &[]).await;
         for extra in [[("prompt", "login")], [("max_age", "0")]] {
-            let browser = Browser::new();
-            browser
-                .sign_in(&app, "ada@example.com", None, "/account")
-                .await;
+            let browser = Browser::signed_in(&app, "ada@example.com").await;
             let signed_in_at = app.clock.now_secs();
             // The request comes in the same second (the clock stands still).
             let pkce = Pkce::random();
@@ -153,8 +150,7 @@ backend_test!(
 
 /// Signs `email` in with a new browser and returns it with an ID token.
 async fn id_token_for(app: &TestApp, client: &TestClient, email: &str) -> (Browser, String) {
-    let browser = Browser::new();
-    browser.sign_in(app, email, None, "/account").await;
+    let browser = Browser::signed_in(app, email).await;
     let pkce = Pkce::random();
     let redirect = location(&browser.authorize(app, client, "openid", &pkce, &[]).await);
     let answer = exchange(app, client, &code_of(&redirect), &pkce).await;
@@ -221,10 +217,7 @@ backend_test!(
 
         // A hint that is not one of our ID tokens is a bad request.
         let access_token = {
-            let browser = Browser::new();
-            browser
-                .sign_in(&app, "ada@example.com", None, "/account")
-                .await;
+            let browser = Browser::signed_in(&app, "ada@example.com").await;
             let redirect = location(&browser.authorize(&app, &client, "openid", &pkce, &[]).await);
             let answer = exchange(&app, &client, &code_of(&redirect), &pkce).await;
             answer.body["access_token"]
@@ -247,10 +240,7 @@ backend_test!(
     |app: TestApp| async move {
         let client = rp_client(&app, "openid email", true).await;
         app.create_user("ada@example.com", PASSWORD, &[]).await;
-        let browser = Browser::new();
-        browser
-            .sign_in(&app, "ada@example.com", None, "/account")
-            .await;
+        let browser = Browser::signed_in(&app, "ada@example.com").await;
         let pkce = Pkce::random();
         let redirect = location(
             &browser

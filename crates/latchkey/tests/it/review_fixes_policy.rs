@@ -107,6 +107,41 @@ impl Browser {
         Browser { http: new_client() }
     }
 
+    /// A new browser in which `email` signed in with the password alone.
+    pub async fn signed_in(app: &TestApp, email: &str) -> Browser {
+        let browser = Browser::new();
+        browser.sign_in(app, email, None, "/account").await;
+        browser
+    }
+
+    /// `GET path` asking for JSON (an API call with the session cookie).
+    pub async fn get_json(&self, app: &TestApp, path: &str) -> reqwest::Response {
+        self.http
+            .get(app.url(path))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// Sends the authorization request with nobody signed in, signs `email`
+    /// in on the page it leads to, and returns the pending request's id and
+    /// where the sign-in sends the browser back (the request's resumption).
+    pub async fn sign_in_for_request(
+        &self,
+        app: &TestApp,
+        client: &TestClient,
+        pkce: &Pkce,
+        email: &str,
+    ) -> (String, String) {
+        let to_login = location(&self.authorize(app, client, "openid", pkce, &[]).await);
+        let pending = pending_id_of(&to_login);
+        let next = query_param(&to_login, "next").expect("next");
+        let back = self.sign_in(app, email, None, &next).await;
+        assert_eq!(back, next, "back to the request");
+        (pending, back)
+    }
+
     /// Signs `email` in through `/login` (and `/login/mfa` with `totp` when
     /// the user has a second factor), coming back to `next`. Returns where
     /// the browser is sent at the end.
@@ -290,12 +325,8 @@ backend_test!(
         app.create_user("plain@example.com", PASSWORD, &[]).await;
         let browser = Browser::new();
         let pkce = Pkce::random();
-
-        let to_login = location(&browser.authorize(&app, &client, "openid", &pkce, &[]).await);
-        let pending = pending_id_of(&to_login);
-        let next = query_param(&to_login, "next").expect("next");
-        let back = browser
-            .sign_in(&app, "plain@example.com", None, &next)
+        let (pending, back) = browser
+            .sign_in_for_request(&app, &client, &pkce, "plain@example.com")
             .await;
         let refused = location(&browser.get(&app, &back).await);
         assert!(
@@ -327,11 +358,8 @@ backend_test!(
         app.create_user("plain@example.com", PASSWORD, &[]).await;
         let browser = Browser::new();
         let pkce = Pkce::random();
-        let to_login = location(&browser.authorize(&app, &client, "openid", &pkce, &[]).await);
-        let pending = pending_id_of(&to_login);
-        let next = query_param(&to_login, "next").expect("next");
-        let back = browser
-            .sign_in(&app, "plain@example.com", None, &next)
+        let (pending, back) = browser
+            .sign_in_for_request(&app, &client, &pkce, "plain@example.com")
             .await;
         let consent_page = browser.get(&app, &back).await;
         assert_eq!(consent_page.status(), 200, "the consent page");
@@ -358,10 +386,7 @@ backend_test!(
         // from then on: the code buys nothing.
         let client = rp_client(&app, "openid offline_access", true).await;
         app.create_user("plain@example.com", PASSWORD, &[]).await;
-        let browser = Browser::new();
-        browser
-            .sign_in(&app, "plain@example.com", None, "/account")
-            .await;
+        let browser = Browser::signed_in(&app, "plain@example.com").await;
         let pkce = Pkce::random();
         let code = code_of(&location(
             &browser
@@ -456,10 +481,7 @@ backend_test!(
         set_require_mfa(&app, &tv, true).await;
         app.create_user("plain@example.com", PASSWORD, &[]).await;
         let (device_code, user_code) = start_device(&app, &tv).await;
-        let browser = Browser::new();
-        browser
-            .sign_in(&app, "plain@example.com", None, "/account")
-            .await;
+        let browser = Browser::signed_in(&app, "plain@example.com").await;
 
         let answer = approve_device(&app, &browser, &user_code).await;
         assert_eq!(answer.status(), 403, "refused by the client's policy");
@@ -488,10 +510,7 @@ backend_test!(
         let tv = tv_app(&app).await;
         set_require_mfa(&app, &tv, true).await;
         let user = app.create_user("ada@example.com", PASSWORD, &[]).await;
-        let browser = Browser::new();
-        browser
-            .sign_in(&app, "ada@example.com", None, "/account")
-            .await;
+        let browser = Browser::signed_in(&app, "ada@example.com").await;
         // A second factor set up after that password-only sign-in.
         let secret = enroll_totp(&app, &user.id).await;
         let (device_code, user_code) = start_device(&app, &tv).await;
@@ -530,10 +549,7 @@ backend_test!(
         let tv = tv_app(&app).await;
         app.create_user("plain@example.com", PASSWORD, &[]).await;
         let (device_code, user_code) = start_device(&app, &tv).await;
-        let browser = Browser::new();
-        browser
-            .sign_in(&app, "plain@example.com", None, "/account")
-            .await;
+        let browser = Browser::signed_in(&app, "plain@example.com").await;
         assert_eq!(
             approve_device(&app, &browser, &user_code).await.status(),
             200

@@ -73,10 +73,7 @@ backend_test!(
         app.create_user("ada@example.com", PASSWORD, &[]).await;
         let (mut one_won, mut both_refused) = (0, 0);
         for trial in 0..TRIALS {
-            let browser = Browser::new();
-            browser
-                .sign_in(&app, "ada@example.com", None, "/account")
-                .await;
+            let browser = Browser::signed_in(&app, "ada@example.com").await;
             let pkce = Pkce::random();
             let code = code_from(&app, &browser, &client, &pkce).await;
             let audited = replay_details(&app).await.len();
@@ -140,13 +137,7 @@ backend_test!(
                 let answer = refresh(&app, &client, refresh_token).await;
                 assert_eq!(answer.body["error"], "invalid_grant", "trial {trial}");
             }
-            let account = browser
-                .http
-                .get(app.url("/account"))
-                .header("accept", "application/json")
-                .send()
-                .await
-                .expect("account");
+            let account = browser.get_json(&app, "/account").await;
             assert_eq!(
                 account.status(),
                 401,
@@ -194,10 +185,7 @@ backend_test!(
     |app: TestApp| async move {
         let client = rp_client(&app, SCOPES, true).await;
         app.create_user("ada@example.com", PASSWORD, &[]).await;
-        let browser = Browser::new();
-        browser
-            .sign_in(&app, "ada@example.com", None, "/account")
-            .await;
+        let browser = Browser::signed_in(&app, "ada@example.com").await;
         let pkce = Pkce::random();
         let code = code_from(&app, &browser, &client, &pkce).await;
         assert_eq!(exchange(&app, &client, &code, &pkce).await.status, 200);
@@ -342,18 +330,9 @@ backend_test!(
         let user = app
             .create_user("boss@example.com", PASSWORD, &["admin", "staff"])
             .await;
-        let browser = Browser::new();
-        browser
-            .sign_in(&app, "boss@example.com", None, "/account")
-            .await;
+        let browser = Browser::signed_in(&app, "boss@example.com").await;
         // The server's own pages refuse the role to this sign-in ...
-        let admin_page = browser
-            .http
-            .get(app.url("/admin"))
-            .header("accept", "application/json")
-            .send()
-            .await
-            .expect("admin");
+        let admin_page = browser.get_json(&app, "/admin").await;
         assert_eq!(admin_page.status(), 403);
         // ... and so do its tokens, fresh and refreshed.
         let pkce = Pkce::random();
@@ -520,10 +499,7 @@ backend_test!(
         let owner = rp_client(&app, SCOPES, true).await;
         let other = machine_client(&app, "").await;
         app.create_user("ada@example.com", PASSWORD, &[]).await;
-        let browser = Browser::new();
-        browser
-            .sign_in(&app, "ada@example.com", None, "/account")
-            .await;
+        let browser = Browser::signed_in(&app, "ada@example.com").await;
         let pkce = Pkce::random();
         let code = code_from(&app, &browser, &owner, &pkce).await;
         let answer = exchange(&app, &owner, &code, &pkce).await;
