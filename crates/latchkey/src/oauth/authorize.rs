@@ -866,3 +866,28 @@ pub fn redirect_with(redirect_uri: &str, params: &[(String, String)]) -> String 
     let separator = if redirect_uri.contains('?') { '&' } else { '?' };
     format!("{redirect_uri}{separator}{encoded}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(text: &str) -> Scope {
+        Scope::parse(text).expect("scope")
+    }
+
+    #[test]
+    fn oidc_requests_ignore_scopes_the_client_lacks_and_plain_oauth_requests_do_not() {
+        let allowed = scope("openid email read");
+        assert_eq!(
+            granted_scope(&scope("openid email address phone made:up"), &allowed),
+            Some(scope("openid email"))
+        );
+        assert_eq!(granted_scope(&scope("read"), &allowed), Some(scope("read")));
+        assert_eq!(granted_scope(&scope("read write"), &allowed), None);
+        // `openid` the client may not use does not make the request lenient.
+        assert_eq!(
+            granted_scope(&scope("openid read write"), &scope("read")),
+            None
+        );
+    }
+}

@@ -1,7 +1,10 @@
 //! OpenID Connect: ID tokens, claims by scope, discovery metadata.
 //!
 //! Owns: which claims each scope releases (`profile` → `name`; `email` →
-//! `email`, `email_verified`), the ID token's shape (OIDC Core §2, with
+//! `email`, `email_verified`; `address` and `phone` nothing: Latchkey holds
+//! no postal address or phone number, and an OpenID Connect request ignores
+//! them like any scope its client is not registered for —
+//! `oauth::authorize::granted_scope`), the ID token's shape (OIDC Core §2, with
 //! `at_hash`, `auth_time`, `amr`, `acr`, `sid`, `nonce`), and the metadata
 //! document, which advertises only what is implemented.
 //!
