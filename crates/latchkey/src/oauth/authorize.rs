@@ -404,9 +404,10 @@ pub enum SignInPrompt {
     /// The client wants a newer or stronger sign-in (`prompt=login`,
     /// `max_age`, `acr_values`, its `require_mfa` policy).
     Again,
-    /// The client asked for another user (`id_token_hint`); `email`
-    /// pre-fills the form.
-    AsUser { email: Option<String> },
+    /// The client asked for another user (`id_token_hint`). The form is not
+    /// filled in with that user's email: whoever holds an ID token would
+    /// learn the address from the redirect, even without the `email` scope.
+    AnotherUser,
 }
 
 /// An error for the client's redirect URI.
@@ -474,13 +475,12 @@ pub async fn decide(
         }
     }
     // (2) OIDC Core §3.1.2.1: a code only for the user the hint names.
-    if let Some(subject) = &request.id_token_hint_subject {
-        if *subject != who.user_id {
-            let email = crate::identity::find_by_id(pool, subject)
-                .await?
-                .map(|u| u.email.as_str().to_owned());
-            return Ok(login(SignInPrompt::AsUser { email }));
-        }
+    if request
+        .id_token_hint_subject
+        .as_ref()
+        .is_some_and(|subject| *subject != who.user_id)
+    {
+        return Ok(login(SignInPrompt::AnotherUser));
     }
     // (3) The client's policy.
     match policy::judge(client, &sign_in, arrival) {

@@ -251,18 +251,14 @@ fn sign_in_redirect(
     let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
     let resume = format!("/oauth2/authorize/resume?id={pending_id}");
     let mut target = format!("/login?next={}", encode(&resume));
-    let hint = match prompt {
-        SignInPrompt::AsUser { email: Some(email) } => Some(email),
-        _ => request.login_hint.as_ref(),
-    };
-    if let Some(hint) = hint {
+    if let Some(hint) = &request.login_hint {
         target.push_str("&login_hint=");
         target.push_str(&encode(hint));
     }
     match prompt {
         SignInPrompt::First => {}
         SignInPrompt::Again => target.push_str("&reauth=1"),
-        SignInPrompt::AsUser { .. } => target.push_str("&reauth=other_account"),
+        SignInPrompt::AnotherUser => target.push_str("&reauth=other_account"),
     }
     Redirect::to(&target).into_response()
 }

@@ -197,9 +197,9 @@ backend_test!(
         let to_login = location(&bob.authorize(&app, &client, "openid", &pkce, &extra).await);
         assert!(to_login.starts_with("/login?"), "{to_login}");
         assert_eq!(
-            query_param(&to_login, "login_hint").as_deref(),
-            Some("ada@example.com"),
-            "the form is filled in for the user the client asked for"
+            query_param(&to_login, "login_hint"),
+            None,
+            "the hinted user's email is not revealed to whoever holds the ID token"
         );
         let page = bob.get(&app, &to_login).await.text().await.expect("html");
         assert!(page.contains("asked for another account"), "{page}");
