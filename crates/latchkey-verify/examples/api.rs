@@ -14,8 +14,9 @@
 //! `FEED_CLIENT_SECRET` (a client with `--grant client_credentials --scope
 //! latchkey:revocations`; without them the API does not follow the feed).
 //!
-//! Routes: `/` public, `/me` any valid token, `/admin` role `admin`, `/data`
-//! scope `read:data`, `/ws` an echo WebSocket, `/healthz` the verifier's health.
+//! Routes: `/` public, `/me` any valid token, `/admin` role `admin` (which
+//! needs a sign-in with a second factor), `/data` scope `read:data`, `/ws`
+//! an echo WebSocket, `/healthz` the verifier's health.
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};

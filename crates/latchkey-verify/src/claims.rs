@@ -1,7 +1,8 @@
 //! The claims of a verified access token.
 //!
 //! [`Claims`] holds what most APIs need from a Latchkey access token (RFC
-//! 9068 plus Latchkey's `roles` and `sid`). An API that wants other claims
+//! 9068, with the sign-in's `auth_time`, `amr` and `acr` of §2.2.1, plus
+//! Latchkey's `roles` and `sid`). An API that wants other claims
 //! declares its own `Deserialize` type and asks for it
 //! ([`Verified::claims_as`], or the extractor `Authenticated<MyClaims>`).
 //!
@@ -14,6 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AuthError;
 use crate::jose::{self, Algorithm, Audience};
+
+/// The `amr` value (RFC 8176) of a sign-in with a second factor.
+pub const AMR_MULTI_FACTOR: &str = "mfa";
+
+/// The `acr` Latchkey gives a sign-in with a second factor (and the value of
+/// `acr_values` that asks for one). A sign-in without is
+/// `urn:latchkey:acr:1fa`.
+pub const ACR_MULTI_FACTOR: &str = "urn:latchkey:acr:mfa";
 
 /// The claims every Latchkey access token carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +55,18 @@ pub struct Claims {
     /// The Latchkey session the token belongs to (absent for machine tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// When the user signed in (Unix seconds; RFC 9068 §2.2.1). Absent for
+    /// machine tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// How the user signed in (RFC 8176 values: `pwd`, `otp`, `hwk`, `user`,
+    /// `mfa`, ...). Empty for machine tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// The authentication context class of the sign-in
+    /// ([`ACR_MULTI_FACTOR`] when it had a second factor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }
 
 impl Claims {
@@ -62,6 +83,13 @@ impl Claims {
     /// Does the token carry role `name`?
     pub fn has_role(&self, name: &str) -> bool {
         self.roles.iter().any(|r| r == name)
+    }
+
+    /// Did the sign-in behind the token use a second factor (its `amr`
+    /// contains `mfa`)? Latchkey sets `acr` to [`ACR_MULTI_FACTOR`] exactly
+    /// then; `amr` is what is checked.
+    pub fn is_multi_factor(&self) -> bool {
+        self.amr.iter().any(|m| m == AMR_MULTI_FACTOR)
     }
 }
 

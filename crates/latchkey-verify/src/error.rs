@@ -11,6 +11,7 @@
 //! | malformed `Authorization` header | 400 | `Bearer realm="…", error="invalid_request", error_description="…"` |
 //! | bad, expired, revoked token; revocation status unknown | 401 | `Bearer realm="…", error="invalid_token", error_description="…"` |
 //! | token fine, scope or role missing | 403 | `Bearer realm="…", error="insufficient_scope", error_description="…", scope="…"` |
+//! | token fine, but its sign-in lacks a second factor the route needs | 401 | `Bearer realm="…", error="insufficient_user_authentication", error_description="…", acr_values="urn:latchkey:acr:mfa"` (RFC 9470) |
 //! | issuer unreachable (introspection) | 503 | — (`Retry-After: 5`) |
 //!
 //! Messages are safe to show to the token's bearer: they say what is wrong
@@ -19,6 +20,7 @@
 //! Must not: know a web framework.
 
 use crate::bearer::BearerError;
+use crate::claims::ACR_MULTI_FACTOR;
 use crate::jose::VerifyError;
 
 /// Why a request was not allowed.
@@ -49,6 +51,17 @@ pub enum AuthError {
     /// The token is fine but lacks a role.
     #[error("the token lacks the role {0}")]
     InsufficientRole(String),
+    /// The token is fine, but the sign-in behind it had no second factor
+    /// (its `amr` lacks `mfa`) and the route needs one ([`RequireMfa`], or
+    /// [`RequireRole`] of a role in [`VerifierBuilder::mfa_required_roles`]).
+    /// RFC 9470 step-up: the client signs the user in again with
+    /// `acr_values=urn:latchkey:acr:mfa`.
+    ///
+    /// [`RequireMfa`]: crate::RequireMfa
+    /// [`RequireRole`]: crate::RequireRole
+    /// [`VerifierBuilder::mfa_required_roles`]: crate::VerifierBuilder::mfa_required_roles
+    #[error("this needs a sign-in with a second factor")]
+    MfaRequired,
     /// The issuer could not be asked (introspection of an opaque token).
     #[error("the issuer is unreachable; try again shortly")]
     IssuerUnavailable,
@@ -95,6 +108,7 @@ impl AuthError {
             | AuthError::Inactive => "invalid_token",
             AuthError::InsufficientScope(_) => "insufficient_scope",
             AuthError::InsufficientRole(_) => "insufficient_role",
+            AuthError::MfaRequired => "insufficient_user_authentication",
             AuthError::IssuerUnavailable => "temporarily_unavailable",
             AuthError::VerifierMissing => "internal_error",
         }
@@ -108,7 +122,8 @@ impl AuthError {
             | AuthError::InvalidToken(_)
             | AuthError::Revoked
             | AuthError::RevocationStatusUnknown
-            | AuthError::Inactive => 401,
+            | AuthError::Inactive
+            | AuthError::MfaRequired => 401,
             AuthError::InsufficientScope(_) | AuthError::InsufficientRole(_) => 403,
             AuthError::IssuerUnavailable => 503,
             AuthError::VerifierMissing => 500,
@@ -128,6 +143,9 @@ impl AuthError {
             )),
             AuthError::InsufficientRole(_) => Some(format!(
                 "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{description}\""
+            )),
+            AuthError::MfaRequired => Some(format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_user_authentication\", error_description=\"{description}\", acr_values=\"{ACR_MULTI_FACTOR}\""
             )),
             AuthError::IssuerUnavailable | AuthError::VerifierMissing => None,
             other => Some(format!(
@@ -207,6 +225,18 @@ mod tests {
             .www_authenticate
             .expect("challenge")
             .contains("error=\"insufficient_scope\""));
+    }
+
+    #[test]
+    fn missing_second_factor_is_an_rfc9470_step_up_challenge() {
+        let c = AuthError::MfaRequired.challenge("api");
+        assert_eq!(c.status, 401);
+        assert_eq!(
+            c.www_authenticate.as_deref(),
+            Some("Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"this needs a sign-in with a second factor\", acr_values=\"urn:latchkey:acr:mfa\"")
+        );
+        let body: serde_json::Value = serde_json::from_str(&c.body).expect("json");
+        assert_eq!(body["error"], "insufficient_user_authentication");
     }
 
     #[test]

@@ -1,16 +1,24 @@
-//! axum integration (feature `axum`, on by default): one layer and three
+//! axum integration (feature `axum`, on by default): one layer and four
 //! extractors.
 //!
 //! - [`Verifier::layer`] puts the verifier into every request's extensions
 //!   (install it on the router); [`VerifierLayer::required`] also refuses
-//!   requests without a valid token. [`require_scope`] and [`require_role`]
-//!   are route layers for names known only at run time.
+//!   requests without a valid token. [`require_scope`], [`require_role`]
+//!   and [`require_mfa`] are route layers (the first two for names known
+//!   only at run time).
 //! - [`Authenticated<C>`] gives the verified claims ([`Claims`] by default,
 //!   or any `Deserialize` type); `Option<Authenticated>` is `None` without a
 //!   token (a bad token is still refused).
 //! - [`RequireScope<S>`] and [`RequireRole<R>`] also check a scope or role
 //!   named by a marker type ([`scope!`](crate::scope) / [`role!`](crate::role)),
-//!   answering 403 `insufficient_scope` when it is missing.
+//!   answering 403 `insufficient_scope` when it is missing. A role listed in
+//!   [`VerifierBuilder::mfa_required_roles`](crate::VerifierBuilder::mfa_required_roles)
+//!   (default `admin`) also needs a sign-in with a second factor
+//!   ([`Verifier::check_role`]).
+//! - [`RequireMfa`] needs a token whose sign-in had a second factor (`amr`
+//!   contains `mfa`); without one it answers 401
+//!   `insufficient_user_authentication` with `acr_values` (RFC 9470), so the
+//!   client can sign the user in again with that `acr_values`.
 //!
 //! The token is verified once per request: the outcome (claims or error) is
 //! cached in the request's extensions for the next extractor. Rejections are
@@ -261,7 +269,11 @@ where
     }
 }
 
-/// The claims of a valid token that carries role `R::NAME` (403 otherwise).
+/// The claims of a valid token that carries role `R::NAME` (403 otherwise)
+/// — and, when the role needs a second factor
+/// ([`VerifierBuilder::mfa_required_roles`](crate::VerifierBuilder::mfa_required_roles),
+/// default `admin`), comes from a sign-in that had one (401 step-up
+/// otherwise): [`Verifier::check_role`].
 #[derive(Debug, Clone)]
 pub struct RequireRole<R> {
     /// The verified claims.
@@ -287,13 +299,64 @@ where
         let verified = verified(parts)
             .await
             .map_err(|e| AuthRejection::new(e, parts))?;
-        if !verified.claims.has_role(R::NAME) {
-            let error = AuthError::InsufficientRole(R::NAME.to_owned());
-            return Err(AuthRejection::new(error, parts));
-        }
+        check_role(parts, &verified.claims, R::NAME).map_err(|e| AuthRejection::new(e, parts))?;
         Ok(RequireRole {
             claims: verified.claims.clone(),
             _role: PhantomData,
+        })
+    }
+}
+
+/// [`Verifier::check_role`] with the request's verifier.
+fn check_role(parts: &Parts, claims: &Claims, role: &str) -> Result<(), AuthError> {
+    match parts.extensions.get::<Verifier>() {
+        Some(verifier) => verifier.check_role(claims, role),
+        None => Err(AuthError::VerifierMissing),
+    }
+}
+
+/// The claims of a valid token whose sign-in had a second factor (`amr`
+/// contains `mfa`, [`Claims::is_multi_factor`]); otherwise 401
+/// `insufficient_user_authentication` with
+/// `acr_values="urn:latchkey:acr:mfa"` (RFC 9470 step-up: the client sends
+/// the user through `/oauth2/authorize` again with that `acr_values`). The
+/// claims also hold the sign-in's `acr` and `auth_time`.
+///
+/// ```no_run
+/// use latchkey_verify::RequireMfa;
+///
+/// async fn transfer(token: RequireMfa) -> String {
+///     format!("{} signed in with {:?} at {:?}", token.sub, token.amr, token.auth_time)
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RequireMfa {
+    /// The verified claims.
+    pub claims: Claims,
+}
+
+impl Deref for RequireMfa {
+    type Target = Claims;
+    fn deref(&self) -> &Claims {
+        &self.claims
+    }
+}
+
+impl<St> FromRequestParts<St> for RequireMfa
+where
+    St: Send + Sync,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, Self::Rejection> {
+        let verified = verified(parts)
+            .await
+            .map_err(|e| AuthRejection::new(e, parts))?;
+        if !verified.claims.is_multi_factor() {
+            return Err(AuthRejection::new(AuthError::MfaRequired, parts));
+        }
+        Ok(RequireMfa {
+            claims: verified.claims.clone(),
         })
     }
 }
@@ -304,6 +367,7 @@ enum Requirement {
     Authenticated,
     Scope(Arc<str>),
     Role(Arc<str>),
+    Mfa,
 }
 
 /// A tower layer: puts a [`Verifier`] into request extensions (from
@@ -343,11 +407,23 @@ pub fn require_scope(scope: impl Into<String>) -> VerifierLayer {
 }
 
 /// A route layer refusing requests whose token lacks `role` (403), or has
-/// none (401). Needs [`Verifier::layer`] outside it.
+/// none (401) — or, for a role that needs a second factor, whose sign-in
+/// had none (401 step-up; [`Verifier::check_role`]). Needs
+/// [`Verifier::layer`] outside it.
 pub fn require_role(role: impl Into<String>) -> VerifierLayer {
     VerifierLayer {
         verifier: None,
         requirement: Requirement::Role(role.into().into()),
+    }
+}
+
+/// A route layer refusing requests whose token's sign-in had no second
+/// factor (401 `insufficient_user_authentication`, as [`RequireMfa`]), or
+/// that have no token (401). Needs [`Verifier::layer`] outside it.
+pub fn require_mfa() -> VerifierLayer {
+    VerifierLayer {
+        verifier: None,
+        requirement: Requirement::Mfa,
     }
 }
 
@@ -372,16 +448,15 @@ async fn check(parts: &mut Parts, requirement: &Requirement) -> Result<(), AuthR
     let verified = verified(parts)
         .await
         .map_err(|e| AuthRejection::new(e, parts))?;
-    let error = match requirement {
+    let outcome = match requirement {
         Requirement::Scope(scope) if !verified.claims.has_scope(scope) => {
-            AuthError::InsufficientScope(scope.to_string())
+            Err(AuthError::InsufficientScope(scope.to_string()))
         }
-        Requirement::Role(role) if !verified.claims.has_role(role) => {
-            AuthError::InsufficientRole(role.to_string())
-        }
-        _ => return Ok(()),
+        Requirement::Role(role) => check_role(parts, &verified.claims, role),
+        Requirement::Mfa if !verified.claims.is_multi_factor() => Err(AuthError::MfaRequired),
+        _ => Ok(()),
     };
-    Err(AuthRejection::new(error, parts))
+    outcome.map_err(|error| AuthRejection::new(error, parts))
 }
 
 impl<S, B> tower_service::Service<Request<B>> for VerifierService<S>

@@ -15,9 +15,14 @@
 //!   before the event) was revoked — sign-out, session revocation, refresh
 //!   token reuse, RFC 7009 revocation, a disabled or deleted user, a
 //!   password change.
-//! - The axum integration (feature `axum`, default) is one layer and three
-//!   extractors: [`Authenticated`], [`RequireScope`], [`RequireRole`], with
-//!   RFC 6750 errors (401 `invalid_token`, 403 `insufficient_scope`).
+//! - The axum integration (feature `axum`, default) is one layer and four
+//!   extractors: [`Authenticated`], [`RequireScope`], [`RequireRole`],
+//!   [`RequireMfa`], with RFC 6750 errors (401 `invalid_token`, 403
+//!   `insufficient_scope`) and RFC 9470 step-up (401
+//!   `insufficient_user_authentication`) when a route needs a second factor
+//!   the token's sign-in did not have — [`RequireMfa`], or a role listed in
+//!   [`VerifierBuilder::mfa_required_roles`] (default `admin`, like the
+//!   server's `mfa.required_roles`).
 //! - Feature `ws`: WebSocket upgrades authenticated by bearer token,
 //!   subprotocol or session cookie, closed with code 1008 when the token
 //!   expires or is revoked ([`ws`]).
@@ -88,11 +93,11 @@ pub use clock::{Clock, SystemClock};
 pub use error::{AuthError, Challenge};
 #[cfg(feature = "axum")]
 pub use extract::{
-    require_role, require_scope, AuthRejection, Authenticated, RequireRole, RequireScope, RoleName,
-    ScopeName, VerifierLayer,
+    require_mfa, require_role, require_scope, AuthRejection, Authenticated, RequireMfa,
+    RequireRole, RequireScope, RoleName, ScopeName, VerifierLayer,
 };
 pub use revocation::Revocation;
 pub use verifier::{
     BuildError, FeedFailurePolicy, FeedHealth, Health, JwksHealth, Verifier, VerifierBuilder,
-    FEED_SCOPE,
+    DEFAULT_MFA_REQUIRED_ROLES, FEED_SCOPE,
 };

@@ -94,8 +94,13 @@ pub struct VerifierBuilder {
     http: Option<reqwest::Client>,
     realm: String,
     roles_claim: String,
+    mfa_roles: Vec<String>,
     cookie_origins: Vec<String>,
 }
+
+/// The roles that need a second factor unless configured otherwise: the
+/// default of the server's `mfa.required_roles`.
+pub const DEFAULT_MFA_REQUIRED_ROLES: &[&str] = &["admin"];
 
 /// The defaults, in one place.
 impl VerifierBuilder {
@@ -119,6 +124,10 @@ impl VerifierBuilder {
             http: None,
             realm: "api".to_owned(),
             roles_claim: "roles".to_owned(),
+            mfa_roles: DEFAULT_MFA_REQUIRED_ROLES
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
             cookie_origins: Vec::new(),
         }
     }
@@ -254,6 +263,27 @@ impl VerifierBuilder {
         self
     }
 
+    /// The roles that need a sign-in with a second factor — set this to the
+    /// server's `mfa.required_roles` (default `["admin"]`, the server's
+    /// default; an empty list turns the rule off). The server already leaves
+    /// such a role out of the tokens of a sign-in without a second factor;
+    /// the SDK applies the same rule to whatever it is handed (a token of an
+    /// older server, a role the server does not list): [`RequireRole`] and
+    /// [`require_role`] of one of these roles also need `amr` to contain
+    /// `mfa`, and refuse otherwise with 401 `insufficient_user_authentication`
+    /// ([`AuthError::MfaRequired`], an RFC 9470 step-up challenge).
+    ///
+    /// [`RequireRole`]: crate::RequireRole
+    /// [`require_role`]: crate::require_role
+    pub fn mfa_required_roles<I, S>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.mfa_roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Allow WebSocket upgrades authenticated by the browser's Latchkey
     /// session cookie, from pages of these exact origins
     /// (`scheme://host[:port]`; the `Origin` header must be one of them —
@@ -356,6 +386,7 @@ impl VerifierBuilder {
             issuer: self.issuer,
             realm: self.realm,
             roles_claim: self.roles_claim,
+            mfa_roles: self.mfa_roles,
             validation,
             clock: self.clock,
             http,
@@ -443,6 +474,8 @@ pub(crate) struct Inner {
     pub issuer: String,
     pub realm: String,
     pub roles_claim: String,
+    /// Roles that need a second factor ([`VerifierBuilder::mfa_required_roles`]).
+    pub mfa_roles: Vec<String>,
     pub validation: Validation,
     pub clock: Arc<dyn Clock>,
     pub http: reqwest::Client,
@@ -585,6 +618,30 @@ impl Verifier {
     /// The `realm` of this verifier's challenges.
     pub fn realm(&self) -> &str {
         &self.inner().realm
+    }
+
+    /// Does `role` need a sign-in with a second factor
+    /// ([`VerifierBuilder::mfa_required_roles`])?
+    pub fn role_needs_mfa(&self, role: &str) -> bool {
+        self.inner().mfa_roles.iter().any(|r| r == role)
+    }
+
+    /// May a request with these claims act in `role`? The token must carry
+    /// the role (else [`AuthError::InsufficientRole`], 403) and, when the
+    /// role needs a second factor, come from a sign-in that had one (else
+    /// [`AuthError::MfaRequired`], 401 step-up). What [`RequireRole`] and
+    /// [`require_role`] ask.
+    ///
+    /// [`RequireRole`]: crate::RequireRole
+    /// [`require_role`]: crate::require_role
+    pub fn check_role(&self, claims: &Claims, role: &str) -> Result<(), AuthError> {
+        if !claims.has_role(role) {
+            return Err(AuthError::InsufficientRole(role.to_owned()));
+        }
+        if self.role_needs_mfa(role) && !claims.is_multi_factor() {
+            return Err(AuthError::MfaRequired);
+        }
+        Ok(())
     }
 
     /// Verifies a token: a JWT against the cached keys (one refetch for an

@@ -61,7 +61,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::bearer::bearer_token;
-use crate::claims::Claims;
+use crate::claims::{Claims, AMR_MULTI_FACTOR};
 use crate::error::AuthError;
 use crate::extract::AuthRejection;
 use crate::jose::VerifyError;
@@ -253,6 +253,10 @@ struct AccountSession {
     current: bool,
     created_at: i64,
     expires_at: i64,
+    #[serde(default)]
+    auth_time: Option<i64>,
+    #[serde(default)]
+    amr: Vec<String>,
 }
 
 /// Asks the issuer who the session cookie belongs to.
@@ -290,8 +294,20 @@ async fn session_claims(verifier: &Verifier, cookie: &str) -> Result<Claims, Aut
         jti: None,
         client_id: None,
         scope: String::new(),
-        roles: account.user.roles,
+        // As in the server's tokens: a role that needs a second factor
+        // only for a session that had one.
+        roles: account
+            .user
+            .roles
+            .into_iter()
+            .filter(|role| {
+                !verifier.role_needs_mfa(role) || session.amr.iter().any(|m| m == AMR_MULTI_FACTOR)
+            })
+            .collect(),
         sid: Some(session.handle),
+        auth_time: session.auth_time,
+        acr: None,
+        amr: session.amr,
     };
     Ok(claims)
 }

@@ -177,7 +177,7 @@ impl Fixture {
             &self.user_id,
             &["pwd"],
             &self.origin,
-            self.state.clock.now(),
+            self.state.clock.moment(),
         )
         .await
         .expect("session");

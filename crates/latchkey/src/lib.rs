@@ -17,6 +17,7 @@ pub mod login;
 pub mod mfa;
 pub mod oauth;
 pub mod oidc;
+pub mod policy;
 pub mod revocation;
 pub mod routes;
 pub mod session;

@@ -190,14 +190,15 @@ pub async fn complete(
     how: &str,
     origin: &Origin,
 ) -> Result<LoginSuccess, LoginError> {
-    let now = state.clock.now();
+    let at = state.clock.moment();
+    let now = at.secs();
     let (token, session) = session::create(
         &state.pool,
         &state.config.session,
         &user.id,
         amr,
         origin,
-        now,
+        at,
     )
     .await?;
     state.metrics.login("success");

@@ -163,8 +163,7 @@ impl<R: RoleName> FromRequestParts<AppState> for HasRole<R> {
     ) -> Result<Self, Self::Rejection> {
         let SignedIn(found) = SignedIn::from_request_parts(parts, state).await?;
         if found.user.has_role(R::NAME) {
-            let needs_mfa = state.config.mfa.required_roles.iter().any(|r| r == R::NAME);
-            if needs_mfa && !found.session.amr.iter().any(|a| a == "mfa") {
+            if !crate::policy::may_use_role(&state.config.mfa, R::NAME, &found.session.amr) {
                 let error = HttpError::json(
                     StatusCode::FORBIDDEN,
                     "mfa_required",

@@ -21,8 +21,9 @@ use super::clients::{self, Client};
 use super::pkce::CodeChallenge;
 use super::redirect_uri;
 use super::scope::Scope;
-use crate::clock::UnixTime;
+use crate::clock::{seconds_of, UnixMillis, UnixTime};
 use crate::crypto::{SecretToken, TokenHash};
+use crate::policy::{self, Arrival, SignInFacts, Verdict};
 use crate::revocation::{self, Cause, Revoked};
 use crate::store::{Pool, StoreError};
 
@@ -52,6 +53,9 @@ pub struct AuthorizationRequest {
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
     pub acr_values: Option<String>,
+    /// The user a verified `id_token_hint` names: only they may get a code.
+    #[serde(default)]
+    pub id_token_hint_subject: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -105,9 +109,14 @@ pub fn collect_params(raw: &[u8]) -> Result<BTreeMap<String, String>, String> {
     Ok(map)
 }
 
+/// Verifies an `id_token_hint` (`oidc::verify_id_token_hint` with the
+/// server's keys): what it says, or `None` if it is not our ID token.
+pub type HintVerifier<'a> = &'a (dyn Fn(&str) -> Option<crate::oidc::IdTokenHint> + Sync);
+
 /// Validates a request in the two phases described in the module docs.
 pub async fn validate(
     pool: &Pool,
+    verify_hint: HintVerifier<'_>,
     params: &BTreeMap<String, String>,
     duplicate: Option<String>,
 ) -> Result<(Client, AuthorizationRequest), AuthorizeError> {
@@ -180,14 +189,14 @@ pub async fn validate(
             "this client may not use the authorization code flow".into(),
         ));
     }
-    let scope = Scope::parse(get("scope").unwrap_or_default())
+    let requested = Scope::parse(get("scope").unwrap_or_default())
         .map_err(|e| fail("invalid_scope", e.to_string()))?;
-    if !scope.is_subset(&client.scopes) {
-        return Err(fail(
+    let scope = granted_scope(&requested, &client.scopes).ok_or_else(|| {
+        fail(
             "invalid_scope",
             "the requested scope exceeds what this client is allowed".into(),
-        ));
-    }
+        )
+    })?;
     let challenge = CodeChallenge::parse(get("code_challenge"), get("code_challenge_method"))
         .map_err(|e| fail("invalid_request", e.to_string()))?;
     let prompt: Vec<String> = get("prompt")
@@ -229,6 +238,19 @@ pub async fn validate(
             v => Ok(v.map(str::to_owned)),
         }
     };
+    let id_token_hint_subject = match get("id_token_hint") {
+        None => None,
+        Some(token) => Some(
+            verify_hint(token)
+                .ok_or_else(|| {
+                    fail(
+                        "invalid_request",
+                        "id_token_hint is not a valid ID token from this server".into(),
+                    )
+                })?
+                .subject,
+        ),
+    };
     let request = AuthorizationRequest {
         client_id: client.id.clone(),
         redirect_uri: redirect_uri.clone(),
@@ -241,8 +263,23 @@ pub async fn validate(
         max_age,
         login_hint: bounded("login_hint", 320)?,
         acr_values: bounded("acr_values", 256)?,
+        id_token_hint_subject,
     };
     Ok((client, request))
+}
+
+/// The scope a request gets, or `None` (`invalid_scope`). In an OpenID
+/// Connect request (`openid`, which the client may use) scope values the
+/// client is not registered for are ignored, as OIDC Core §3.1.2.1 asks of
+/// values "not understood" — among them `address` and `phone`, whose claims
+/// Latchkey does not hold; the token response's `scope` says what was
+/// granted. A plain OAuth request must stay within the client's scopes.
+pub fn granted_scope(requested: &Scope, allowed: &Scope) -> Option<Scope> {
+    if requested.contains("openid") && allowed.contains("openid") {
+        Some(requested.intersect(allowed))
+    } else {
+        requested.is_subset(allowed).then(|| requested.clone())
+    }
 }
 
 /// A stored request waiting for the user.
@@ -250,29 +287,33 @@ pub async fn validate(
 pub struct PendingRequest {
     pub id: String,
     pub request: AuthorizationRequest,
-    pub created_at: UnixTime,
+    /// When it arrived, and the session the browser held then.
+    pub arrival: Arrival,
 }
 
 pub async fn store_pending(
     pool: &Pool,
     request: &AuthorizationRequest,
-    now: UnixTime,
+    arrival: &Arrival,
 ) -> Result<PendingRequest, StoreError> {
     let id = SecretToken::generate().expose().to_owned();
     let params = serde_json::to_string(request)
         .map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))?;
-    sqlx::query("INSERT INTO authorization_requests (id, client_id, params, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+    let created_at = seconds_of(arrival.at_ms);
+    sqlx::query("INSERT INTO authorization_requests (id, client_id, params, created_at, expires_at, created_at_ms, seen_session) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(&id)
         .bind(&request.client_id)
         .bind(params)
-        .bind(now)
-        .bind(now + PENDING_LIFETIME_SECS)
+        .bind(created_at)
+        .bind(created_at + PENDING_LIFETIME_SECS)
+        .bind(arrival.at_ms)
+        .bind(arrival.seen_session.clone())
         .execute(pool)
         .await?;
     Ok(PendingRequest {
         id,
         request: request.clone(),
-        created_at: now,
+        arrival: arrival.clone(),
     })
 }
 
@@ -282,7 +323,7 @@ pub async fn load_pending(
     now: UnixTime,
 ) -> Result<Option<PendingRequest>, StoreError> {
     let row = sqlx::query(
-        "SELECT params, created_at, expires_at FROM authorization_requests WHERE id = $1",
+        "SELECT params, created_at, expires_at, created_at_ms, seen_session FROM authorization_requests WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -293,19 +334,30 @@ pub async fn load_pending(
     }
     let request: AuthorizationRequest = serde_json::from_str(&row.try_get::<String, _>("params")?)
         .map_err(|e| StoreError::Other(sqlx::Error::Decode(Box::new(e))))?;
+    let created_at: UnixTime = row.try_get("created_at")?;
     Ok(Some(PendingRequest {
         id: id.to_owned(),
         request,
-        created_at: row.try_get("created_at")?,
+        arrival: Arrival {
+            // Requests stored before 0011 know the second only.
+            at_ms: row
+                .try_get::<Option<i64>, _>("created_at_ms")?
+                .unwrap_or(created_at * 1000),
+            seen_session: row.try_get("seen_session")?,
+        },
     }))
 }
 
-pub async fn delete_pending(pool: &Pool, id: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM authorization_requests WHERE id = $1")
+/// Ends a pending request: it failed, was denied, or is being answered
+/// with a code. `false` if it was already gone — two answers raced, and
+/// only the one that ended it may issue a code.
+pub async fn finish_pending(pool: &Pool, id: &str) -> Result<bool, StoreError> {
+    let deleted = sqlx::query("DELETE FROM authorization_requests WHERE id = $1")
         .bind(id)
         .execute(pool)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected();
+    Ok(deleted == 1)
 }
 
 /// The signed-in user, as far as the authorization decision needs.
@@ -313,68 +365,138 @@ pub async fn delete_pending(pool: &Pool, id: &str) -> Result<(), StoreError> {
 pub struct Authentication {
     pub user_id: String,
     pub session_handle: String,
+    /// The sign-in time, in seconds (the ID token's `auth_time`) ...
     pub auth_time: UnixTime,
+    /// ... and to the millisecond (to order it against the request).
+    pub auth_time_ms: UnixMillis,
     pub amr: Vec<String>,
+}
+
+impl Authentication {
+    fn facts(&self) -> SignInFacts<'_> {
+        SignInFacts {
+            session_handle: &self.session_handle,
+            auth_time_ms: self.auth_time_ms,
+            amr: &self.amr,
+        }
+    }
 }
 
 /// What happens next with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// The user must (re-)authenticate.
-    Login,
+    Login(SignInPrompt),
     /// The user must approve the client and scopes.
     Consent,
     /// Issue the code.
     Issue,
-    /// `prompt=none` could not be honoured: `login_required` / `consent_required`.
-    Fail(&'static str),
+    /// The request ends with an error at the client (and its pending
+    /// record, if any, is deleted).
+    Fail(Failure),
 }
 
-/// Decides the next step. `requested_at` is when the request first arrived:
-/// `prompt=login` / `select_account` need a sign-in *after* it; `max_age` a
-/// sign-in within that many seconds.
+/// Why the sign-in page is shown again, and whom it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInPrompt {
+    /// Nobody is signed in.
+    First,
+    /// The client wants a newer or stronger sign-in (`prompt=login`,
+    /// `max_age`, `acr_values`, its `require_mfa` policy).
+    Again,
+    /// The client asked for another user (`id_token_hint`). The form is not
+    /// filled in with that user's email: whoever holds an ID token would
+    /// learn the address from the redirect, even without the `email` scope.
+    AnotherUser,
+}
+
+/// An error for the client's redirect URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub error: &'static str,
+    pub description: &'static str,
+}
+
+impl Failure {
+    fn interaction(error: &'static str) -> Failure {
+        Failure {
+            error,
+            description: "interaction is needed, but the request says prompt=none",
+        }
+    }
+}
+
+/// Decides the next step for a request that arrived at `arrival`.
+///
+/// In this order: (1) freshness — `prompt=login` / `select_account`,
+/// `max_age` (the age of the sign-in when the request arrived; `max_age=0`
+/// is `prompt=login`) and `acr_values` asking for MFA are satisfied by any
+/// sign-in made after the request arrived (`policy::signed_in_after`), so
+/// a slow return from the sign-in page never loops; (2) the user an
+/// `id_token_hint` names; (3) the client's policy (`policy::judge`, the one
+/// rule every path to a token calls); (4) consent. With `prompt=none`, any
+/// step that needs the user is an error instead.
 pub async fn decide(
     pool: &Pool,
     client: &Client,
     request: &AuthorizationRequest,
     who: Option<&Authentication>,
-    requested_at: UnixTime,
-    now: UnixTime,
+    arrival: &Arrival,
 ) -> Result<Decision, StoreError> {
-    // `acr_values` asking for MFA: a sign-in without MFA must be redone (it
-    // will include the second step if the user has one). After a fresh sign-in
-    // that still lacks MFA we proceed: the ID token's `acr` tells the truth.
+    let silent = request.prompts("none");
+    let login = |prompt: SignInPrompt| {
+        if silent {
+            Decision::Fail(Failure::interaction("login_required"))
+        } else {
+            Decision::Login(prompt)
+        }
+    };
+    let Some(who) = who else {
+        return Ok(login(SignInPrompt::First));
+    };
+    // (1) Freshness. After a fresh sign-in that still lacks MFA (the user
+    // has no second factor) `acr_values` proceeds: the ID token's `acr`
+    // tells the truth.
     let wants_mfa = request
         .acr_values
         .as_deref()
         .is_some_and(|v| v.split(' ').any(|a| a == crate::oidc::ACR_MULTI_FACTOR));
-    let fresh_login_needed = |a: &Authentication| {
-        ((request.prompts("login") || request.prompts("select_account"))
-            && a.auth_time < requested_at)
-            || request.max_age.is_some_and(|max| now - a.auth_time > max)
-            || (wants_mfa && !a.amr.iter().any(|m| m == "mfa") && a.auth_time < requested_at)
-    };
-    let Some(who) = who.filter(|a| !fresh_login_needed(a)) else {
-        return Ok(if request.prompts("none") {
-            Decision::Fail("login_required")
-        } else {
-            Decision::Login
-        });
-    };
-    // Per-client MFA policy: a sign-in without a second factor is redone (it
-    // includes the second step when the user has one); if a fresh sign-in still
-    // lacks it, the user has no second factor and the client must refuse.
-    if client.require_mfa && !who.amr.iter().any(|m| m == "mfa") {
-        return Ok(
-            if who.auth_time < requested_at && !request.prompts("none") {
-                Decision::Login
-            } else if request.prompts("none") {
-                Decision::Fail("interaction_required")
-            } else {
-                Decision::Fail("access_denied")
-            },
-        );
+    let sign_in = who.facts();
+    if !policy::signed_in_after(&sign_in, arrival) {
+        let age_ms = arrival.at_ms - who.auth_time_ms;
+        let stale = request.prompts("login")
+            || request.prompts("select_account")
+            || request
+                .max_age
+                .is_some_and(|max| max == 0 || age_ms > max.saturating_mul(1000))
+            || (wants_mfa && !policy::is_multi_factor(&who.amr));
+        if stale {
+            return Ok(login(SignInPrompt::Again));
+        }
     }
+    // (2) OIDC Core §3.1.2.1: a code only for the user the hint names.
+    if request
+        .id_token_hint_subject
+        .as_ref()
+        .is_some_and(|subject| *subject != who.user_id)
+    {
+        return Ok(login(SignInPrompt::AnotherUser));
+    }
+    // (3) The client's policy.
+    match policy::judge(client, &sign_in, arrival) {
+        Verdict::Admit => {}
+        Verdict::SignInAgain if silent => {
+            return Ok(Decision::Fail(Failure::interaction("interaction_required")))
+        }
+        Verdict::SignInAgain => return Ok(Decision::Login(SignInPrompt::Again)),
+        Verdict::Refuse(refusal) => {
+            return Ok(Decision::Fail(Failure {
+                error: "access_denied",
+                description: refusal.describe(),
+            }))
+        }
+    }
+    // (4) Consent.
     if client.first_party && !request.prompts("consent") {
         return Ok(Decision::Issue);
     }
@@ -385,8 +507,8 @@ pub async fn decide(
     if covered && !request.prompts("consent") {
         return Ok(Decision::Issue);
     }
-    Ok(if request.prompts("none") {
-        Decision::Fail("consent_required")
+    Ok(if silent {
+        Decision::Fail(Failure::interaction("consent_required"))
     } else {
         Decision::Consent
     })
@@ -579,22 +701,34 @@ pub struct RedeemedCode {
     pub expires_at: UnixTime,
 }
 
+/// What a code's first use issued (recorded by [`record_issued`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedFromCode {
+    /// The refresh family it started, if any.
+    pub family: Option<String>,
+    /// Its access token's `jti` and `exp`.
+    pub jti: String,
+    pub exp: i64,
+}
+
 /// What happened to a presented code.
 #[derive(Debug)]
 pub enum Redemption {
     /// First use: the caller must now check client, redirect URI and PKCE.
     Fresh(RedeemedCode),
-    /// Already used: the caller revokes what it issued.
+    /// Already used; the code is now marked replayed. `issued`: what the
+    /// first use issued, for the caller to revoke — `None` while the first
+    /// use has not recorded it yet (it then finds the mark and revokes
+    /// what it issues itself: [`record_issued`]), or when it issued nothing.
     Replayed {
-        family: Option<String>,
-        jti: Option<String>,
-        jti_exp: Option<i64>,
+        issued: Option<IssuedFromCode>,
         user_id: String,
     },
     Unknown,
 }
 
-/// Marks the code used (atomically; exactly one caller gets `Fresh`).
+/// Marks the code used (atomically; exactly one caller gets `Fresh`), or,
+/// when it was used already, marks it replayed.
 pub async fn redeem(
     pool: &Pool,
     code: &SecretToken,
@@ -611,6 +745,18 @@ pub async fn redeem(
     .await?
     .rows_affected()
         == 1;
+    if !claimed {
+        // The row lock orders this against the first use's `record_issued`:
+        // either that recorded first (read below, revoked by the caller) or
+        // it will see this mark (and revoke what it issued itself).
+        sqlx::query(
+            "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, $2) WHERE hash = $1",
+        )
+        .bind(hash.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
     let row = sqlx::query("SELECT hash, client_id, user_id, session_handle, redirect_uri, scope, nonce, code_challenge, auth_time, amr, expires_at, issued_family, issued_jti, issued_exp FROM authorization_codes WHERE hash = $1")
         .bind(hash.as_str())
         .fetch_optional(&mut *tx)
@@ -623,10 +769,18 @@ pub async fn redeem(
         return Ok(Redemption::Unknown);
     }
     if !claimed {
+        let jti: Option<String> = row.try_get("issued_jti")?;
+        let exp: Option<i64> = row.try_get("issued_exp")?;
+        let issued = match (jti, exp) {
+            (Some(jti), Some(exp)) => Some(IssuedFromCode {
+                family: row.try_get("issued_family")?,
+                jti,
+                exp,
+            }),
+            _ => None,
+        };
         return Ok(Redemption::Replayed {
-            family: row.try_get("issued_family")?,
-            jti: row.try_get("issued_jti")?,
-            jti_exp: row.try_get("issued_exp")?,
+            issued,
             user_id: row.try_get("user_id")?,
         });
     }
@@ -648,22 +802,28 @@ pub async fn redeem(
     }))
 }
 
-/// Remembers what a code produced, so a replay can revoke it.
+/// Remembers what a code produced, so a replay can revoke it. Returns
+/// whether the code was replayed meanwhile: then the caller revokes what it
+/// just issued and hands out nothing. Recorded either way, so that a
+/// revocation that fails now is done by the next replay.
 pub async fn record_issued(
     pool: &Pool,
     code: &SecretToken,
-    family: Option<&str>,
-    jti: &str,
-    exp: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE authorization_codes SET issued_family = $2, issued_jti = $3, issued_exp = $4 WHERE hash = $1")
+    issued: &IssuedFromCode,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query("UPDATE authorization_codes SET issued_family = $2, issued_jti = $3, issued_exp = $4 WHERE hash = $1 RETURNING replayed_at")
         .bind(code.hash().as_str())
-        .bind(family)
-        .bind(jti)
-        .bind(exp)
-        .execute(pool)
+        .bind(issued.family.clone())
+        .bind(&issued.jti)
+        .bind(issued.exp)
+        .fetch_optional(pool)
         .await?;
-    Ok(())
+    Ok(match row {
+        Some(row) => row.try_get::<Option<i64>, _>("replayed_at")?.is_some(),
+        // The code is gone (purged, or voided by a withdrawn consent):
+        // nobody may keep what it produced.
+        None => true,
+    })
 }
 
 /// Removes expired codes and pending requests (background).
@@ -705,4 +865,29 @@ pub fn redirect_with(redirect_uri: &str, params: &[(String, String)]) -> String 
         .finish();
     let separator = if redirect_uri.contains('?') { '&' } else { '?' };
     format!("{redirect_uri}{separator}{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(text: &str) -> Scope {
+        Scope::parse(text).expect("scope")
+    }
+
+    #[test]
+    fn oidc_requests_ignore_scopes_the_client_lacks_and_plain_oauth_requests_do_not() {
+        let allowed = scope("openid email read");
+        assert_eq!(
+            granted_scope(&scope("openid email address phone made:up"), &allowed),
+            Some(scope("openid email"))
+        );
+        assert_eq!(granted_scope(&scope("read"), &allowed), Some(scope("read")));
+        assert_eq!(granted_scope(&scope("read write"), &allowed), None);
+        // `openid` the client may not use does not make the request lenient.
+        assert_eq!(
+            granted_scope(&scope("openid read write"), &scope("read")),
+            None
+        );
+    }
 }

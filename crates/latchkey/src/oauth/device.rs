@@ -10,8 +10,9 @@
 use sqlx::Row as _;
 
 use super::scope::Scope;
-use crate::clock::UnixTime;
+use crate::clock::{seconds_of, UnixTime};
 use crate::crypto::{random_bytes, SecretToken, TokenHash};
+use crate::policy::{self, Arrival, Refusal, SignInFacts, Verdict};
 use crate::store::{Pool, StoreError};
 
 pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
@@ -89,9 +90,11 @@ pub struct DeviceAuthorization {
     pub interval_secs: i64,
     pub last_polled_at: Option<UnixTime>,
     pub expires_at: UnixTime,
+    /// When the device asked (the request a sign-in must answer).
+    pub created_at: UnixTime,
 }
 
-const COLUMNS: &str = "device_code_hash, user_code, client_id, scope, status, user_id, session_handle, auth_time, amr, interval_secs, last_polled_at, expires_at";
+const COLUMNS: &str = "device_code_hash, user_code, client_id, scope, status, user_id, session_handle, auth_time, amr, interval_secs, last_polled_at, expires_at, created_at";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<DeviceAuthorization, sqlx::Error> {
     Ok(DeviceAuthorization {
@@ -111,6 +114,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<DeviceAuthorization, sqlx::Error>
         interval_secs: row.try_get("interval_secs")?,
         last_polled_at: row.try_get("last_polled_at")?,
         expires_at: row.try_get("expires_at")?,
+        created_at: row.try_get("created_at")?,
     })
 }
 
@@ -125,7 +129,7 @@ pub async fn start(
     // A user-code collision among live codes is astronomically rare; retry on one.
     for _ in 0..5 {
         let user_code = UserCode::generate();
-        let inserted = sqlx::query(&format!("INSERT INTO device_authorizations ({COLUMNS}, created_at) VALUES ($1, $2, $3, $4, 'pending', NULL, NULL, NULL, NULL, $5, NULL, $6, $7)"))
+        let inserted = sqlx::query(&format!("INSERT INTO device_authorizations ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', NULL, NULL, NULL, NULL, $5, NULL, $6, $7)"))
             .bind(device_code.hash().as_str())
             .bind(user_code.normalized())
             .bind(client_id)
@@ -149,6 +153,7 @@ pub async fn start(
                     interval_secs: DEFAULT_INTERVAL_SECS,
                     last_polled_at: None,
                     expires_at: now + DEVICE_CODE_LIFETIME_SECS,
+                    created_at: now,
                 };
                 return Ok((device_code, record));
             }
@@ -178,8 +183,69 @@ pub async fn find_pending(
         .filter(|d| d.status == Status::Pending && d.expires_at > now))
 }
 
-/// The user's decision. Only a pending, live authorization can be decided.
-pub async fn decide(
+/// What came of a user's approval at `/device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// Approved: the device's next poll gets tokens.
+    Approved,
+    /// The client's policy wants a newer sign-in (one that can include a
+    /// second factor); nothing changed.
+    SignInAgain,
+    /// The client's policy refuses this sign-in: the authorization is
+    /// denied (the device's next poll gets `access_denied`).
+    Refused(Refusal),
+    /// No pending, live authorization has this user code.
+    Unknown,
+}
+
+/// The user approves the device authorization `code` with their sign-in,
+/// if the client's policy admits it (`policy::judge`, as at the
+/// authorization endpoint; the device's request arrived when it started).
+pub async fn approve(
+    pool: &Pool,
+    code: &UserCode,
+    user_id: &str,
+    sign_in: &SignInFacts<'_>,
+    now: UnixTime,
+) -> Result<Approval, StoreError> {
+    let Some(pending) = find_pending(pool, code, now).await? else {
+        return Ok(Approval::Unknown);
+    };
+    let Some(client) = super::clients::find(pool, &pending.client_id).await? else {
+        return Ok(Approval::Unknown);
+    };
+    let arrival = Arrival {
+        at_ms: pending.created_at * 1000,
+        seen_session: None,
+    };
+    let approval = match policy::judge(&client, sign_in, &arrival) {
+        Verdict::SignInAgain => return Ok(Approval::SignInAgain),
+        Verdict::Refuse(refusal) => {
+            // A failed request is finished: the device learns it at once.
+            decide(pool, code, None, now).await?;
+            return Ok(Approval::Refused(refusal));
+        }
+        Verdict::Admit => {
+            let auth_time = seconds_of(sign_in.auth_time_ms);
+            Some((user_id, sign_in.session_handle, auth_time, sign_in.amr))
+        }
+    };
+    Ok(if decide(pool, code, approval, now).await? {
+        Approval::Approved
+    } else {
+        Approval::Unknown
+    })
+}
+
+/// The user denies the device authorization `code`; `false` if no pending,
+/// live one has it.
+pub async fn deny(pool: &Pool, code: &UserCode, now: UnixTime) -> Result<bool, StoreError> {
+    decide(pool, code, None, now).await
+}
+
+/// Records a decision. Only a pending, live authorization can be decided;
+/// approvals come through [`approve`] (the client's policy).
+async fn decide(
     pool: &Pool,
     code: &UserCode,
     approve: Option<(&str, &str, UnixTime, &[String])>,
@@ -210,7 +276,7 @@ pub enum Poll {
     Denied,
     Expired,
     /// Approved and now consumed: issue tokens.
-    Approved(DeviceAuthorization),
+    Approved(Box<DeviceAuthorization>),
     Invalid,
 }
 
@@ -263,7 +329,7 @@ pub async fn poll(
         Status::Used => Poll::Invalid,
         Status::Approved => {
             sqlx::query("UPDATE device_authorizations SET status = 'used' WHERE device_code_hash = $1 AND status = 'approved'").bind(device_code.hash().as_str()).execute(&mut *tx).await?;
-            Poll::Approved(record)
+            Poll::Approved(Box::new(record))
         }
     };
     tx.commit().await?;

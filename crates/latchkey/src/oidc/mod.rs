@@ -1,7 +1,10 @@
 //! OpenID Connect: ID tokens, claims by scope, discovery metadata.
 //!
 //! Owns: which claims each scope releases (`profile` → `name`; `email` →
-//! `email`, `email_verified`), the ID token's shape (OIDC Core §2, with
+//! `email`, `email_verified`; `address` and `phone` nothing: Latchkey holds
+//! no postal address or phone number, and an OpenID Connect request ignores
+//! them like any scope its client is not registered for —
+//! `oauth::authorize::granted_scope`), the ID token's shape (OIDC Core §2, with
 //! `at_hash`, `auth_time`, `amr`, `acr`, `sid`, `nonce`), and the metadata
 //! document, which advertises only what is implemented.
 //!
@@ -9,11 +12,12 @@
 
 pub mod backchannel;
 
-use latchkey_verify::jose::Algorithm;
+use latchkey_verify::jose::{self, Algorithm, KeySet, Validation};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::app::AppState;
+use crate::clock::UnixTime;
 use crate::crypto::b64url;
 use crate::identity::User;
 use crate::oauth::clients::Client;
@@ -26,12 +30,13 @@ pub const ID_TOKEN_LIFETIME_SECS: i64 = 3600;
 /// Authentication context class for a password-only sign-in. Multi-factor
 /// sign-ins (issue #4) will report a higher level.
 pub const ACR_SINGLE_FACTOR: &str = "urn:latchkey:acr:1fa";
-/// Authentication context class for a multi-factor sign-in (`amr` has `mfa`).
-pub const ACR_MULTI_FACTOR: &str = "urn:latchkey:acr:mfa";
+/// Authentication context class for a multi-factor sign-in (`amr` has `mfa`);
+/// the SDK's constant, so APIs and the server agree.
+pub const ACR_MULTI_FACTOR: &str = latchkey_verify::claims::ACR_MULTI_FACTOR;
 
 /// The `acr` a sign-in with these `amr` values achieved.
 pub fn acr_for(amr: &[String]) -> &'static str {
-    if amr.iter().any(|a| a == "mfa") {
+    if crate::policy::is_multi_factor(amr) {
         ACR_MULTI_FACTOR
     } else {
         ACR_SINGLE_FACTOR
@@ -101,6 +106,47 @@ pub fn issue_id_token(state: &AppState, spec: IdTokenSpec<'_>) -> Result<String,
     }
     let key = state.keys.signing_key(alg, now)?;
     Ok(key.sign("JWT", &Value::Object(claims))?)
+}
+
+/// What a verified `id_token_hint` says: one of our own ID tokens, expired
+/// ones included (OIDC Core §3.1.2.1 and RP-Initiated Logout §2 pass
+/// earlier ID tokens back as hints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTokenHint {
+    /// The user it names.
+    pub subject: String,
+    /// Its (first) audience: the client it was issued to.
+    pub client_id: String,
+    /// The session it was issued in.
+    pub sid: Option<String>,
+}
+
+/// Verifies `token` as one of our ID tokens, for use as a hint. Only an ID
+/// token (`typ: JWT`) counts: an access token (`at+jwt`) or a logout token
+/// carries the same `iss`, `aud` and `sid` but proves nothing about the user.
+pub fn verify_id_token_hint(
+    keys: &KeySet,
+    issuer: &str,
+    token: &str,
+    now: UnixTime,
+) -> Option<IdTokenHint> {
+    let validation = Validation {
+        // Expired hints are fine; the signature and the issuer are what count.
+        leeway_secs: 10 * 365 * 86_400,
+        typ: Some("JWT".into()),
+        ..Validation::new(issuer)
+    };
+    let verified = jose::verify::<Value>(token, keys, &validation, now).ok()?;
+    let client_id = match &verified.claims["aud"] {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.first()?.as_str()?.to_owned(),
+        _ => return None,
+    };
+    Some(IdTokenHint {
+        subject: verified.claims["sub"].as_str()?.to_owned(),
+        client_id,
+        sid: verified.claims["sid"].as_str().map(str::to_owned),
+    })
 }
 
 /// `/.well-known/openid-configuration` and (the same document)

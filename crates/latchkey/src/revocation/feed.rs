@@ -279,7 +279,7 @@ pub enum ReaderError {
 /// even with that scope — is refused. An open stream asks again at every
 /// keepalive and ends when the answer is no longer yes.
 pub async fn authorize_reader(state: &AppState, token: &str) -> Result<Reader, ReaderError> {
-    let info = crate::tokens::introspect(state, token, Some("access_token")).await?;
+    let info = crate::tokens::introspect(state, None, token, Some("access_token")).await?;
     if !info.active || info.token_type != Some("Bearer") {
         return Err(ReaderError::InvalidToken);
     }

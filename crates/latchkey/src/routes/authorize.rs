@@ -16,10 +16,11 @@ use crate::http::auth::{MaybeSignedIn, SignedIn, SignedInUser};
 use crate::http::csrf::{self, Binding};
 use crate::http::HttpError;
 use crate::oauth::authorize::{
-    self, Authentication, AuthorizationRequest, AuthorizeError, Decision, ErrorRedirect,
-    ResponseMode,
+    self, Authentication, AuthorizationRequest, AuthorizeError, Decision, ErrorRedirect, Failure,
+    ResponseMode, SignInPrompt,
 };
 use crate::oauth::clients::{self, Client};
+use crate::policy::Arrival;
 
 fn page(message: &str) -> Response {
     HttpError::page(
@@ -35,6 +36,7 @@ fn authentication(who: &SignedInUser) -> Authentication {
         user_id: who.user.id.clone(),
         session_handle: who.session.handle.clone(),
         auth_time: who.session.auth_time,
+        auth_time_ms: who.session.auth_time_ms,
         amr: who.session.amr.clone(),
     }
 }
@@ -132,41 +134,63 @@ pub async fn authorize(
             (lossy, Some(dup))
         }
     };
-    let (client, request) = match authorize::validate(&state.pool, &params, duplicate).await {
+    let (client, request) = match authorize::validate(
+        &state.pool,
+        &|token| {
+            crate::oidc::verify_id_token_hint(
+                &state.keys.verification_keys(),
+                state.config.issuer_str(),
+                token,
+                state.clock.now(),
+            )
+        },
+        &params,
+        duplicate,
+    )
+    .await
+    {
         Ok(ok) => ok,
         Err(e) => return authorize_error(&state, e),
     };
-    let now = state.clock.now();
-    proceed(&state, &client, request, None, now, who.as_ref()).await
+    let arrival = Arrival {
+        at_ms: state.clock.now_millis(),
+        seen_session: who.as_ref().map(|w| w.session.handle.clone()),
+    };
+    proceed(&state, &client, request, None, &arrival, who.as_ref()).await
 }
 
-/// Runs the decision for a request that arrived at `requested_at`.
+/// Ends a stored request (if any), or answers the expired page when another
+/// answer ended it first: two answers raced, and only one may go on.
+async fn finish(state: &AppState, pending_id: Option<&str>) -> Result<(), Response> {
+    let Some(id) = pending_id else {
+        return Ok(());
+    };
+    match authorize::finish_pending(&state.pool, id).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(expired_page()),
+        Err(e) => Err(authorize_error(state, e.into())),
+    }
+}
+
+/// Runs the decision for a request that arrived at `arrival` (stored as
+/// `pending_id` if it waited for the user).
 async fn proceed(
     state: &AppState,
     client: &Client,
     request: AuthorizationRequest,
     pending_id: Option<String>,
-    requested_at: i64,
+    arrival: &Arrival,
     who: Option<&SignedInUser>,
 ) -> Response {
-    let now = state.clock.now();
     let auth = who.map(authentication);
-    let decision = match authorize::decide(
-        &state.pool,
-        client,
-        &request,
-        auth.as_ref(),
-        requested_at,
-        now,
-    )
-    .await
-    {
-        Ok(d) => d,
-        Err(e) => return authorize_error(state, AuthorizeError::Store(e.to_string())),
-    };
+    let decision =
+        match authorize::decide(&state.pool, client, &request, auth.as_ref(), arrival).await {
+            Ok(d) => d,
+            Err(e) => return authorize_error(state, AuthorizeError::Store(e.to_string())),
+        };
     let pending_id = match (&decision, pending_id) {
-        (Decision::Login | Decision::Consent, None) => {
-            match authorize::store_pending(&state.pool, &request, requested_at).await {
+        (Decision::Login(_) | Decision::Consent, None) => {
+            match authorize::store_pending(&state.pool, &request, arrival).await {
                 Ok(p) => Some(p.id),
                 Err(e) => return authorize_error(state, e.into()),
             }
@@ -174,41 +198,15 @@ async fn proceed(
         (_, id) => id,
     };
     match decision {
-        Decision::Fail(error) => {
-            let e = ErrorRedirect {
-                redirect_uri: request.redirect_uri.clone(),
-                response_mode: request.response_mode,
-                state: request.state.clone(),
-                error,
-                description: match error {
-                    "access_denied" => {
-                        "this application requires a two-step sign-in; set one up at /account/mfa"
-                            .to_owned()
-                    }
-                    _ => format!("{error}: interaction needed but prompt=none"),
-                },
-            };
-            error_to_client(state, e)
+        Decision::Fail(failure) => {
+            // A failed request is over: its id must not reach a code later.
+            if let Err(response) = finish(state, pending_id.as_deref()).await {
+                return response;
+            }
+            fail(state, &request, failure)
         }
-        Decision::Login => {
-            let resume = format!(
-                "/oauth2/authorize/resume?id={}",
-                pending_id.unwrap_or_default()
-            );
-            let mut target = format!(
-                "/login?next={}",
-                url::form_urlencoded::byte_serialize(resume.as_bytes()).collect::<String>()
-            );
-            if let Some(hint) = &request.login_hint {
-                target.push_str("&login_hint=");
-                target.push_str(
-                    &url::form_urlencoded::byte_serialize(hint.as_bytes()).collect::<String>(),
-                );
-            }
-            if who.is_some() {
-                target.push_str("&reauth=1");
-            }
-            Redirect::to(&target).into_response()
+        Decision::Login(prompt) => {
+            sign_in_redirect(&request, &pending_id.unwrap_or_default(), &prompt)
         }
         Decision::Consent => match who {
             Some(who) => consent_page(
@@ -224,12 +222,45 @@ async fn proceed(
             let Some(auth) = auth else {
                 return page("Sign in first.");
             };
-            if let Some(id) = &pending_id {
-                let _ = authorize::delete_pending(&state.pool, id).await;
+            if let Err(response) = finish(state, pending_id.as_deref()).await {
+                return response;
             }
             issue(state, &request, &auth).await
         }
     }
+}
+
+/// The request's error, at the client.
+fn fail(state: &AppState, request: &AuthorizationRequest, failure: Failure) -> Response {
+    let e = ErrorRedirect {
+        redirect_uri: request.redirect_uri.clone(),
+        response_mode: request.response_mode,
+        state: request.state.clone(),
+        error: failure.error,
+        description: failure.description.to_owned(),
+    };
+    error_to_client(state, e)
+}
+
+/// The sign-in page, coming back to the stored request afterwards.
+fn sign_in_redirect(
+    request: &AuthorizationRequest,
+    pending_id: &str,
+    prompt: &SignInPrompt,
+) -> Response {
+    let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let resume = format!("/oauth2/authorize/resume?id={pending_id}");
+    let mut target = format!("/login?next={}", encode(&resume));
+    if let Some(hint) = &request.login_hint {
+        target.push_str("&login_hint=");
+        target.push_str(&encode(hint));
+    }
+    match prompt {
+        SignInPrompt::First => {}
+        SignInPrompt::Again => target.push_str("&reauth=1"),
+        SignInPrompt::AnotherUser => target.push_str("&reauth=other_account"),
+    }
+    Redirect::to(&target).into_response()
 }
 
 async fn issue(
@@ -292,10 +323,12 @@ pub struct ResumeQuery {
     id: String,
 }
 
+fn expired_page() -> Response {
+    page("This sign-in request has expired or is unknown. Go back to the application and start again.")
+}
+
 async fn load(state: &AppState, id: &str) -> Result<(Client, authorize::PendingRequest), Response> {
-    let expired = || {
-        page("This sign-in request has expired or is unknown. Go back to the application and start again.")
-    };
+    let expired = expired_page;
     let pending = match authorize::load_pending(&state.pool, id, state.clock.now()).await {
         Ok(Some(p)) => p,
         Ok(None) => return Err(expired()),
@@ -323,7 +356,7 @@ pub async fn resume(
         &client,
         pending.request,
         Some(pending.id),
-        pending.created_at,
+        &pending.arrival,
         who.as_ref(),
     )
     .await
@@ -366,31 +399,37 @@ pub async fn consent(
     };
     match form.decision.as_str() {
         "allow" => {
-            // Re-check: the session must still satisfy the request.
+            // Decide again: the session must still satisfy the request, and
+            // only a request waiting for consent (or ready for a code) gets
+            // one. Anything else — a sign-in due, a refusal — goes the way
+            // the authorization endpoint would send it.
             let auth = authentication(&who);
             match authorize::decide(
                 &state.pool,
                 &client,
                 &request,
                 Some(&auth),
-                pending.created_at,
-                now,
+                &pending.arrival,
             )
             .await
             {
-                Ok(Decision::Login) => {
+                Ok(Decision::Consent | Decision::Issue) => {}
+                Ok(_) => {
                     return proceed(
                         &state,
                         &client,
                         request,
                         Some(pending.id),
-                        pending.created_at,
+                        &pending.arrival,
                         Some(&who),
                     )
                     .await
                 }
                 Err(e) => return authorize_error(&state, e.into()),
-                Ok(_) => {}
+            }
+            // Only the answer that ends the request issues a code.
+            if let Err(response) = finish(&state, Some(&pending.id)).await {
+                return response;
             }
             if let Err(e) = authorize::grant_consent(
                 &state.pool,
@@ -410,19 +449,17 @@ pub async fn consent(
                 now,
             )
             .await;
-            let _ = authorize::delete_pending(&state.pool, &pending.id).await;
             issue(&state, &request, &auth).await
         }
         "deny" => {
-            let _ = authorize::delete_pending(&state.pool, &pending.id).await;
-            let e = ErrorRedirect {
-                redirect_uri: request.redirect_uri,
-                response_mode: request.response_mode,
-                state: request.state,
+            if let Err(response) = finish(&state, Some(&pending.id)).await {
+                return response;
+            }
+            let failure = Failure {
                 error: "access_denied",
-                description: "the user denied the request".into(),
+                description: "the user denied the request",
             };
-            error_to_client(&state, e)
+            fail(&state, &request, failure)
         }
         _ => page("Unknown decision."),
     }

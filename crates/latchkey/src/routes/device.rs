@@ -2,7 +2,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::render;
@@ -13,7 +13,8 @@ use crate::http::client::Caller;
 use crate::http::csrf::{self, Binding};
 use crate::http::HttpError;
 use crate::oauth::clients;
-use crate::oauth::device::{self, UserCode};
+use crate::oauth::device::{self, Approval, UserCode};
+use crate::policy::SignInFacts;
 use crate::throttle::LockedOut;
 
 #[derive(Deserialize)]
@@ -150,58 +151,79 @@ pub async fn device_decision(
         )
         .into_response();
     };
-    let approve = form.decision.as_deref() == Some("allow");
-    let decided = if approve {
-        device::decide(
-            &state.pool,
-            &code,
-            Some((
-                &who.user.id,
-                &who.session.handle,
-                who.session.auth_time,
-                &who.session.amr,
-            )),
-            now,
-        )
-        .await
-    } else {
-        device::decide(&state.pool, &code, None, now).await
+    let record = |kind: EventKind, detail: String| {
+        let event = Event {
+            actor: who.user.id.clone(),
+            subject: who.user.id.clone(),
+            detail,
+            ..Event::default()
+        };
+        let pool = state.pool.clone();
+        async move {
+            let _ = audit::record(&pool, kind, event, now).await;
+        }
     };
-    match decided {
-        Ok(true) => {
+    let done = |status: StatusCode, title: &str, message: &str| {
+        page(
+            &state,
+            status,
+            minijinja::context! { step => "done", title, message, signed_in => true },
+        )
+    };
+    let approval = if form.decision.as_deref() == Some("allow") {
+        let sign_in = SignInFacts {
+            session_handle: &who.session.handle,
+            auth_time_ms: who.session.auth_time_ms,
+            amr: &who.session.amr,
+        };
+        device::approve(&state.pool, &code, &who.user.id, &sign_in, now).await
+    } else {
+        match device::deny(&state.pool, &code, now).await {
+            Ok(true) => {
+                attempt.succeeded();
+                record(EventKind::AccessDenied, "device code denied".into()).await;
+                return done(
+                    StatusCode::OK,
+                    "Request denied",
+                    "The device was not given access.",
+                );
+            }
+            Ok(false) => Ok(Approval::Unknown),
+            Err(e) => Err(e),
+        }
+    };
+    match approval {
+        Ok(Approval::Approved) => {
             attempt.succeeded();
-            let kind = if approve {
-                EventKind::ConsentGranted
-            } else {
-                EventKind::AccessDenied
-            };
-            let _ = audit::record(
-                &state.pool,
-                kind,
-                Event {
-                    actor: who.user.id.clone(),
-                    subject: who.user.id.clone(),
-                    detail: format!(
-                        "device code {}",
-                        if approve { "approved" } else { "denied" }
-                    ),
-                    ..Event::default()
-                },
-                now,
-            )
-            .await;
-            let (title, message) = if approve {
-                ("Device connected", "You can return to your device.")
-            } else {
-                ("Request denied", "The device was not given access.")
-            };
-            page(
-                &state,
+            record(EventKind::ConsentGranted, "device code approved".into()).await;
+            done(
                 StatusCode::OK,
-                minijinja::context! { step => "done", title, message, signed_in => true },
+                "Device connected",
+                "You can return to your device.",
             )
         }
-        Ok(false) => HttpError::page(
+        Ok(Approval::Refused(refusal)) => {
+            attempt.succeeded();
+            record(
+                EventKind::AccessDenied,
+                format!(
+                    "device code refused by the client's policy: {}",
+                    refusal.describe()
+                ),
+            )
+            .await;
+            done(StatusCode::FORBIDDEN, "Not allowed", refusal.describe())
+        }
+        Ok(Approval::SignInAgain) => {
+            attempt.succeeded();
+            let back = format!("/device?user_code={}", code.normalized());
+            Redirect::to(&format!(
+                "/login?reauth=1&next={}",
+                url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()
+            ))
+            .into_response()
+        }
+        Ok(Approval::Unknown) => HttpError::page(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "That code is not valid or has expired.",

@@ -26,7 +26,8 @@ pub struct LoginQuery {
     next: Option<String>,
     /// OIDC `login_hint`, passed on by the authorization endpoint.
     login_hint: Option<String>,
-    /// Set when an application asked for a fresh sign-in (`prompt=login`, `max_age`).
+    /// Set when an application asked for a fresh sign-in (`prompt=login`,
+    /// `max_age`; `other_account`: its `id_token_hint` names another user).
     reauth: Option<String>,
 }
 
@@ -72,10 +73,12 @@ pub async fn login_page(
 ) -> Result<Response, HttpError> {
     let next = safe_next(q.next.as_deref());
     let hint: String = q.login_hint.unwrap_or_default().chars().take(320).collect();
-    let notice = if q.reauth.is_some() {
-        "Please sign in again to continue."
-    } else {
-        ""
+    let notice = match q.reauth.as_deref() {
+        Some("other_account") => {
+            "The application asked for another account: sign in with it to continue."
+        }
+        Some(_) => "Please sign in again to continue.",
+        None => "",
     };
     login_page_response(&state, jar, StatusCode::OK, &next, &hint, notice)
 }

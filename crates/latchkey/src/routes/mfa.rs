@@ -459,14 +459,11 @@ pub async fn account_mfa(
     SignedIn(who): SignedIn,
 ) -> Result<Response, HttpError> {
     let status = mfa::status(&state.pool, &who.user.id).await?;
-    let required = who.user.roles.iter().any(|r| {
-        state
-            .config
-            .mfa
-            .required_roles
-            .iter()
-            .any(|q| q == r.as_str())
-    });
+    let required = who
+        .user
+        .roles
+        .iter()
+        .any(|r| crate::policy::role_needs_mfa(&state.config.mfa, r.as_str()));
     let passkeys = crate::login::second_factors(&state, &who.user.id)
         .await?
         .passkey;

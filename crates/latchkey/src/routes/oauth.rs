@@ -296,7 +296,9 @@ pub async fn introspect(
             "introspection needs a confidential client",
         ));
     }
-    let result = crate::tokens::introspect(&state, &token, form.get("token_type_hint")).await?;
+    let result =
+        crate::tokens::introspect(&state, Some(&client), &token, form.get("token_type_hint"))
+            .await?;
     Ok(no_store(result))
 }
 

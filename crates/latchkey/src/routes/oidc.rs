@@ -5,7 +5,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
-use latchkey_verify::jose::{self, Validation};
 
 use super::render;
 use crate::app::AppState;
@@ -65,7 +64,7 @@ pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Resp
     else {
         return bearer_error(StatusCode::UNAUTHORIZED, "", "an access token is required");
     };
-    let info = match crate::tokens::introspect(&state, token, Some("access_token")).await {
+    let info = match crate::tokens::introspect(&state, None, token, Some("access_token")).await {
         Ok(i) => i,
         Err(e) => return HttpError::from(e).into_response(),
     };
@@ -106,36 +105,13 @@ pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Resp
     response
 }
 
-/// Facts from a verified `id_token_hint` (expired hints are fine: OIDC RP-Initiated Logout §2).
-struct Hint {
-    client_id: String,
-    sid: Option<String>,
-}
-
-fn verify_hint(state: &AppState, token: &str) -> Option<Hint> {
-    // Only an ID token (typ JWT) is a hint: an access token (at+jwt) or a
-    // logout token carries the same iss, aud and sid but proves nothing about the user.
-    let validation = Validation {
-        leeway_secs: 10 * 365 * 86_400,
-        typ: Some("JWT".into()),
-        ..Validation::new(state.config.issuer_str())
-    };
-    let verified = jose::verify::<serde_json::Value>(
-        token,
+fn verify_hint(state: &AppState, token: &str) -> Option<crate::oidc::IdTokenHint> {
+    crate::oidc::verify_id_token_hint(
         &state.keys.verification_keys(),
-        &validation,
+        state.config.issuer_str(),
+        token,
         state.clock.now(),
     )
-    .ok()?;
-    let aud = match &verified.claims["aud"] {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(a) => a.first()?.as_str()?.to_owned(),
-        _ => return None,
-    };
-    Some(Hint {
-        client_id: aud,
-        sid: verified.claims["sid"].as_str().map(str::to_owned),
-    })
 }
 
 /// `GET|POST /oauth2/logout` (OpenID Connect RP-Initiated Logout 1.0).

@@ -37,7 +37,7 @@
 
 use sqlx::Row as _;
 
-use crate::clock::UnixTime;
+use crate::clock::{Moment, UnixMillis, UnixTime};
 use crate::config::SessionConfig;
 use crate::crypto::{SecretToken, TokenHash};
 use crate::identity::{self, User};
@@ -55,6 +55,9 @@ pub struct Session {
     pub last_seen_at: UnixTime,
     pub expires_at: UnixTime,
     pub auth_time: UnixTime,
+    /// `auth_time` to the millisecond (orders a sign-in and a request).
+    #[serde(skip)]
+    pub auth_time_ms: UnixMillis,
     pub amr: Vec<String>,
     pub ip: String,
     pub user_agent: String,
@@ -80,10 +83,11 @@ pub struct Origin {
 /// turn every page view into a database write.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 
-const SESSION_COLUMNS: &str = "id_hash, handle, user_id, created_at, last_seen_at, expires_at, auth_time, amr, ip, user_agent";
+const SESSION_COLUMNS: &str = "id_hash, handle, user_id, created_at, last_seen_at, expires_at, auth_time, amr, ip, user_agent, auth_time_ms";
 
 fn session_from_row(row: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
     let amr: String = row.try_get("amr")?;
+    let auth_time: UnixTime = row.try_get("auth_time")?;
     Ok(Session {
         id_hash: row.try_get("id_hash")?,
         handle: row.try_get("handle")?,
@@ -91,24 +95,29 @@ fn session_from_row(row: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
         expires_at: row.try_get("expires_at")?,
-        auth_time: row.try_get("auth_time")?,
+        auth_time,
+        // Sessions of versions before 0011 know the second only.
+        auth_time_ms: row
+            .try_get::<Option<i64>, _>("auth_time_ms")?
+            .unwrap_or(auth_time * 1000),
         amr: amr.split_whitespace().map(str::to_owned).collect(),
         ip: row.try_get("ip")?,
         user_agent: row.try_get("user_agent")?,
     })
 }
 
-/// Starts a new session for `user_id` (always a fresh id: no fixation). When
-/// `config.max_per_user` is set, the user's oldest sessions beyond the limit
-/// end in the same transaction.
+/// Starts a new session for `user_id` (always a fresh id: no fixation),
+/// signed in at `at`. When `config.max_per_user` is set, the
+/// user's oldest sessions beyond the limit end in the same transaction.
 pub async fn create(
     pool: &Pool,
     config: &SessionConfig,
     user_id: &str,
     amr: &[&str],
     origin: &Origin,
-    now: UnixTime,
+    at: Moment,
 ) -> Result<(SecretToken, Session), StoreError> {
+    let now = at.secs();
     let token = SecretToken::generate();
     let session = Session {
         id_hash: token.hash().as_str().to_owned(),
@@ -118,6 +127,7 @@ pub async fn create(
         last_seen_at: now,
         expires_at: now + config.absolute_lifetime_secs,
         auth_time: now,
+        auth_time_ms: at.millis(),
         amr: amr.iter().map(|s| (*s).to_owned()).collect(),
         // Bounded so a hostile User-Agent cannot bloat the table.
         ip: truncate(&origin.ip, 64),
@@ -125,7 +135,7 @@ pub async fn create(
     };
     let mut tx = pool.begin().await?;
     sqlx::query(&format!(
-        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
     .bind(&session.id_hash)
     .bind(&session.handle)
@@ -137,6 +147,7 @@ pub async fn create(
     .bind(session.amr.join(" "))
     .bind(&session.ip)
     .bind(&session.user_agent)
+    .bind(session.auth_time_ms)
     .execute(&mut *tx)
     .await?;
     if config.max_per_user > 0 {

@@ -44,6 +44,16 @@ impl From<sqlx::Error> for TokenError {
     }
 }
 
+/// The sign-in behind a user's tokens: what the access token reports as
+/// `auth_time`, `amr` and `acr` (RFC 9068 §2.2.1), and what decides which
+/// of the user's roles it may carry (`policy::token_roles`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInClaims {
+    pub auth_time: UnixTime,
+    /// RFC 8176 methods.
+    pub amr: Vec<String>,
+}
+
 /// What an access token is for.
 #[derive(Debug, Clone)]
 pub struct AccessTokenSpec<'a> {
@@ -51,7 +61,12 @@ pub struct AccessTokenSpec<'a> {
     /// The user id, or the client id for client credentials (RFC 9068 §2.2).
     pub subject: String,
     pub scope: Scope,
+    /// The user's roles; the token carries those its sign-in may use.
     pub roles: Vec<String>,
+    /// The user's sign-in (`None` for client credentials, and for refresh
+    /// families started before the sign-in was recorded with them: then
+    /// no role that needs a second factor is carried).
+    pub sign_in: Option<SignInClaims>,
     /// The Latchkey session (`sid`) the token belongs to, if any.
     pub session_id: Option<String>,
     /// The refresh-token family it was issued with, if any (opaque tokens only).
@@ -118,14 +133,25 @@ pub async fn issue_access_token(
     let expires_in = lifetime(state, spec.client);
     let exp = now + expires_in;
     let jti = uuid::Uuid::now_v7().to_string();
+    let amr = spec
+        .sign_in
+        .as_ref()
+        .map(|s| s.amr.as_slice())
+        .unwrap_or(&[]);
+    // Invariant 13: a role that needs a second factor never rides in a
+    // token of a sign-in without one.
+    let roles = crate::policy::token_roles(&state.config.mfa, &spec.roles, amr);
     match spec.client.access_token_format {
         AccessTokenFormat::Jwt => {
             let mut extra = serde_json::Map::new();
-            if !spec.roles.is_empty() {
+            if !roles.is_empty() {
                 extra.insert(
                     state.config.tokens.roles_claim.clone(),
-                    serde_json::json!(spec.roles),
+                    serde_json::json!(roles),
                 );
+            }
+            if let Some(sign_in) = &spec.sign_in {
+                extra.extend(sign_in_claims(sign_in));
             }
             let claims = AccessClaims {
                 iss: state.config.issuer_str().to_owned(),
@@ -154,8 +180,8 @@ pub async fn issue_access_token(
         AccessTokenFormat::Opaque => {
             let secret = SecretToken::generate();
             sqlx::query(
-                "INSERT INTO opaque_access_tokens (hash, jti, client_id, subject, scope, audience, session_id, family_id, issued_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO opaque_access_tokens (hash, jti, client_id, subject, scope, audience, session_id, family_id, issued_at, expires_at, auth_time, amr)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(secret.hash().as_str())
             .bind(&jti)
@@ -167,6 +193,8 @@ pub async fn issue_access_token(
             .bind(spec.family_id)
             .bind(now)
             .bind(exp)
+            .bind(spec.sign_in.as_ref().map(|s| s.auth_time))
+            .bind(spec.sign_in.as_ref().map(|s| s.amr.join(" ")))
             .execute(&state.pool)
             .await?;
             Ok(IssuedAccessToken {
@@ -177,6 +205,18 @@ pub async fn issue_access_token(
             })
         }
     }
+}
+
+/// RFC 9068 §2.2.1 claims of a user's sign-in: `auth_time`, `amr`, `acr`.
+fn sign_in_claims(sign_in: &SignInClaims) -> serde_json::Map<String, serde_json::Value> {
+    let mut claims = serde_json::Map::new();
+    claims.insert("auth_time".into(), serde_json::json!(sign_in.auth_time));
+    claims.insert("amr".into(), serde_json::json!(sign_in.amr));
+    claims.insert(
+        "acr".into(),
+        serde_json::json!(crate::oidc::acr_for(&sign_in.amr)),
+    );
+    claims
 }
 
 /// Verifies one of our JWT access tokens (signature, `iss`, `typ`, times);
@@ -273,17 +313,18 @@ pub struct CodeIssue<'a> {
 ///
 /// A second replay records nothing new: the session event is recorded when
 /// this call revokes the family or ends the session, the token event when
-/// it denies the `jti`.
+/// it denies the `jti`. Returns what this call revoked (for the audit log).
 pub async fn revoke_code_issue(
     pool: &Pool,
     issue: CodeIssue<'_>,
     leeway_secs: i64,
     cause: &Cause,
-) -> Result<(), StoreError> {
+) -> Result<CodeIssueRevoked, StoreError> {
     let mut tx = pool.begin().await?;
     // Lock order (see `session`): families, sessions, opaque and denied
     // tokens, events last.
     let mut ended = None;
+    let mut revoked = CodeIssueRevoked::default();
     if let Some(family) = issue.family {
         let newly_revoked = sqlx::query(
             "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
@@ -295,6 +336,7 @@ pub async fn revoke_code_issue(
         .await?
         .rows_affected()
             == 1;
+        revoked.family = newly_revoked;
         let session_handle: Option<String> =
             sqlx::query("SELECT session_handle FROM refresh_families WHERE id = $1")
                 .bind(family)
@@ -306,6 +348,9 @@ pub async fn revoke_code_issue(
         if let Some(handle) = session_handle {
             let (session, deleted) =
                 crate::session::end_by_handle_tx(&mut tx, issue.user_id, &handle, cause).await?;
+            if deleted {
+                revoked.session = Some(handle.clone());
+            }
             if newly_revoked || deleted {
                 ended = Some(session);
             }
@@ -322,10 +367,43 @@ pub async fn revoke_code_issue(
     }
     if let Some(token) = denied {
         revocation::record_tx(&mut tx, &token.revoked(), cause).await?;
+        revoked.access_token = true;
     }
     tx.commit().await?;
     cause.committed();
-    Ok(())
+    Ok(revoked)
+}
+
+/// What [`revoke_code_issue`] revoked (all `false`: it was revoked already).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodeIssueRevoked {
+    /// The refresh family.
+    pub family: bool,
+    /// The sign-in session it came from, ended (its handle).
+    pub session: Option<String>,
+    /// The first access token, put on the denylist.
+    pub access_token: bool,
+}
+
+impl CodeIssueRevoked {
+    /// For the audit log: what was revoked, in words.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.access_token {
+            parts.push("its access token".to_owned());
+        }
+        if self.family {
+            parts.push("its refresh-token family".to_owned());
+        }
+        if let Some(handle) = &self.session {
+            parts.push(format!("the sign-in session {handle}"));
+        }
+        if parts.is_empty() {
+            "nothing more (already revoked)".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 pub async fn is_denied(pool: &Pool, jti: &str) -> Result<bool, StoreError> {
@@ -349,13 +427,14 @@ pub struct OpaqueToken {
     pub session_id: Option<String>,
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
+    pub sign_in: Option<SignInClaims>,
 }
 
 pub async fn find_opaque(
     pool: &Pool,
     token: &SecretToken,
 ) -> Result<Option<OpaqueToken>, StoreError> {
-    let row = sqlx::query("SELECT hash, jti, client_id, subject, scope, audience, session_id, issued_at, expires_at FROM opaque_access_tokens WHERE hash = $1")
+    let row = sqlx::query("SELECT hash, jti, client_id, subject, scope, audience, session_id, issued_at, expires_at, auth_time, amr FROM opaque_access_tokens WHERE hash = $1")
         .bind(token.hash().as_str())
         .fetch_optional(pool)
         .await?;
@@ -372,6 +451,21 @@ pub async fn find_opaque(
         session_id: row.try_get("session_id")?,
         issued_at: row.try_get("issued_at")?,
         expires_at: row.try_get("expires_at")?,
+        sign_in: sign_in_of(&row)?,
+    }))
+}
+
+/// The `auth_time` and `amr` columns of a row (`None` if not recorded).
+pub(crate) fn sign_in_of(row: &sqlx::any::AnyRow) -> Result<Option<SignInClaims>, sqlx::Error> {
+    let auth_time: Option<i64> = row.try_get("auth_time")?;
+    let amr: Option<String> = row.try_get("amr")?;
+    Ok(auth_time.map(|auth_time| SignInClaims {
+        auth_time,
+        amr: amr
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
     }))
 }
 
@@ -477,10 +571,15 @@ async fn subject_is_active(
         .is_some_and(|u| !u.disabled))
 }
 
-/// Introspects any token we issued: JWT or opaque access token, or refresh
-/// token. Expired, revoked, malformed and foreign tokens are all simply inactive.
+/// Introspects any token we issued, for the authenticated client `caller`
+/// (`None`: Latchkey itself, checking a bearer access token): a JWT or
+/// opaque access token (any confidential client may ask — resource servers
+/// introspect the tokens of other clients), or a refresh token, which only
+/// its own client may see (to anyone else it is `active: false`). Expired,
+/// revoked, malformed and foreign tokens are all simply inactive.
 pub async fn introspect(
     state: &AppState,
+    caller: Option<&Client>,
     token: &str,
     hint: Option<&str>,
 ) -> Result<Introspection, StoreError> {
@@ -496,7 +595,10 @@ pub async fn introspect(
         for refresh_first in order {
             if refresh_first {
                 if let Some(info) = refresh::describe(&state.pool, &secret, now).await? {
-                    if subject_is_active(&state.pool, &info.user_id, &info.client_id).await? {
+                    // A refresh token is a credential of its client alone.
+                    if caller.is_some_and(|c| c.id == info.client_id)
+                        && subject_is_active(&state.pool, &info.user_id, &info.client_id).await?
+                    {
                         return Ok(Introspection {
                             active: true,
                             scope: Some(info.scope),
@@ -536,6 +638,7 @@ pub async fn introspect(
                         jti: Some(t.jti),
                         sid: t.session_id,
                         token_type: Some("Bearer"),
+                        extra: t.sign_in.as_ref().map(sign_in_claims).unwrap_or_default(),
                         ..Introspection::default()
                     });
                 }

@@ -18,6 +18,7 @@ use crate::crypto::{SecretToken, TokenHash};
 use crate::oauth::scope::Scope;
 use crate::revocation::{Cause, Initiator};
 use crate::store::{Pool, StoreError, Tx};
+use crate::tokens::SignInClaims;
 
 /// A family as stored.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct Family {
     pub session_handle: Option<String>,
     pub scope: Scope,
     pub expires_at: UnixTime,
+    /// The sign-in the family was issued from (its access tokens report it;
+    /// `None` for families started before version 0011 recorded it).
+    pub sign_in: Option<SignInClaims>,
 }
 
 /// The result of a successful rotation.
@@ -63,27 +67,36 @@ impl From<sqlx::Error> for RefreshError {
     }
 }
 
+/// Who a family is for: the client, the user, the session and the sign-in
+/// it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyOwner<'a> {
+    pub client_id: &'a str,
+    pub user_id: &'a str,
+    pub session_handle: Option<&'a str>,
+    pub sign_in: Option<&'a SignInClaims>,
+}
+
 /// Starts a family with its first token (at the end of an authorization).
 pub async fn start_family(
     pool: &Pool,
     config: &TokenConfig,
-    client_id: &str,
-    user_id: &str,
-    session_handle: Option<&str>,
+    owner: FamilyOwner<'_>,
     scope: &Scope,
     now: UnixTime,
 ) -> Result<(SecretToken, Family), StoreError> {
     let family = Family {
         id: uuid::Uuid::now_v7().to_string(),
-        client_id: client_id.to_owned(),
-        user_id: user_id.to_owned(),
-        session_handle: session_handle.map(str::to_owned),
+        client_id: owner.client_id.to_owned(),
+        user_id: owner.user_id.to_owned(),
+        session_handle: owner.session_handle.map(str::to_owned),
         scope: scope.clone(),
         expires_at: now + config.refresh_token_absolute_secs,
+        sign_in: owner.sign_in.cloned(),
     };
     let token = SecretToken::generate();
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO refresh_families (id, client_id, user_id, session_handle, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+    sqlx::query("INSERT INTO refresh_families (id, client_id, user_id, session_handle, scope, created_at, expires_at, auth_time, amr) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(&family.id)
         .bind(&family.client_id)
         .bind(&family.user_id)
@@ -91,6 +104,8 @@ pub async fn start_family(
         .bind(scope.to_string())
         .bind(now)
         .bind(family.expires_at)
+        .bind(family.sign_in.as_ref().map(|s| s.auth_time))
+        .bind(family.sign_in.as_ref().map(|s| s.amr.join(" ")))
         .execute(&mut *tx)
         .await?;
     insert_token(&mut tx, &token, &family, scope, config, now).await?;
@@ -129,7 +144,7 @@ struct Presented {
 
 async fn load(tx: &mut Tx<'_>, token: &SecretToken) -> Result<Option<Presented>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT t.hash, t.created_at AS token_created_at, t.scope AS token_scope, t.idle_expires_at, t.spent_at, f.id, f.client_id, f.user_id, f.session_handle, f.scope, f.expires_at, f.revoked_at, u.disabled
+        "SELECT t.hash, t.created_at AS token_created_at, t.scope AS token_scope, t.idle_expires_at, t.spent_at, f.id, f.client_id, f.user_id, f.session_handle, f.scope, f.expires_at, f.revoked_at, f.auth_time, f.amr, u.disabled
          FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id JOIN users u ON u.id = f.user_id
          WHERE t.hash = $1",
     )
@@ -148,6 +163,7 @@ async fn load(tx: &mut Tx<'_>, token: &SecretToken) -> Result<Option<Presented>,
             session_handle: row.try_get("session_handle")?,
             scope: Scope::from_stored(&row.try_get::<String, _>("scope")?),
             expires_at: row.try_get("expires_at")?,
+            sign_in: crate::tokens::sign_in_of(&row)?,
         },
         created_at: row.try_get("token_created_at")?,
         token_scope: Scope::from_stored(&row.try_get::<String, _>("token_scope")?),

@@ -620,7 +620,7 @@ pub async fn finish_sign_in(
         &user.id,
         &amr,
         origin,
-        now,
+        state.clock.moment(),
     )
     .await?;
     state.metrics.login("success");

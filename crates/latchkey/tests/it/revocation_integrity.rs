@@ -170,7 +170,8 @@ backend_test!(
     authorization_code_replay_revokes_tokens_minted_by_refreshing_too_in_one_transaction,
     |app: TestApp| async move {
         let web = web_client(&app).await;
-        let introspector = api_client(&app, "").await;
+        // The web client itself: a refresh token is visible only to its client.
+        let introspector = web.clone();
         let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
         let (code, verifier) = code_for(&app, &ada.browser, &web).await;
         let first = redeem(&app, &web, &code, &verifier).await;
@@ -361,16 +362,19 @@ async fn session_with_family(
         user_id,
         &["pwd"],
         &latchkey::session::Origin::default(),
-        now,
+        latchkey::clock::Clock::moment(&app.clock),
     )
     .await
     .expect("session");
     latchkey::tokens::refresh::start_family(
         &app.state.pool,
         &app.state.config.tokens,
-        &client.id,
-        user_id,
-        Some(&session.handle),
+        latchkey::tokens::refresh::FamilyOwner {
+            client_id: &client.id,
+            user_id,
+            session_handle: Some(&session.handle),
+            sign_in: None,
+        },
         &scope("openid offline_access"),
         now,
     )
@@ -489,7 +493,7 @@ backend_test!(
                 &user.id,
                 &["pwd"],
                 &latchkey::session::Origin::default(),
-                now,
+                latchkey::clock::Clock::moment(&app.clock),
             )
             .await
             .expect("session");

@@ -305,9 +305,12 @@ async fn start_family(
     let (token, family) = latchkey::tokens::refresh::start_family(
         &app.state.pool,
         &app.state.config.tokens,
-        &client.id,
-        &browser.user_id,
-        Some(&browser.session_handle),
+        latchkey::tokens::refresh::FamilyOwner {
+            client_id: &client.id,
+            user_id: &browser.user_id,
+            session_handle: Some(&browser.session_handle),
+            sign_in: None,
+        },
         &Scope::parse(scope).expect("scope"),
         app.clock.now_secs(),
     )

@@ -1,22 +1,30 @@
 //! `authorization_code` (RFC 6749 §4.1.3, OAuth 2.1) with mandatory PKCE.
 //!
 //! The code is claimed atomically before anything else; a second use is a
-//! replay: it fails with `invalid_grant` **and** revokes what the first use
-//! issued, in one transaction (`tokens::revoke_code_issue`): the refresh
+//! replay: it fails with `invalid_grant` **and** revokes what the code
+//! produced, in one transaction (`tokens::revoke_code_issue`): the refresh
 //! family, the sign-in session its tokens carry as `sid` (so access tokens
 //! minted later by refreshing the family are revoked too), and the first
 //! access token's `jti`.
+//!
+//! Whichever of the two commits first: a replay marks the code replayed
+//! (`authorize::redeem`), and the first use records what it issued only
+//! with `RETURNING replayed_at` (`authorize::record_issued`). The row lock
+//! orders the two, so either the replay reads what was recorded and revokes
+//! it, or the first use reads the mark, revokes what it has just issued and
+//! answers `invalid_grant` too. Each writes an audit record of what it did.
 
 use super::TokenResponse;
 use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
 use crate::crypto::SecretToken;
 use crate::identity;
-use crate::oauth::authorize::{self, Redemption};
+use crate::oauth::authorize::{self, IssuedFromCode, Redemption};
 use crate::oauth::clients::Client;
 use crate::oauth::{OAuthError, OAuthErrorCode};
+use crate::policy;
 use crate::revocation::{Cause, Initiator};
-use crate::tokens;
+use crate::tokens::{self, CodeIssueRevoked};
 
 pub async fn grant(
     state: &AppState,
@@ -39,48 +47,22 @@ pub async fn grant(
     let now = state.clock.now();
     let redeemed = match authorize::redeem(&state.pool, &code, now).await? {
         Redemption::Unknown => return Err(invalid()),
-        Redemption::Replayed {
-            family,
-            jti,
-            jti_exp,
-            user_id,
-        } => {
-            // One transaction: the family, the session its tokens carry as
-            // `sid` (so tokens minted by refreshing it die too), the first
-            // access token, and the revocation events.
-            let cause = Cause::new(now, Initiator::Policy, "authorization code replay")
-                .waking(&state.revocation_feed);
-            let access_token = match (&jti, jti_exp) {
-                (Some(jti), Some(exp)) => Some(tokens::DeniedToken {
-                    jti,
-                    subject: &user_id,
-                    expires_at: exp,
-                }),
-                _ => None,
+        Redemption::Replayed { issued, user_id } => {
+            let detail = match &issued {
+                Some(issued) => {
+                    let revoked = revoke(state, &user_id, issued).await?;
+                    format!(
+                        "authorization code replayed by client {}; revoked what it issued: {}",
+                        client.id,
+                        revoked.describe()
+                    )
+                }
+                None => format!(
+                    "authorization code replayed by client {}; nothing issued from it yet (whatever its first use issues is revoked as it finishes)",
+                    client.id
+                ),
             };
-            let issue = tokens::CodeIssue {
-                user_id: &user_id,
-                family: family.as_deref(),
-                access_token,
-            };
-            tokens::revoke_code_issue(&state.pool, issue, state.config.tokens.leeway_secs, &cause)
-                .await?;
-            let detail = format!(
-                "authorization code replayed by client {}; tokens it issued were revoked",
-                client.id
-            );
-            audit::record(
-                &state.pool,
-                EventKind::AuthorizationCodeReplay,
-                Event {
-                    actor: client.id.clone(),
-                    subject: user_id,
-                    detail,
-                    ..Event::default()
-                },
-                now,
-            )
-            .await?;
+            audit_replay(state, client, user_id, detail).await?;
             return Err(invalid());
         }
         Redemption::Fresh(r) => r,
@@ -103,6 +85,11 @@ pub async fn grant(
             "code_verifier does not match the code_challenge",
         ));
     }
+    // The client's policy, again: it may have changed since the code was
+    // issued (nobody can be asked to sign in again here).
+    if let Err(refusal) = policy::admit_without_interaction(client, &redeemed.amr) {
+        return Err(OAuthError::invalid_grant(refusal.describe()));
+    }
     let user = identity::find_by_id(&state.pool, &redeemed.user_id)
         .await?
         .filter(|u| !u.disabled)
@@ -120,14 +107,70 @@ pub async fn grant(
         },
     )
     .await?;
-    // Remember what this code produced, so a replay can revoke it.
-    authorize::record_issued(
+    // Remember what this code produced, so a replay can revoke it — unless
+    // a replay came first: then revoke it now and hand out nothing.
+    let record = IssuedFromCode {
+        family: issued.family_id.clone(),
+        jti: issued.access_jti.clone(),
+        exp: issued.access_expires_at,
+    };
+    if authorize::record_issued(&state.pool, &code, &record).await? {
+        let revoked = revoke(state, &user.id, &record).await?;
+        let detail = format!(
+            "authorization code replayed by another request while client {} redeemed it; revoked what it had just issued, which was not handed out: {}",
+            client.id,
+            revoked.describe()
+        );
+        audit_replay(state, client, user.id, detail).await?;
+        return Err(invalid());
+    }
+    Ok(issued.response)
+}
+
+/// Revokes what a code issued, in one transaction.
+async fn revoke(
+    state: &AppState,
+    user_id: &str,
+    issued: &IssuedFromCode,
+) -> Result<CodeIssueRevoked, OAuthError> {
+    let cause = Cause::new(
+        state.clock.now(),
+        Initiator::Policy,
+        "authorization code replay",
+    )
+    .waking(&state.revocation_feed);
+    let issue = tokens::CodeIssue {
+        user_id,
+        family: issued.family.as_deref(),
+        access_token: Some(tokens::DeniedToken {
+            jti: &issued.jti,
+            subject: user_id,
+            expires_at: issued.exp,
+        }),
+    };
+    Ok(
+        tokens::revoke_code_issue(&state.pool, issue, state.config.tokens.leeway_secs, &cause)
+            .await?,
+    )
+}
+
+async fn audit_replay(
+    state: &AppState,
+    client: &Client,
+    user_id: String,
+    detail: String,
+) -> Result<(), OAuthError> {
+    audit::record(
         &state.pool,
-        &code,
-        issued.family_id.as_deref(),
-        &issued.access_jti,
-        issued.access_expires_at,
+        EventKind::AuthorizationCodeReplay,
+        Event {
+            actor: client.id.clone(),
+            subject: user_id,
+            detail,
+            ..Event::default()
+        },
+        state.clock.now(),
     )
     .await?;
-    Ok(issued.response)
+    Ok(())
 }

@@ -37,6 +37,7 @@ pub async fn grant(
         subject: client.id.clone(),
         scope: scope.clone(),
         roles: Vec::new(),
+        sign_in: None,
         session_id: None,
         family_id: None,
     };

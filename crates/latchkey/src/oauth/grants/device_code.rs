@@ -1,4 +1,8 @@
 //! `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4–3.5).
+//!
+//! An approved authorization still meets the client's policy
+//! (`policy::admit_without_interaction`) before tokens are issued: the
+//! approval at `/device` checked it, and the client may have changed since.
 
 use super::TokenResponse;
 use crate::app::AppState;
@@ -54,6 +58,10 @@ pub async fn grant(
         }
         Poll::Approved(a) => a,
     };
+    // The client's policy, as at the approval: it may have changed since.
+    if let Err(refusal) = crate::policy::admit_without_interaction(client, &approved.amr) {
+        return Err(err("access_denied", refusal.describe()));
+    }
     let user_id = approved.user_id.clone().unwrap_or_default();
     let user = identity::find_by_id(&state.pool, &user_id)
         .await?

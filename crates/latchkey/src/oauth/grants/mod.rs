@@ -57,8 +57,9 @@ pub(crate) struct IssuedUserTokens {
     pub access_expires_at: i64,
 }
 
-/// Issues the access token (with the user's current roles and the session as
-/// `sid`), a refresh token when `offline_access` was granted and the client
+/// Issues the access token (with the user's current roles its sign-in may
+/// use, the session as `sid`, and the sign-in's `auth_time`, `amr` and
+/// `acr`), a refresh token when `offline_access` was granted and the client
 /// may refresh, and an ID token when `openid` was granted.
 pub(crate) async fn issue_user_tokens(
     state: &crate::app::AppState,
@@ -74,23 +75,32 @@ pub(crate) async fn issue_user_tokens(
         auth_time,
         amr,
     } = grant;
+    let sign_in = tokens::SignInClaims {
+        auth_time,
+        amr: amr.to_vec(),
+    };
     let spec = AccessTokenSpec {
         client,
         subject: user.id.clone(),
         scope: scope.clone(),
         roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        sign_in: Some(sign_in.clone()),
         session_id: session_handle.map(str::to_owned),
         family_id: None,
     };
     let access = tokens::issue_access_token(state, spec).await?;
     let family = if scope.contains("offline_access") && client.allows_grant("refresh_token") {
+        let owner = refresh::FamilyOwner {
+            client_id: &client.id,
+            user_id: &user.id,
+            session_handle,
+            sign_in: Some(&sign_in),
+        };
         Some(
             refresh::start_family(
                 &state.pool,
                 &state.config.tokens,
-                &client.id,
-                &user.id,
-                session_handle,
+                owner,
                 scope,
                 state.clock.now(),
             )

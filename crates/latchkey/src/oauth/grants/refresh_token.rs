@@ -94,6 +94,9 @@ pub async fn grant(
         subject: user.id.clone(),
         scope: rotated.scope.clone(),
         roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        // The sign-in the family came from: its tokens report it, and carry
+        // no role that needs a second factor it lacked.
+        sign_in: rotated.family.sign_in.clone(),
         session_id: rotated.family.session_handle.clone(),
         family_id: Some(rotated.family.id.clone()),
     };
