@@ -143,9 +143,12 @@ pub enum ClientAction {
         /// OIDC back-channel logout endpoint of the client.
         #[arg(long)]
         backchannel_logout_uri: Option<String>,
-        /// A JWK Set file with the client's public keys, for private_key_jwt authentication.
+        /// A JWK Set file with the client's public keys: the client authenticates with private_key_jwt only (no secret).
         #[arg(long)]
         jwks_file: Option<std::path::PathBuf>,
+        /// false: a confidential OpenID Connect client may skip PKCE in requests with a nonce (RFC 9700 §2.1.1; see docs/security.md).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        require_pkce: bool,
         #[arg(long)]
         json: bool,
     },
@@ -181,6 +184,9 @@ pub enum ClientAction {
         /// true: users must sign in with a second factor to use this client.
         #[arg(long)]
         require_mfa: Option<bool>,
+        /// false: the PKCE opt-out of a confidential OpenID Connect client (refused for public clients).
+        #[arg(long)]
+        require_pkce: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -292,6 +298,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             post_logout_redirect_uris,
             backchannel_logout_uri,
             jwks_file,
+            require_pkce,
             json,
         } => {
             let name = name.trim().to_owned();
@@ -332,6 +339,8 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 signing_algorithm,
                 first_party,
                 backchannel_logout_uri,
+                jwks: None,
+                require_pkce,
             };
             let (client, secret) = clients::create(&pool, new, now).await?;
             let client = match &jwks {
@@ -370,6 +379,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             signing_algorithm,
             backchannel_logout_uri,
             require_mfa,
+            require_pkce,
             json,
         } => {
             let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
@@ -406,6 +416,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 },
                 first_party,
                 require_mfa,
+                require_pkce,
                 backchannel_logout_uri: match backchannel_logout_uri {
                     None => None,
                     Some(u) if u == "none" => Some(None),

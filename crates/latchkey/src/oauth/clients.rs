@@ -44,6 +44,10 @@ pub struct Client {
     pub jwks: Option<latchkey_verify::jose::JwkSet>,
     /// Users must have signed in with a second factor to use this client.
     pub require_mfa: bool,
+    /// Every authorization request needs PKCE S256. Only a confidential
+    /// client can be `false`, and then only an OpenID Connect request with a
+    /// `nonce` may go without it (RFC 9700 §2.1.1; see `oauth::pkce`).
+    pub require_pkce: bool,
     pub created_at: UnixTime,
     #[serde(skip)]
     secret_hash: Option<String>,
@@ -119,9 +123,14 @@ pub struct NewClient {
     pub signing_algorithm: Option<String>,
     pub first_party: bool,
     pub backchannel_logout_uri: Option<String>,
+    /// Public keys for `private_key_jwt`: such a client is confidential and
+    /// authenticates with its keys only (it gets no secret).
+    pub jwks: Option<latchkey_verify::jose::JwkSet>,
+    /// `false`: the PKCE opt-out of a confidential OpenID Connect client.
+    pub require_pkce: bool,
 }
 
-const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at, jwks, require_mfa";
+const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at, jwks, require_mfa, require_pkce";
 
 fn split(text: String) -> Vec<String> {
     text.split(' ')
@@ -155,6 +164,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
             .try_get::<Option<String>, _>("jwks")?
             .and_then(|j| serde_json::from_str(&j).ok()),
         require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
+        require_pkce: row.try_get::<i64, _>("require_pkce")? != 0,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -168,7 +178,7 @@ pub async fn create(
 ) -> Result<(Client, Option<SecretToken>), StoreError> {
     let id = format!("lk_{}", uuid::Uuid::new_v4().simple());
     let secret = new.confidential.then(SecretToken::generate);
-    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $14)"))
+    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $14)"))
         .bind(&id)
         .bind(&new.name)
         .bind(secret.as_ref().map(|s| s.hash().as_str().to_owned()))
@@ -186,8 +196,9 @@ pub async fn create(
         .bind(i64::from(new.first_party))
         .bind(new.backchannel_logout_uri.clone())
         .bind(now)
-        .bind(None::<String>)
+        .bind(new.jwks.as_ref().map(|j| serde_json::to_string(j).unwrap_or_default()))
         .bind(0_i64)
+        .bind(i64::from(new.require_pkce))
         .execute(pool)
         .await?;
     let client = find(pool, &id)
@@ -228,6 +239,7 @@ pub struct ClientUpdate {
     pub first_party: Option<bool>,
     pub backchannel_logout_uri: Option<Option<String>>,
     pub require_mfa: Option<bool>,
+    pub require_pkce: Option<bool>,
 }
 
 /// Applies `update` in one transaction; `Ok(None)` when there is no such client.
@@ -287,9 +299,12 @@ pub async fn update(
     if let Some(v) = update.require_mfa {
         c.require_mfa = v;
     }
+    if let Some(v) = update.require_pkce {
+        c.require_pkce = v;
+    }
     sqlx::query(
         "UPDATE clients SET name = $2, redirect_uris = $3, post_logout_redirect_uris = $4, grant_types = $5, scopes = $6, audience = $7,
-         access_token_format = $8, access_token_lifetime_secs = $9, signing_algorithm = $10, first_party = $11, backchannel_logout_uri = $12, updated_at = $13, require_mfa = $14
+         access_token_format = $8, access_token_lifetime_secs = $9, signing_algorithm = $10, first_party = $11, backchannel_logout_uri = $12, updated_at = $13, require_mfa = $14, require_pkce = $15
          WHERE id = $1",
     )
     .bind(id)
@@ -309,6 +324,7 @@ pub async fn update(
     .bind(c.backchannel_logout_uri.clone())
     .bind(now)
     .bind(i64::from(c.require_mfa))
+    .bind(i64::from(c.require_pkce))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
