@@ -270,6 +270,19 @@ fn parse_format(format: &str) -> anyhow::Result<AccessTokenFormat> {
     }
 }
 
+/// The refusals of `oauth::clients`, named by the flags that caused them.
+fn registration_error(e: clients::RegistrationError) -> anyhow::Error {
+    match e {
+        clients::RegistrationError::PublicClientWithoutPkce => {
+            anyhow::anyhow!("--require-pkce false is refused for a public client: {e}")
+        }
+        clients::RegistrationError::PublicClientWithKeys => {
+            anyhow::anyhow!("--jwks-file with --public: {e}")
+        }
+        clients::RegistrationError::Store(s) => s.into(),
+    }
+}
+
 fn check_algorithm(config: &Config, alg: &str) -> anyhow::Result<()> {
     let known = std::iter::once(&config.tokens.signing_algorithm)
         .chain(&config.tokens.additional_algorithms)
@@ -339,17 +352,12 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 signing_algorithm,
                 first_party,
                 backchannel_logout_uri,
-                jwks: None,
+                jwks,
                 require_pkce,
             };
-            let (client, secret) = clients::create(&pool, new, now).await?;
-            let client = match &jwks {
-                Some(j) => {
-                    clients::set_jwks(&pool, &client.id, Some(j), now).await?;
-                    clients::find(&pool, &client.id).await?.unwrap_or(client)
-                }
-                None => client,
-            };
+            let (client, secret) = clients::create(&pool, new, now)
+                .await
+                .map_err(registration_error)?;
             if json {
                 let mut doc = serde_json::to_value(&client)?;
                 doc["client_id"] = serde_json::json!(client.id);
@@ -424,7 +432,8 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 },
             };
             let updated = clients::update(&pool, &client_id, update, now)
-                .await?
+                .await
+                .map_err(registration_error)?
                 .with_context(|| format!("no client {client_id:?}"))?;
             if json {
                 crate::cli::print_json_doc(&serde_json::to_value(&updated)?)?;
@@ -466,7 +475,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
         ClientAction::RotateSecret { client_id, json } => {
             let secret = clients::rotate_secret(&pool, &client_id, now)
                 .await?
-                .with_context(|| format!("no confidential client {client_id:?}"))?;
+                .with_context(|| format!("no client {client_id:?} with a secret (a public client has none, and a client registered with --jwks-file authenticates with private_key_jwt only)"))?;
             if json {
                 crate::cli::print_json_doc(
                     &serde_json::json!({ "client_id": client_id, "client_secret": secret.expose() }),

@@ -571,6 +571,12 @@ impl Config {
                 "must be between 1 and 300",
             ));
         }
+        if !(1..=16).contains(&self.http.trusted_proxy_hops) {
+            return Err(invalid(
+                "http.trusted_proxy_hops",
+                "must be between 1 and 16 (the number of your proxies in front of Latchkey)",
+            ));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }

@@ -16,7 +16,7 @@ use crate::authorize::{client_redirect, signed_in_browser, Pkce};
 use crate::backend_test;
 use crate::helpers::*;
 use crate::keys::{jwt_header, jwt_payload};
-use crate::tokens::{client_spec, register, Answer, TestClient};
+use crate::tokens::{client_spec, post_as, register, Answer, Auth, TestClient};
 
 const REDIRECT: &str = "https://rp.example.com/cb";
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -201,7 +201,12 @@ async fn method_clients(app: &TestApp) -> MethodClients {
     .await;
     let public = register(
         app,
-        client_spec("public client", false, &[DEVICE_GRANT, "refresh_token"], "openid"),
+        client_spec(
+            "public client",
+            false,
+            &[DEVICE_GRANT, "refresh_token"],
+            "openid",
+        ),
     )
     .await;
     let key = client_key(Algorithm::EdDSA);
@@ -224,7 +229,11 @@ backend_test!(
     |app: TestApp| async move {
         let doc = metadata(&app).await;
         let clients = method_clients(&app).await;
-        let unadvertised = ["client_secret_jwt", "tls_client_auth", "self_signed_tls_client_auth"];
+        let unadvertised = [
+            "client_secret_jwt",
+            "tls_client_auth",
+            "self_signed_tls_client_auth",
+        ];
 
         // The token endpoint: a refresh with an unknown token is `invalid_grant`
         // once the client is authenticated, `invalid_client` otherwise.
@@ -235,7 +244,10 @@ backend_test!(
                 "/oauth2/token",
                 &method,
                 &clients,
-                &[("grant_type", "refresh_token"), ("refresh_token", "unknown")],
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", "unknown"),
+                ],
             )
             .await;
             assert_eq!(
@@ -245,7 +257,11 @@ backend_test!(
                 methods.contains(&method)
             );
         }
-        for method in ["client_secret_basic", "client_secret_post", "private_key_jwt"] {
+        for method in [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ] {
             let answer = post_with_method(
                 &app,
                 "/oauth2/token",
@@ -254,7 +270,10 @@ backend_test!(
                 &[("grant_type", "client_credentials")],
             )
             .await;
-            assert_eq!(answer.status, 200, "client_credentials with {method}: {answer:?}");
+            assert_eq!(
+                answer.status, 200,
+                "client_credentials with {method}: {answer:?}"
+            );
         }
 
         // Revocation (RFC 7009 answers 200 to an authenticated client).
@@ -295,9 +314,18 @@ backend_test!(
 
         // The algorithms of private_key_jwt assertions, at each endpoint.
         for (endpoint, name) in [
-            ("/oauth2/token", "token_endpoint_auth_signing_alg_values_supported"),
-            ("/oauth2/revoke", "revocation_endpoint_auth_signing_alg_values_supported"),
-            ("/oauth2/introspect", "introspection_endpoint_auth_signing_alg_values_supported"),
+            (
+                "/oauth2/token",
+                "token_endpoint_auth_signing_alg_values_supported",
+            ),
+            (
+                "/oauth2/revoke",
+                "revocation_endpoint_auth_signing_alg_values_supported",
+            ),
+            (
+                "/oauth2/introspect",
+                "introspection_endpoint_auth_signing_alg_values_supported",
+            ),
         ] {
             let algs = advertised(&doc, name);
             for alg in candidates(&algs, &["HS256"]) {
@@ -306,7 +334,14 @@ backend_test!(
                 let answer = if alg == Algorithm::HS256 {
                     // A symmetric key cannot be registered: the closest is the
                     // client's secret as the HMAC key (client_secret_jwt).
-                    post_with_method(&app, endpoint, "client_secret_jwt", &clients, &[("token", "x"), ("grant_type", "client_credentials")]).await
+                    post_with_method(
+                        &app,
+                        endpoint,
+                        "client_secret_jwt",
+                        &clients,
+                        &[("token", "x"), ("grant_type", "client_credentials")],
+                    )
+                    .await
                 } else {
                     let id = key_client(&app, &key).await;
                     let mut form = vec![
@@ -364,7 +399,11 @@ async fn rp(app: &TestApp, signing_algorithm: Option<&str>) -> TestClient {
     .await
 }
 
-fn authorize_params(client: &TestClient, pkce: &Pkce, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+fn authorize_params(
+    client: &TestClient,
+    pkce: &Pkce,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut params: Vec<(String, String)> = [
         ("response_type", "code"),
         ("client_id", client.id.as_str()),
@@ -415,19 +454,17 @@ fn redirect_error(response: &reqwest::Response) -> Option<String> {
 }
 
 async fn redeem(app: &TestApp, client: &TestClient, code: &str, pkce: &Pkce) -> Answer {
-    answer_of(
-        new_client()
-            .post(app.url("/oauth2/token"))
-            .basic_auth(&client.id, client.secret.as_deref())
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", pkce.verifier.as_str()),
-            ])
-            .send()
-            .await
-            .expect("token"),
+    post_as(
+        app,
+        "/oauth2/token",
+        client,
+        Auth::Basic,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", pkce.verifier.as_str()),
+        ],
     )
     .await
 }
@@ -443,22 +480,46 @@ backend_test!(
 
         // Response types.
         let types = advertised(&doc, "response_types_supported");
-        for rt in candidates(&types, &["token", "id_token", "code id_token", "code token", "none"]) {
-            let response = authorize(&app, &browser, &authorize_params(&client, &pkce, &[("response_type", &rt)])).await;
+        for rt in candidates(
+            &types,
+            &["token", "id_token", "code id_token", "code token", "none"],
+        ) {
+            let response = authorize(
+                &app,
+                &browser,
+                &authorize_params(&client, &pkce, &[("response_type", &rt)]),
+            )
+            .await;
             let error = redirect_error(&response);
-            assert_eq!(error.is_none(), types.contains(&rt), "response_type {rt}: {error:?}");
+            assert_eq!(
+                error.is_none(),
+                types.contains(&rt),
+                "response_type {rt}: {error:?}"
+            );
             if !types.contains(&rt) {
                 assert_eq!(error.as_deref(), Some("unsupported_response_type"), "{rt}");
             }
         }
         // Response modes.
         let modes = advertised(&doc, "response_modes_supported");
-        for mode in candidates(&modes, &["fragment", "web_message", "query.jwt", "form_post.jwt"]) {
-            let response = authorize(&app, &browser, &authorize_params(&client, &pkce, &[("response_mode", &mode)])).await;
+        for mode in candidates(
+            &modes,
+            &["fragment", "web_message", "query.jwt", "form_post.jwt"],
+        ) {
+            let response = authorize(
+                &app,
+                &browser,
+                &authorize_params(&client, &pkce, &[("response_mode", &mode)]),
+            )
+            .await;
             let works = match mode.as_str() {
                 "form_post" => {
                     response.status() == 200
-                        && response.text().await.expect("html").contains("name=\"code\"")
+                        && response
+                            .text()
+                            .await
+                            .expect("html")
+                            .contains("name=\"code\"")
                 }
                 _ => response.status() == 303 && redirect_error(&response).is_none(),
             };
@@ -467,20 +528,42 @@ backend_test!(
         // PKCE methods.
         let methods = advertised(&doc, "code_challenge_methods_supported");
         for method in candidates(&methods, &["plain", "S512"]) {
-            let challenge = if method == "plain" { pkce.verifier.clone() } else { pkce.challenge.clone() };
+            let challenge = if method == "plain" {
+                pkce.verifier.clone()
+            } else {
+                pkce.challenge.clone()
+            };
             let response = authorize(
                 &app,
                 &browser,
-                &authorize_params(&client, &pkce, &[("code_challenge", &challenge), ("code_challenge_method", &method)]),
+                &authorize_params(
+                    &client,
+                    &pkce,
+                    &[
+                        ("code_challenge", &challenge),
+                        ("code_challenge_method", &method),
+                    ],
+                ),
             )
             .await;
-            assert_eq!(redirect_error(&response).is_none(), methods.contains(&method), "PKCE {method}");
+            assert_eq!(
+                redirect_error(&response).is_none(),
+                methods.contains(&method),
+                "PKCE {method}"
+            );
         }
         // Prompt values: each is understood (a code, a sign-in page or a
-        // consent page), an unknown one is refused.
+        // consent page), an unknown one is refused. (The sign-in is older
+        // than the requests, so `login` must ask again.)
+        app.clock.advance(5);
         let prompts = advertised(&doc, "prompt_values_supported");
         for prompt in candidates(&prompts, &["create", "bogus"]) {
-            let response = authorize(&app, &browser, &authorize_params(&client, &pkce, &[("prompt", &prompt)])).await;
+            let response = authorize(
+                &app,
+                &browser,
+                &authorize_params(&client, &pkce, &[("prompt", &prompt)]),
+            )
+            .await;
             let location = response
                 .headers()
                 .get("location")
@@ -489,18 +572,45 @@ backend_test!(
             let understood = match prompt.as_str() {
                 "none" => redirect_error(&response).is_none(),
                 "login" | "select_account" => location.starts_with("/login"),
-                "consent" => response.status() == 200 && response.text().await.expect("html").contains("decision"),
+                "consent" => {
+                    response.status() == 200
+                        && response.text().await.expect("html").contains("decision")
+                }
                 _ => !location.contains("error=invalid_request"),
             };
-            assert_eq!(understood, prompts.contains(&prompt), "prompt {prompt}: {location}");
+            assert_eq!(
+                understood,
+                prompts.contains(&prompt),
+                "prompt {prompt}: {location}"
+            );
         }
         // Request objects are not supported, and say so.
         assert_eq!(doc["request_parameter_supported"], false);
-        let response = authorize(&app, &browser, &authorize_params(&client, &pkce, &[("request", "e30.e30.")])).await;
-        assert_eq!(redirect_error(&response).as_deref(), Some("request_not_supported"));
+        let response = authorize(
+            &app,
+            &browser,
+            &authorize_params(&client, &pkce, &[("request", "e30.e30.")]),
+        )
+        .await;
+        assert_eq!(
+            redirect_error(&response).as_deref(),
+            Some("request_not_supported")
+        );
         assert_eq!(doc["request_uri_parameter_supported"], false);
-        let response = authorize(&app, &browser, &authorize_params(&client, &pkce, &[("request_uri", "https://rp.example.com/r")])).await;
-        assert_eq!(redirect_error(&response).as_deref(), Some("request_uri_not_supported"));
+        let response = authorize(
+            &app,
+            &browser,
+            &authorize_params(
+                &client,
+                &pkce,
+                &[("request_uri", "https://rp.example.com/r")],
+            ),
+        )
+        .await;
+        assert_eq!(
+            redirect_error(&response).as_deref(),
+            Some("request_uri_not_supported")
+        );
 
         // Grant types: each advertised one is accepted by the token endpoint
         // (and works end to end below); others are `unsupported_grant_type`.
@@ -515,14 +625,12 @@ backend_test!(
                 "urn:ietf:params:oauth:grant-type:saml2-bearer",
             ],
         ) {
-            let answer = answer_of(
-                new_client()
-                    .post(app.url("/oauth2/token"))
-                    .basic_auth(&client.id, client.secret.as_deref())
-                    .form(&[("grant_type", grant.as_str())])
-                    .send()
-                    .await
-                    .expect("token"),
+            let answer = post_as(
+                &app,
+                "/oauth2/token",
+                &client,
+                Auth::Basic,
+                &[("grant_type", grant.as_str())],
             )
             .await;
             assert_eq!(
@@ -532,60 +640,63 @@ backend_test!(
             );
         }
         // authorization_code and refresh_token, end to end.
-        let response = authorize(&app, &browser, &authorize_params(&client, &pkce, &[("scope", "openid offline_access")])).await;
+        let response = authorize(
+            &app,
+            &browser,
+            &authorize_params(&client, &pkce, &[("scope", "openid offline_access")]),
+        )
+        .await;
         let (_, query) = client_redirect(&response);
         assert_eq!(query["iss"], doc["issuer"].as_str().expect("issuer"));
         let tokens = redeem(&app, &client, &query["code"], &pkce).await;
         assert_eq!(tokens.status, 200, "{tokens:?}");
-        let refreshed = answer_of(
-            new_client()
-                .post(app.url("/oauth2/token"))
-                .basic_auth(&client.id, client.secret.as_deref())
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", tokens.body["refresh_token"].as_str().expect("refresh")),
-                ])
-                .send()
-                .await
-                .expect("refresh"),
+        let refreshed = post_as(
+            &app,
+            "/oauth2/token",
+            &client,
+            Auth::Basic,
+            &[
+                ("grant_type", "refresh_token"),
+                (
+                    "refresh_token",
+                    tokens.body["refresh_token"].as_str().expect("refresh"),
+                ),
+            ],
         )
         .await;
         assert_eq!(refreshed.status, 200, "{refreshed:?}");
         // client_credentials.
-        let machine = answer_of(
-            new_client()
-                .post(app.url("/oauth2/token"))
-                .basic_auth(&client.id, client.secret.as_deref())
-                .form(&[("grant_type", "client_credentials"), ("scope", "")])
-                .send()
-                .await
-                .expect("client credentials"),
+        let machine = post_as(
+            &app,
+            "/oauth2/token",
+            &client,
+            Auth::Basic,
+            &[("grant_type", "client_credentials"), ("scope", "")],
         )
         .await;
         assert_eq!(machine.status, 200, "{machine:?}");
         // The device grant: the flow starts, and its poll is understood.
-        let started = answer_of(
-            new_client()
-                .post(app.url("/oauth2/device_authorization"))
-                .basic_auth(&client.id, client.secret.as_deref())
-                .form(&[("scope", "openid")])
-                .send()
-                .await
-                .expect("device authorization"),
+        let started = post_as(
+            &app,
+            "/oauth2/device_authorization",
+            &client,
+            Auth::Basic,
+            &[("scope", "openid")],
         )
         .await;
         assert_eq!(started.status, 200, "{started:?}");
-        let poll = answer_of(
-            new_client()
-                .post(app.url("/oauth2/token"))
-                .basic_auth(&client.id, client.secret.as_deref())
-                .form(&[
-                    ("grant_type", DEVICE_GRANT),
-                    ("device_code", started.body["device_code"].as_str().expect("device_code")),
-                ])
-                .send()
-                .await
-                .expect("poll"),
+        let poll = post_as(
+            &app,
+            "/oauth2/token",
+            &client,
+            Auth::Basic,
+            &[
+                ("grant_type", DEVICE_GRANT),
+                (
+                    "device_code",
+                    started.body["device_code"].as_str().expect("device_code"),
+                ),
+            ],
         )
         .await;
         assert_eq!(poll.body["error"], "authorization_pending", "{poll:?}");
@@ -599,7 +710,9 @@ backend_test!(
     },
     |app: TestApp| async move {
         let doc = metadata(&app).await;
-        let ada = app.create_user("ada@example.com", crate::authorize::PASSWORD, &[]).await;
+        let ada = app
+            .create_user("ada@example.com", crate::authorize::PASSWORD, &[])
+            .await;
         sqlx::query("UPDATE users SET display_name = 'Ada Lovelace' WHERE id = $1")
             .bind(&ada.id)
             .execute(&app.state.pool)
@@ -607,13 +720,18 @@ backend_test!(
             .expect("name");
         let browser = new_client();
         assert_eq!(
-            app.login_with(&browser, "ada@example.com", crate::authorize::PASSWORD).await.status(),
+            app.login_with(&browser, "ada@example.com", crate::authorize::PASSWORD)
+                .await
+                .status(),
             303
         );
         let scopes = advertised(&doc, "scopes_supported");
         let claims_supported = advertised(&doc, "claims_supported");
         let algs = advertised(&doc, "id_token_signing_alg_values_supported");
-        assert!(!algs.contains("HS256") && !algs.contains("none"), "{algs:?}");
+        assert!(
+            !algs.contains("HS256") && !algs.contains("none"),
+            "{algs:?}"
+        );
         let mut seen_claims = BTreeSet::new();
         for alg in &algs {
             let client = rp(&app, Some(alg)).await;
@@ -629,7 +747,11 @@ backend_test!(
             let tokens = redeem(&app, &client, &query["code"], &pkce).await;
             assert_eq!(tokens.status, 200, "{tokens:?}");
             let id_token = tokens.body["id_token"].as_str().expect("an ID token");
-            assert_eq!(jwt_header(id_token)["alg"], alg.as_str(), "ID token signed with {alg}");
+            assert_eq!(
+                jwt_header(id_token)["alg"],
+                alg.as_str(),
+                "ID token signed with {alg}"
+            );
             // And it verifies with the published key of that algorithm.
             let jwks: JwkSet = new_client()
                 .get(app.url("/.well-known/jwks.json"))
@@ -677,13 +799,22 @@ backend_test!(
         );
         assert_eq!(
             scopes,
-            ["email", "offline_access", "openid", "profile"].iter().map(|s| s.to_string()).collect(),
+            ["email", "offline_access", "openid", "profile"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             "each of these was exercised above"
         );
         // An algorithm the deployment has no key for is refused for a client.
         assert_eq!(
             algs,
-            app.state.keys.algorithms().into_iter().filter(|a| a.is_asymmetric()).map(|a| a.as_str().to_owned()).collect(),
+            app.state
+                .keys
+                .algorithms()
+                .into_iter()
+                .filter(|a| a.is_asymmetric())
+                .map(|a| a.as_str().to_owned())
+                .collect(),
         );
     }
 );
@@ -724,9 +855,14 @@ backend_test!(
         let jwks = JwkSet {
             keys: vec![key.public_jwk().expect("jwk")],
         };
-        clients::set_jwks(&app.state.pool, &legacy.id, Some(&jwks), app.clock.now_secs())
-            .await
-            .expect("set jwks");
+        clients::set_jwks(
+            &app.state.pool,
+            &legacy.id,
+            Some(&jwks),
+            app.clock.now_secs(),
+        )
+        .await
+        .expect("set jwks");
         for (what, request) in [
             (
                 "basic",
@@ -754,7 +890,10 @@ backend_test!(
                 .form(&[
                     ("grant_type", "client_credentials"),
                     ("client_assertion_type", ASSERTION_TYPE),
-                    ("client_assertion", &assertion(&app, &key, &legacy.id, "/oauth2/token")),
+                    (
+                        "client_assertion",
+                        &assertion(&app, &key, &legacy.id, "/oauth2/token"),
+                    ),
                 ])
                 .send()
                 .await
@@ -786,22 +925,40 @@ async fn cli_jwks_file_client_has_no_secret(backend: Backend) {
         dir.path(),
         &env,
         &[
-            "client", "create", "--name", "svc", "--grant", "client_credentials", "--scope", "read",
-            "--jwks-file", "jwks.json", "--json",
+            "client",
+            "create",
+            "--name",
+            "svc",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "read",
+            "--jwks-file",
+            "jwks.json",
+            "--json",
         ],
         None,
     )
     .await;
     created.assert_success("a private_key_jwt client");
     let doc = created.json();
-    assert!(doc.get("client_secret").is_none(), "no secret is printed: {doc}");
+    assert!(
+        doc.get("client_secret").is_none(),
+        "no secret is printed: {doc}"
+    );
     assert_eq!(doc["confidential"], true, "{doc}");
     let id = doc["client_id"].as_str().expect("id").to_owned();
     let text = latchkey(
         dir.path(),
         &env,
         &[
-            "client", "create", "--name", "svc2", "--grant", "client_credentials", "--jwks-file",
+            "client",
+            "create",
+            "--name",
+            "svc2",
+            "--grant",
+            "client_credentials",
+            "--jwks-file",
             "jwks.json",
         ],
         None,

@@ -119,7 +119,10 @@ backend_test!(
             ),
             (
                 "garbage to the left of the trusted entries",
-                vec!["<script>, not-an-ip, 999.1.1.1, , unknown", "203.0.113.53, 10.0.0.2"],
+                vec![
+                    "<script>, not-an-ip, 999.1.1.1, , unknown",
+                    "203.0.113.53, 10.0.0.2",
+                ],
                 "203.0.113.53",
             ),
             (
@@ -185,9 +188,13 @@ backend_test!(
     },
     |app: TestApp| async move {
         // Three addresses of one /64 (a client can pick any of 2^64).
-        for (i, ip) in ["2001:db8:a:b::1", "2001:db8:a:b:1::2", "2001:db8:a:b:ffff::3"]
-            .iter()
-            .enumerate()
+        for (i, ip) in [
+            "2001:db8:a:b::1",
+            "2001:db8:a:b:1::2",
+            "2001:db8:a:b:ffff::3",
+        ]
+        .iter()
+        .enumerate()
         {
             let who = format!("v6-{i}@example.com");
             assert_eq!(failed_sign_in(&app, &who, &[ip]).await, 401, "{ip}");

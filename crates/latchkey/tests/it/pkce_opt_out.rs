@@ -63,7 +63,12 @@ async fn authorize(
         .expect("authorize")
 }
 
-async fn redeem(app: &TestApp, client: &TestClient, code: &str, verifier: Option<&str>) -> (u16, Value) {
+async fn redeem(
+    app: &TestApp,
+    client: &TestClient,
+    code: &str,
+    verifier: Option<&str>,
+) -> (u16, Value) {
     let mut form = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -79,7 +84,10 @@ async fn redeem(app: &TestApp, client: &TestClient, code: &str, verifier: Option
         .send()
         .await
         .expect("token");
-    (response.status().as_u16(), response.json().await.expect("json"))
+    (
+        response.status().as_u16(),
+        response.json().await.expect("json"),
+    )
 }
 
 fn code_of(response: &reqwest::Response) -> String {
@@ -110,7 +118,10 @@ backend_test!(
         let response = authorize(&app, &browser, &opted_out, "openid", Some(NONCE), None).await;
         let (status, body) = redeem(&app, &opted_out, &code_of(&response), None).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(jwt_payload(body["id_token"].as_str().expect("id_token"))["nonce"], NONCE);
+        assert_eq!(
+            jwt_payload(body["id_token"].as_str().expect("id_token"))["nonce"],
+            NONCE
+        );
 
         // Without nonce, or without openid, PKCE is required as for everyone.
         for (what, scope, nonce) in [
@@ -130,20 +141,46 @@ backend_test!(
 
         // The opted-out client may still use PKCE, and then it is checked.
         let pkce = Pkce::random();
-        let response = authorize(&app, &browser, &opted_out, "openid", Some(NONCE), Some(&pkce)).await;
+        let response = authorize(
+            &app,
+            &browser,
+            &opted_out,
+            "openid",
+            Some(NONCE),
+            Some(&pkce),
+        )
+        .await;
         let code = code_of(&response);
         let (status, body) = redeem(&app, &opted_out, &code, None).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
-        let response = authorize(&app, &browser, &opted_out, "openid", Some(NONCE), Some(&pkce)).await;
-        let (status, body) = redeem(&app, &opted_out, &code_of(&response), Some(&pkce.verifier)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}"
+        );
+        let response = authorize(
+            &app,
+            &browser,
+            &opted_out,
+            "openid",
+            Some(NONCE),
+            Some(&pkce),
+        )
+        .await;
+        let (status, body) =
+            redeem(&app, &opted_out, &code_of(&response), Some(&pkce.verifier)).await;
         assert_eq!(status, 200, "{body}");
 
         // Downgrade protection: a code_verifier for a code issued without a
         // challenge is refused, and nothing is issued.
         let response = authorize(&app, &browser, &opted_out, "openid", Some(NONCE), None).await;
         let before = issued(&app).await;
-        let (status, body) = redeem(&app, &opted_out, &code_of(&response), Some(&pkce.verifier)).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+        let (status, body) =
+            redeem(&app, &opted_out, &code_of(&response), Some(&pkce.verifier)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{body}"
+        );
         assert!(body.get("access_token").is_none());
         assert_eq!(issued(&app).await.refresh_tokens, before.refresh_tokens);
 
@@ -163,7 +200,11 @@ backend_test!(
         .expect("update")
         .expect("client");
         let (status, body) = redeem(&app, &opted_out, &code, None).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{body}"
+        );
     }
 );
 
@@ -243,8 +284,17 @@ async fn cli_sets_and_refuses_the_pkce_opt_out(backend: Backend) {
         None,
     )
     .await
-    .assert_failure("a public client without PKCE", &["--require-pkce", "public"]);
-    let public = latchkey(dir.path(), &env, &[&base[..], &["--public", "--json"]].concat(), None).await;
+    .assert_failure(
+        "a public client without PKCE",
+        &["--require-pkce", "public"],
+    );
+    let public = latchkey(
+        dir.path(),
+        &env,
+        &[&base[..], &["--public", "--json"]].concat(),
+        None,
+    )
+    .await;
     public.assert_success("a public client");
     assert_eq!(public.json()["require_pkce"], true);
     let public_id = public.json()["client_id"].as_str().expect("id").to_owned();
@@ -255,7 +305,10 @@ async fn cli_sets_and_refuses_the_pkce_opt_out(backend: Backend) {
         None,
     )
     .await
-    .assert_failure("switching a public client to no PKCE", &["--require-pkce", "public"]);
+    .assert_failure(
+        "switching a public client to no PKCE",
+        &["--require-pkce", "public"],
+    );
     if backend == Backend::Postgres {
         drop_database(&url).await;
     }

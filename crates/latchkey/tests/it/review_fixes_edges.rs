@@ -7,10 +7,10 @@ use latchkey::oauth::clients::NewClient;
 use serde_json::Value;
 use sqlx::Row as _;
 
-use crate::authorize::{client_redirect, issued, signed_in_browser, token, Pkce};
+use crate::authorize::{client_redirect, issued, signed_in_browser, Pkce};
 use crate::backend_test;
 use crate::helpers::*;
-use crate::tokens::{client_spec, machine_client, post_as, register, Answer, Auth, TestClient};
+use crate::tokens::{client_spec, machine_client, register, Answer, TestClient};
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -21,7 +21,12 @@ async fn client_with_redirect(app: &TestApp, confidential: bool, redirect: &str)
         NewClient {
             redirect_uris: vec![redirect.to_owned()],
             first_party: true,
-            ..client_spec("loopback app", confidential, &["authorization_code"], "openid")
+            ..client_spec(
+                "loopback app",
+                confidential,
+                &["authorization_code"],
+                "openid",
+            )
         },
     )
     .await
@@ -69,7 +74,11 @@ backend_test!(
                 "http://127.0.0.1:8080/cb",
                 "http://127.0.0.1:8081/cb",
             ),
-            (&web_with_port, "http://127.0.0.1:8080/cb", "http://127.0.0.1/cb"),
+            (
+                &web_with_port,
+                "http://127.0.0.1:8080/cb",
+                "http://127.0.0.1/cb",
+            ),
             (&web_v6, "http://[::1]/cb", "http://[::1]:4444/cb"),
         ] {
             let before = issued(&app).await;
@@ -83,7 +92,11 @@ backend_test!(
                 response.headers().get("location").is_none(),
                 "an error page, never a redirect: {other_port}"
             );
-            assert_eq!(issued(&app).await, before, "nothing issued for {other_port}");
+            assert_eq!(
+                issued(&app).await,
+                before,
+                "nothing issued for {other_port}"
+            );
             // The registered URI itself still works.
             let response = authorize_to(&app, &browser, client, registered, &pkce).await;
             let (target, query) = client_redirect(&response);
@@ -92,7 +105,8 @@ backend_test!(
         }
         // A native (public) client keeps RFC 8252 §7.3's latitude.
         let native = client_with_redirect(&app, false, "http://127.0.0.1/cb").await;
-        let response = authorize_to(&app, &browser, &native, "http://127.0.0.1:4444/cb", &pkce).await;
+        let response =
+            authorize_to(&app, &browser, &native, "http://127.0.0.1:4444/cb", &pkce).await;
         let (target, query) = client_redirect(&response);
         assert_eq!(target, "http://127.0.0.1:4444/cb");
         assert!(query.contains_key("code"), "{query:?}");
@@ -249,7 +263,10 @@ backend_test!(
             assert_eq!(status, 405, "{path}: {body}");
             assert_eq!(body["error"], "invalid_request", "{path}: {body}");
             assert!(body["error_description"].is_string(), "{path}: {body}");
-            assert!(headers.contains_key("allow"), "{path}: the Allow header stays");
+            assert!(
+                headers.contains_key("allow"),
+                "{path}: the Allow header stays"
+            );
             // 415-like: not a form.
             let response = new_client()
                 .post(app.url(path))
@@ -273,7 +290,9 @@ backend_test!(
         // 415: the consent form sent as JSON.
         let response = browser
             .post(app.url("/oauth2/authorize/consent"))
-            .json(&serde_json::json!({ "request_id": "x", "decision": "allow", "csrf_token": csrf }))
+            .json(
+                &serde_json::json!({ "request_id": "x", "decision": "allow", "csrf_token": csrf }),
+            )
             .send()
             .await
             .expect("consent json");
