@@ -37,6 +37,14 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Every algorithm this crate signs and verifies.
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+        Algorithm::RS256,
+        Algorithm::HS256,
+    ];
+
     /// The JOSE name (`ES256`, …).
     pub fn as_str(self) -> &'static str {
         match self {

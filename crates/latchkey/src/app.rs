@@ -38,6 +38,9 @@ pub struct AppInner {
     pub throttle: LoginThrottle,
     /// Token-endpoint requests per client.
     pub token_rate: crate::throttle::RateLimiter,
+    /// Device authorization requests per client and per IP (IPv6: per /64).
+    pub device_rate_per_client: crate::throttle::RateLimiter,
+    pub device_rate_per_ip: crate::throttle::RateLimiter,
     pub csrf_key: [u8; 32],
     /// Seals TOTP secrets (derived from the master key).
     pub mfa_seal_key: [u8; 32],
@@ -79,6 +82,8 @@ pub enum BuildError {
     Hash(#[from] crate::identity::password::HashError),
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    #[error("cannot finish the data step of a migration: {0}")]
+    DataMigration(#[source] crate::store::StoreError),
 }
 
 /// What differs between production and tests: the clock.
@@ -102,6 +107,9 @@ impl AppState {
     ) -> Result<AppState, BuildError> {
         let pool = store::connect(&config.database).await?;
         store::migrate(&pool).await?;
+        crate::identity::normalize_stored_emails(&pool)
+            .await
+            .map_err(BuildError::DataMigration)?;
         let state = Self::with_pool(config, master_key, deps, pool)?;
         // Creates the first keys on a fresh database; fails on a wrong master key.
         state.keys.maintain(&state.pool, state.clock.now()).await?;
@@ -121,6 +129,14 @@ impl AppState {
             throttle: LoginThrottle::new(config.login.clone()),
             token_rate: crate::throttle::RateLimiter::new(
                 config.tokens.max_token_requests_per_client_per_minute,
+            ),
+            device_rate_per_client: crate::throttle::RateLimiter::new(
+                config
+                    .tokens
+                    .max_device_authorizations_per_client_per_minute,
+            ),
+            device_rate_per_ip: crate::throttle::RateLimiter::new(
+                config.tokens.max_device_authorizations_per_ip_per_minute,
             ),
             csrf_key: master_key.derive("latchkey/csrf/v1"),
             mfa_seal_key: master_key.derive("latchkey/totp-seal/v1"),
@@ -299,6 +315,11 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        // Framework rejections (413, 415, 422, 405, 408, a caught panic) in
+        // the endpoint's error shape; inside the security headers.
+        .layer(axum::middleware::from_fn(
+            crate::http::error::shape_framework_rejections,
+        ))
         // Outermost, so every response gets them: 408, 500 after a panic, preflights.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -253,6 +253,7 @@ async fn open_store(config: &Config) -> anyhow::Result<store::Pool> {
         .await
         .with_context(|| format!("database {}", store::redact_url(&config.database.url)))?;
     store::migrate(&pool).await?;
+    identity::normalize_stored_emails(&pool).await?;
     Ok(pool)
 }
 
@@ -274,6 +275,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = resolve_config(&arg)?;
             let pool = store::connect(&config.database).await?;
             store::migrate(&pool).await?;
+            let normalized = identity::normalize_stored_emails(&pool).await?;
+            for (id, email) in &normalized.lookalikes {
+                eprintln!("warning: user {id} keeps the address {email:?}: it is a look-alike of another account's; delete or rename one of the two");
+            }
             for (version, description) in store::known_migrations() {
                 eprintln!("applied {version:04} {description}");
             }

@@ -143,9 +143,12 @@ pub enum ClientAction {
         /// OIDC back-channel logout endpoint of the client.
         #[arg(long)]
         backchannel_logout_uri: Option<String>,
-        /// A JWK Set file with the client's public keys, for private_key_jwt authentication.
+        /// A JWK Set file with the client's public keys: the client authenticates with private_key_jwt only (no secret).
         #[arg(long)]
         jwks_file: Option<std::path::PathBuf>,
+        /// false: a confidential OpenID Connect client may skip PKCE in requests with a nonce (RFC 9700 §2.1.1; see docs/security.md).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        require_pkce: bool,
         #[arg(long)]
         json: bool,
     },
@@ -181,6 +184,9 @@ pub enum ClientAction {
         /// true: users must sign in with a second factor to use this client.
         #[arg(long)]
         require_mfa: Option<bool>,
+        /// false: the PKCE opt-out of a confidential OpenID Connect client (refused for public clients).
+        #[arg(long)]
+        require_pkce: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -264,6 +270,19 @@ fn parse_format(format: &str) -> anyhow::Result<AccessTokenFormat> {
     }
 }
 
+/// The refusals of `oauth::clients`, named by the flags that caused them.
+fn registration_error(e: clients::RegistrationError) -> anyhow::Error {
+    match e {
+        clients::RegistrationError::PublicClientWithoutPkce => {
+            anyhow::anyhow!("--require-pkce false is refused for a public client: {e}")
+        }
+        clients::RegistrationError::PublicClientWithKeys => {
+            anyhow::anyhow!("--jwks-file with --public: {e}")
+        }
+        clients::RegistrationError::Store(s) => s.into(),
+    }
+}
+
 fn check_algorithm(config: &Config, alg: &str) -> anyhow::Result<()> {
     let known = std::iter::once(&config.tokens.signing_algorithm)
         .chain(&config.tokens.additional_algorithms)
@@ -292,6 +311,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             post_logout_redirect_uris,
             backchannel_logout_uri,
             jwks_file,
+            require_pkce,
             json,
         } => {
             let name = name.trim().to_owned();
@@ -332,15 +352,12 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 signing_algorithm,
                 first_party,
                 backchannel_logout_uri,
+                jwks,
+                require_pkce,
             };
-            let (client, secret) = clients::create(&pool, new, now).await?;
-            let client = match &jwks {
-                Some(j) => {
-                    clients::set_jwks(&pool, &client.id, Some(j), now).await?;
-                    clients::find(&pool, &client.id).await?.unwrap_or(client)
-                }
-                None => client,
-            };
+            let (client, secret) = clients::create(&pool, new, now)
+                .await
+                .map_err(registration_error)?;
             if json {
                 let mut doc = serde_json::to_value(&client)?;
                 doc["client_id"] = serde_json::json!(client.id);
@@ -370,6 +387,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             signing_algorithm,
             backchannel_logout_uri,
             require_mfa,
+            require_pkce,
             json,
         } => {
             let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
@@ -406,6 +424,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 },
                 first_party,
                 require_mfa,
+                require_pkce,
                 backchannel_logout_uri: match backchannel_logout_uri {
                     None => None,
                     Some(u) if u == "none" => Some(None),
@@ -413,7 +432,8 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 },
             };
             let updated = clients::update(&pool, &client_id, update, now)
-                .await?
+                .await
+                .map_err(registration_error)?
                 .with_context(|| format!("no client {client_id:?}"))?;
             if json {
                 crate::cli::print_json_doc(&serde_json::to_value(&updated)?)?;
@@ -455,7 +475,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
         ClientAction::RotateSecret { client_id, json } => {
             let secret = clients::rotate_secret(&pool, &client_id, now)
                 .await?
-                .with_context(|| format!("no confidential client {client_id:?}"))?;
+                .with_context(|| format!("no client {client_id:?} with a secret (a public client has none, and a client registered with --jwks-file authenticates with private_key_jwt only)"))?;
             if json {
                 crate::cli::print_json_doc(
                     &serde_json::json!({ "client_id": client_id, "client_secret": secret.expose() }),

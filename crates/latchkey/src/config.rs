@@ -164,8 +164,10 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// A request taking longer than this is answered 408.
     pub request_timeout_secs: u64,
-    /// Take the client IP from the last `X-Forwarded-For` entry (only behind a proxy you control).
+    /// Take the client IP from `X-Forwarded-For` (only behind a proxy you control).
     pub trust_forwarded_for: bool,
+    /// With `trust_forwarded_for`: how many proxies of yours append to `X-Forwarded-For`; the client is that many entries from the right.
+    pub trusted_proxy_hops: u32,
 }
 
 /// Signing keys and tokens.
@@ -193,6 +195,10 @@ pub struct TokenConfig {
     pub roles_claim: String,
     /// Token-endpoint requests one client may make per minute (429 above); 0 = unlimited.
     pub max_token_requests_per_client_per_minute: u32,
+    /// Device authorization requests (`/oauth2/device_authorization`) one client may make per minute (429 above); 0 = unlimited.
+    pub max_device_authorizations_per_client_per_minute: u32,
+    /// Device authorization requests one IP address (IPv6: one /64) may make per minute (429 above); 0 = unlimited.
+    pub max_device_authorizations_per_ip_per_minute: u32,
 }
 
 /// Passkeys (WebAuthn Relying Party).
@@ -302,6 +308,7 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 30,
             trust_forwarded_for: false,
+            trusted_proxy_hops: 1,
         }
     }
 }
@@ -318,6 +325,8 @@ impl Default for TokenConfig {
             leeway_secs: 30,
             roles_claim: "roles".into(),
             max_token_requests_per_client_per_minute: 3000,
+            max_device_authorizations_per_client_per_minute: 600,
+            max_device_authorizations_per_ip_per_minute: 20,
             access_token_lifetime_secs: 15 * 60,
             refresh_token_idle_secs: 14 * 86400,
             refresh_token_absolute_secs: 90 * 86400,
@@ -560,6 +569,12 @@ impl Config {
             return Err(invalid(
                 "revocation_feed.keepalive_secs",
                 "must be between 1 and 300",
+            ));
+        }
+        if !(1..=16).contains(&self.http.trusted_proxy_hops) {
+            return Err(invalid(
+                "http.trusted_proxy_hops",
+                "must be between 1 and 16 (the number of your proxies in front of Latchkey)",
             ));
         }
         if self.http.max_body_bytes < 1024 {

@@ -233,6 +233,19 @@ pub fn audit(config: &Config, mode: Mode) -> Vec<Finding> {
             "set http.trust_forwarded_for = false unless a proxy you control sets it".into(),
         );
     }
+    if !config.http.trust_forwarded_for && config.http.trusted_proxy_hops != 1 {
+        add(
+            "xff-hops-without-trust",
+            Severity::Info,
+            "http.trusted_proxy_hops",
+            format!(
+                "http.trusted_proxy_hops = {} has no effect: X-Forwarded-For is not trusted",
+                config.http.trusted_proxy_hops
+            ),
+            "behind proxies, every client then shares the proxy's address for per-IP limits and the audit log",
+            "set http.trust_forwarded_for = true if Latchkey runs behind your proxies, or remove http.trusted_proxy_hops".into(),
+        );
+    }
     f.sort_by_key(|finding| std::cmp::Reverse(finding.severity));
     f
 }
@@ -308,6 +321,10 @@ mod tests {
             (
                 "rate-limit-loose",
                 Box::new(|c| c.login.max_failures_per_account = 10_000),
+            ),
+            (
+                "xff-hops-without-trust",
+                Box::new(|c| c.http.trusted_proxy_hops = 2),
             ),
         ];
         for (id, mutate) in cases {

@@ -165,6 +165,23 @@ pub struct LockedOut {
     pub retry_after_secs: i64,
 }
 
+/// The counter key of an IP address: `ip:<IPv4>`, or for IPv6 the /64 the
+/// address belongs to (`ip:2001:db8:a:b::/64`) — one subscriber, one LAN or
+/// one host usually gets a whole /64 and could otherwise rotate through 2^64
+/// addresses to dodge every per-IP limit. Anything that is not an address
+/// (no socket peer) is its own key.
+pub fn ip_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("ip:{prefix}/64")
+        }
+        Ok(std::net::IpAddr::V4(v4)) => format!("ip:{v4}"),
+        Err(_) => format!("ip:{ip}"),
+    }
+}
+
 pub struct LoginThrottle {
     rules: LoginConfig,
     store: Box<dyn AttemptStore>,
@@ -181,7 +198,7 @@ impl LoginThrottle {
     /// Reserves a failure for the account and the IP, or refuses the attempt.
     /// The reservation stands unless [`Attempt::succeeded`] is called.
     pub fn begin(&self, account: &str, ip: &str, now: UnixTime) -> Result<Attempt<'_>, LockedOut> {
-        let ip_key = format!("ip:{ip}");
+        let ip_key = ip_key(ip);
         let account_key = format!("acct:{account}");
         if let Some(until) =
             self.store
@@ -213,7 +230,7 @@ impl LoginThrottle {
     /// name its account yet (a usernameless passkey sign-in); call
     /// [`Attempt::identify`] once the account is known.
     pub fn begin_unidentified(&self, ip: &str, now: UnixTime) -> Result<Attempt<'_>, LockedOut> {
-        let ip_key = format!("ip:{ip}");
+        let ip_key = ip_key(ip);
         if let Some(until) =
             self.store
                 .reserve(&ip_key, self.rules.max_failures_per_ip, &self.rules, now)
@@ -345,6 +362,24 @@ mod tests {
             }
         });
         assert_eq!(allowed.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_ipv4_per_address() {
+        assert_eq!(ip_key("2001:db8:a:b:1:2:3:4"), "ip:2001:db8:a:b::/64");
+        assert_eq!(ip_key("2001:db8:a:b::9"), "ip:2001:db8:a:b::/64");
+        assert_ne!(ip_key("2001:db8:a:c::1"), ip_key("2001:db8:a:b::1"));
+        assert_eq!(ip_key("::ffff:192.0.2.1"), "ip:192.0.2.1");
+        assert_eq!(ip_key("192.0.2.1"), "ip:192.0.2.1");
+        assert_ne!(ip_key("192.0.2.1"), ip_key("192.0.2.2"));
+        let t = LoginThrottle::new(rules());
+        for i in 0..10 {
+            let _f = t
+                .begin(&format!("u{i}@x"), &format!("2001:db8::{i:x}"), 0)
+                .expect("allowed");
+        }
+        assert!(t.begin("fresh@x", "2001:db8::ffff", 0).is_err(), "same /64");
+        assert!(t.begin("fresh@x", "2001:db8:0:1::1", 0).is_ok(), "next /64");
     }
 
     #[test]

@@ -2,8 +2,17 @@
 //!
 //! JSON endpoints answer `{"error": "<machine_code>", "message": "<human text>"}`;
 //! HTML routes answer an error page. 401 carries `WWW-Authenticate`.
+//!
+//! [`shape_framework_rejections`] holds the same rule for the answers our
+//! handlers never see: the framework's own rejections (a body over the
+//! limit, a form or query that does not deserialize, the wrong method or
+//! content type, a timeout, a caught panic) arrive as plain text or empty;
+//! it rewrites them — RFC 6749 §5.2 error objects at the OAuth endpoints,
+//! `{"error","message"}` (or a page for a browser) everywhere else.
 
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::identity::IdentityError;
@@ -169,4 +178,82 @@ pub fn escape_html(text: &str) -> String {
         }
     }
     out
+}
+
+/// The endpoints whose errors are RFC 6749 / RFC 6750 error objects
+/// (`{"error", "error_description"}`).
+pub const OAUTH_ENDPOINTS: &[&str] = &[
+    "/oauth2/token",
+    "/oauth2/revoke",
+    "/oauth2/introspect",
+    "/oauth2/device_authorization",
+    "/oauth2/userinfo",
+    "/oauth2/revocations/stream",
+];
+
+/// Middleware: rewrites an error answer that no handler shaped (plain text
+/// or no body, as the framework writes its rejections) into the error shape
+/// of the endpoint, keeping its status and headers (`Allow`, `Retry-After`,
+/// the request id, CORS).
+pub async fn shape_framework_rejections(request: Request, next: Next) -> Response {
+    let oauth = OAUTH_ENDPOINTS.contains(&request.uri().path());
+    let html = super::auth::wants_html(request.headers());
+    let response = next.run(request).await;
+    let status = response.status();
+    let shaped = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || shaped {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    // The framework's text says what to fix (which field, which type); a
+    // server error's text could say more than a client should know.
+    let message = if text.is_empty() || status.is_server_error() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_lowercase()
+    } else {
+        text.chars().take(300).collect()
+    };
+    let mut shaped = if oauth {
+        let error = match status {
+            StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request",
+        };
+        let body = serde_json::json!({ "error": error, "error_description": message });
+        let mut response = (status, axum::Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    } else {
+        let code = match status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+            StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+            s if s.is_server_error() => "internal_error",
+            _ => "invalid_request",
+        };
+        let error = HttpError::json(status, code, message);
+        if html { error.as_page() } else { error }.into_response()
+    };
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            shaped.headers_mut().append(name, value.clone());
+        }
+    }
+    shaped
 }

@@ -187,7 +187,7 @@ pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>, StoreErro
 
 /// Finds a user by email or by id (what an operator types on the CLI).
 pub async fn find(pool: &Pool, email_or_id: &str) -> Result<User, IdentityError> {
-    let found = match Email::parse(email_or_id) {
+    let found = match Email::for_lookup(email_or_id) {
         Ok(email) => find_by_email(pool, &email).await?,
         Err(_) => find_by_id(pool, email_or_id.trim()).await?,
     };
@@ -341,4 +341,74 @@ pub async fn replace_password_hash(
         }
     };
     Ok(updated.rows_affected() == 1)
+}
+
+/// What [`normalize_stored_emails`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EmailNormalization {
+    /// Rows rewritten to their normal form.
+    pub rewritten: u64,
+    /// `(user id, stored address)` of rows left as they were because their
+    /// normal form is another account's address (a look-alike pair written
+    /// before the rule): an operator decides which one goes.
+    pub lookalikes: Vec<(String, String)>,
+}
+
+/// The data step of migration 0012: rewrites every stored address to its
+/// normal form ([`email::normal_form`], as [`Email::for_lookup`] computes
+/// it), once — the migration queued the step in `pending_data_migrations`,
+/// and this transaction deletes that row first, so of several instances
+/// starting together exactly one does the work (the others wait for its
+/// commit and find nothing to do). A row whose normal form belongs to
+/// another account is left unchanged and reported (logged as a warning).
+pub async fn normalize_stored_emails(pool: &Pool) -> Result<EmailNormalization, StoreError> {
+    let mut tx = pool.begin().await?;
+    let claimed =
+        sqlx::query("DELETE FROM pending_data_migrations WHERE name = 'normalize_user_emails'")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    let mut report = EmailNormalization::default();
+    if claimed == 0 {
+        return Ok(report);
+    }
+    let rows = sqlx::query("SELECT id, email FROM users ORDER BY created_at, id")
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut stored = std::collections::HashMap::new();
+    let mut pending = Vec::new();
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let email: String = row.try_get("email")?;
+        let normal = Email::for_lookup(&email)
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_else(|_| email.clone());
+        if normal != email {
+            pending.push((id.clone(), email.clone(), normal));
+        }
+        stored.insert(email, id);
+    }
+    for (id, email, normal) in pending {
+        if stored.contains_key(&normal) {
+            tracing::warn!(user_id = %id, email = %email, "this address is a look-alike of another account's and was left as it is; delete or rename one of the two (see docs/operations.md)");
+            report.lookalikes.push((id, email));
+            continue;
+        }
+        sqlx::query("UPDATE users SET email = $2 WHERE id = $1")
+            .bind(&id)
+            .bind(&normal)
+            .execute(&mut *tx)
+            .await?;
+        stored.remove(&email);
+        stored.insert(normal, id);
+        report.rewritten += 1;
+    }
+    tx.commit().await?;
+    if report.rewritten > 0 {
+        tracing::info!(
+            rewritten = report.rewritten,
+            "stored email addresses normalized"
+        );
+    }
+    Ok(report)
 }

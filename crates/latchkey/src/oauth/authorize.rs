@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
 use super::clients::{self, Client};
-use super::pkce::CodeChallenge;
+use super::pkce::{self, CodeChallenge, PkcePolicy};
 use super::redirect_uri;
 use super::scope::Scope;
 use crate::clock::{seconds_of, UnixMillis, UnixTime};
@@ -39,6 +39,29 @@ pub enum ResponseMode {
     FormPost,
 }
 
+impl ResponseMode {
+    /// Every mode the endpoint answers in (and the discovery document lists).
+    pub const ALL: [ResponseMode; 2] = [ResponseMode::Query, ResponseMode::FormPost];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseMode::Query => "query",
+            ResponseMode::FormPost => "form_post",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ResponseMode> {
+        ResponseMode::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+/// The response types the endpoint serves: the code flow only (no implicit
+/// or hybrid flow exists).
+pub const RESPONSE_TYPES: &[&str] = &["code"];
+
+/// The `prompt` values understood (OIDC Core §3.1.2.1).
+pub const PROMPT_VALUES: &[&str] = &["none", "login", "consent", "select_account"];
+
 /// A validated authorization request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthorizationRequest {
@@ -47,7 +70,8 @@ pub struct AuthorizationRequest {
     pub scope: String,
     pub state: Option<String>,
     pub nonce: Option<String>,
-    pub code_challenge: String,
+    /// `None` only where the client's PKCE opt-out applied (`oauth::pkce`).
+    pub code_challenge: Option<String>,
     pub response_mode: ResponseMode,
     pub prompt: Vec<String>,
     pub max_age: Option<i64>,
@@ -127,7 +151,15 @@ pub async fn validate(
         .await?
         .ok_or_else(|| AuthorizeError::Page("This application is not registered here.".into()))?;
     let redirect_uri = match get("redirect_uri") {
-        Some(uri) if redirect_uri::matches(&client.redirect_uris, uri) => uri.to_owned(),
+        Some(uri)
+            if redirect_uri::matches(
+                &client.redirect_uris,
+                uri,
+                redirect_uri::LoopbackPorts::for_client(client.confidential),
+            ) =>
+        {
+            uri.to_owned()
+        }
         Some(_) => {
             return Err(AuthorizeError::Page(
                 "The redirect URI is not registered for this application.".into(),
@@ -140,11 +172,10 @@ pub async fn validate(
             ))
         }
     };
-    let response_mode = match get("response_mode") {
-        None | Some("query") => ResponseMode::Query,
-        Some("form_post") => ResponseMode::FormPost,
-        Some(_) => ResponseMode::Query,
-    };
+    // An unknown mode is answered in the default mode (then refused below).
+    let response_mode = get("response_mode")
+        .and_then(ResponseMode::parse)
+        .unwrap_or(ResponseMode::Query);
     let state = get("state").map(str::to_owned);
     let fail = |error: &'static str, description: String| {
         AuthorizeError::Redirect(ErrorRedirect {
@@ -159,7 +190,7 @@ pub async fn validate(
         return Err(fail("invalid_request", dup));
     }
     if let Some(mode) = get("response_mode") {
-        if !matches!(mode, "query" | "form_post") {
+        if ResponseMode::parse(mode).is_none() {
             return Err(fail(
                 "invalid_request",
                 format!("response_mode {mode:?} is not supported; use query or form_post"),
@@ -167,7 +198,7 @@ pub async fn validate(
         }
     }
     match get("response_type") {
-        Some("code") => {}
+        Some(rt) if RESPONSE_TYPES.contains(&rt) => {}
         None => return Err(fail("invalid_request", "response_type is required".into())),
         Some(other) => return Err(fail("unsupported_response_type", format!("response_type {other:?} is not supported; only code (implicit and hybrid flows do not exist)"))),
     }
@@ -197,18 +228,20 @@ pub async fn validate(
             "the requested scope exceeds what this client is allowed".into(),
         )
     })?;
-    let challenge = CodeChallenge::parse(get("code_challenge"), get("code_challenge_method"))
-        .map_err(|e| fail("invalid_request", e.to_string()))?;
+    let challenge = pkce::challenge_for_request(
+        PkcePolicy::of(client.confidential, client.require_pkce),
+        get("code_challenge"),
+        get("code_challenge_method"),
+        scope.contains("openid") && get("nonce").is_some(),
+    )
+    .map_err(|e| fail("invalid_request", e.to_string()))?;
     let prompt: Vec<String> = get("prompt")
         .unwrap_or_default()
         .split(' ')
         .filter(|p| !p.is_empty())
         .map(str::to_owned)
         .collect();
-    if let Some(bad) = prompt
-        .iter()
-        .find(|p| !matches!(p.as_str(), "none" | "login" | "consent" | "select_account"))
-    {
+    if let Some(bad) = prompt.iter().find(|p| !PROMPT_VALUES.contains(&p.as_str())) {
         return Err(fail(
             "invalid_request",
             format!("prompt value {bad:?} is not supported"),
@@ -257,7 +290,7 @@ pub async fn validate(
         scope: scope.to_string(),
         state: bounded("state", 1024)?,
         nonce: bounded("nonce", 512)?,
-        code_challenge: challenge.as_str().to_owned(),
+        code_challenge: challenge.map(|c| c.as_str().to_owned()),
         response_mode,
         prompt,
         max_age,
@@ -676,7 +709,8 @@ pub async fn issue_code(
     .bind(&request.redirect_uri)
     .bind(&request.scope)
     .bind(request.nonce.clone())
-    .bind(&request.code_challenge)
+    // '' = issued without PKCE (the column predates the opt-out and is NOT NULL).
+    .bind(request.code_challenge.as_deref().unwrap_or_default())
     .bind(who.auth_time)
     .bind(who.amr.join(" "))
     .bind(now)
@@ -695,7 +729,8 @@ pub struct RedeemedCode {
     pub redirect_uri: String,
     pub scope: Scope,
     pub nonce: Option<String>,
-    pub challenge: CodeChallenge,
+    /// `None`: issued without PKCE (a confidential client's opt-out).
+    pub challenge: Option<CodeChallenge>,
     pub auth_time: UnixTime,
     pub amr: Vec<String>,
     pub expires_at: UnixTime,
@@ -791,7 +826,9 @@ pub async fn redeem(
         redirect_uri: row.try_get("redirect_uri")?,
         scope: Scope::from_stored(&row.try_get::<String, _>("scope")?),
         nonce: row.try_get("nonce")?,
-        challenge: CodeChallenge::from_stored(row.try_get("code_challenge")?),
+        challenge: Some(row.try_get::<String, _>("code_challenge")?)
+            .filter(|c| !c.is_empty())
+            .map(CodeChallenge::from_stored),
         auth_time: row.try_get("auth_time")?,
         amr: row
             .try_get::<String, _>("amr")?

@@ -5,6 +5,11 @@
 //! secret needs no slow hash, and the token endpoint must stay fast); it is
 //! compared in constant time.
 //!
+//! A client registered with a JWK Set authenticates with `private_key_jwt`
+//! only: it gets no secret, and a secret stored for it before that rule
+//! authenticates nothing. A public client must use PKCE (`require_pkce`);
+//! only a confidential one may opt out ([`RegistrationError`]).
+//!
 //! Must not: know about HTTP (the handler extracts credentials from the
 //! `Authorization` header or the form and passes a [`ClientCredentials`]).
 
@@ -16,7 +21,53 @@ use crate::crypto::{SecretToken, TokenHash};
 use crate::revocation::{self, Cause, Revoked};
 use crate::store::{Pool, StoreError};
 
-/// Grant types a client may be allowed.
+/// How a client authenticates, by its RFC 7591 / OIDC Discovery name. The
+/// discovery document lists exactly these ([`AuthMethod::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// The secret in HTTP Basic.
+    ClientSecretBasic,
+    /// The secret in the form.
+    ClientSecretPost,
+    /// An assertion signed by one of the client's registered keys (RFC 7523).
+    PrivateKeyJwt,
+    /// A public client naming itself.
+    None,
+}
+
+impl AuthMethod {
+    pub const ALL: [AuthMethod; 4] = [
+        AuthMethod::ClientSecretBasic,
+        AuthMethod::ClientSecretPost,
+        AuthMethod::PrivateKeyJwt,
+        AuthMethod::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
+            AuthMethod::None => "none",
+        }
+    }
+
+    /// Whether the method proves a confidential client (what introspection needs).
+    pub fn is_confidential(self) -> bool {
+        self != AuthMethod::None
+    }
+}
+
+/// The algorithms a `private_key_jwt` assertion may be signed with: those of
+/// the keys a client can register (asymmetric only; a shared secret is no
+/// private key).
+pub fn assertion_algorithms() -> impl Iterator<Item = latchkey_verify::jose::Algorithm> {
+    latchkey_verify::jose::Algorithm::ALL
+        .into_iter()
+        .filter(|a| a.is_asymmetric())
+}
+
+/// Grant types a client may be allowed (and the token endpoint serves).
 pub const GRANT_TYPES: &[&str] = &[
     "authorization_code",
     "refresh_token",
@@ -44,6 +95,10 @@ pub struct Client {
     pub jwks: Option<latchkey_verify::jose::JwkSet>,
     /// Users must have signed in with a second factor to use this client.
     pub require_mfa: bool,
+    /// Every authorization request needs PKCE S256. Only a confidential
+    /// client can be `false`, and then only an OpenID Connect request with a
+    /// `nonce` may go without it (RFC 9700 §2.1.1; see `oauth::pkce`).
+    pub require_pkce: bool,
     pub created_at: UnixTime,
     #[serde(skip)]
     secret_hash: Option<String>,
@@ -88,6 +143,25 @@ pub enum ClientCredentials {
     PublicId { client_id: String },
 }
 
+/// A registration or change the rules refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    /// A public client has only PKCE to prove it started the flow.
+    #[error("a public client cannot go without PKCE: it is the only proof that the code goes to the app that asked for it (RFC 9700 §2.1.1 allows the opt-out for confidential clients only)")]
+    PublicClientWithoutPkce,
+    /// Keys make a client confidential.
+    #[error("a client with a JWK Set authenticates with private_key_jwt: it cannot be public")]
+    PublicClientWithKeys,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RegistrationError {
+    fn from(e: sqlx::Error) -> Self {
+        RegistrationError::Store(e.into())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Unknown client, wrong secret, or a public client where a confidential
@@ -119,9 +193,14 @@ pub struct NewClient {
     pub signing_algorithm: Option<String>,
     pub first_party: bool,
     pub backchannel_logout_uri: Option<String>,
+    /// Public keys for `private_key_jwt`: such a client is confidential and
+    /// authenticates with its keys only (it gets no secret).
+    pub jwks: Option<latchkey_verify::jose::JwkSet>,
+    /// `false`: the PKCE opt-out of a confidential OpenID Connect client.
+    pub require_pkce: bool,
 }
 
-const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at, jwks, require_mfa";
+const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at, jwks, require_mfa, require_pkce";
 
 fn split(text: String) -> Vec<String> {
     text.split(' ')
@@ -155,20 +234,27 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
             .try_get::<Option<String>, _>("jwks")?
             .and_then(|j| serde_json::from_str(&j).ok()),
         require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
+        require_pkce: row.try_get::<i64, _>("require_pkce")? != 0,
         created_at: row.try_get("created_at")?,
     })
 }
 
-/// Registers a client; returns it and, for a confidential client, its secret
-/// (the only time the secret exists outside the caller).
+/// Registers a client; returns it and, for a confidential client without
+/// keys, its secret (the only time the secret exists outside the caller).
 pub async fn create(
     pool: &Pool,
     new: NewClient,
     now: UnixTime,
-) -> Result<(Client, Option<SecretToken>), StoreError> {
+) -> Result<(Client, Option<SecretToken>), RegistrationError> {
+    if !new.confidential && new.jwks.is_some() {
+        return Err(RegistrationError::PublicClientWithKeys);
+    }
+    if !new.confidential && !new.require_pkce {
+        return Err(RegistrationError::PublicClientWithoutPkce);
+    }
     let id = format!("lk_{}", uuid::Uuid::new_v4().simple());
-    let secret = new.confidential.then(SecretToken::generate);
-    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $14)"))
+    let secret = (new.confidential && new.jwks.is_none()).then(SecretToken::generate);
+    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $14)"))
         .bind(&id)
         .bind(&new.name)
         .bind(secret.as_ref().map(|s| s.hash().as_str().to_owned()))
@@ -186,8 +272,9 @@ pub async fn create(
         .bind(i64::from(new.first_party))
         .bind(new.backchannel_logout_uri.clone())
         .bind(now)
-        .bind(None::<String>)
+        .bind(new.jwks.as_ref().map(|j| serde_json::to_string(j).unwrap_or_default()))
         .bind(0_i64)
+        .bind(i64::from(new.require_pkce))
         .execute(pool)
         .await?;
     let client = find(pool, &id)
@@ -228,6 +315,7 @@ pub struct ClientUpdate {
     pub first_party: Option<bool>,
     pub backchannel_logout_uri: Option<Option<String>>,
     pub require_mfa: Option<bool>,
+    pub require_pkce: Option<bool>,
 }
 
 /// Applies `update` in one transaction; `Ok(None)` when there is no such client.
@@ -236,7 +324,7 @@ pub async fn update(
     id: &str,
     update: ClientUpdate,
     now: UnixTime,
-) -> Result<Option<Client>, StoreError> {
+) -> Result<Option<Client>, RegistrationError> {
     let mut tx = pool.begin().await?;
     // Write first: takes SQLite's write lock before the read (see tokens::refresh).
     sqlx::query("UPDATE clients SET updated_at = updated_at WHERE id = $1")
@@ -287,9 +375,15 @@ pub async fn update(
     if let Some(v) = update.require_mfa {
         c.require_mfa = v;
     }
+    if let Some(v) = update.require_pkce {
+        c.require_pkce = v;
+    }
+    if !c.confidential && !c.require_pkce {
+        return Err(RegistrationError::PublicClientWithoutPkce);
+    }
     sqlx::query(
         "UPDATE clients SET name = $2, redirect_uris = $3, post_logout_redirect_uris = $4, grant_types = $5, scopes = $6, audience = $7,
-         access_token_format = $8, access_token_lifetime_secs = $9, signing_algorithm = $10, first_party = $11, backchannel_logout_uri = $12, updated_at = $13, require_mfa = $14
+         access_token_format = $8, access_token_lifetime_secs = $9, signing_algorithm = $10, first_party = $11, backchannel_logout_uri = $12, updated_at = $13, require_mfa = $14, require_pkce = $15
          WHERE id = $1",
     )
     .bind(id)
@@ -309,6 +403,7 @@ pub async fn update(
     .bind(c.backchannel_logout_uri.clone())
     .bind(now)
     .bind(i64::from(c.require_mfa))
+    .bind(i64::from(c.require_pkce))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -340,14 +435,15 @@ pub async fn delete(pool: &Pool, id: &str, cause: &Cause) -> Result<bool, StoreE
     Ok(true)
 }
 
-/// Replaces the secret of a confidential client; returns the new one.
+/// Replaces the secret of a confidential client that has one (not a
+/// `private_key_jwt` client); returns the new one.
 pub async fn rotate_secret(
     pool: &Pool,
     id: &str,
     now: UnixTime,
 ) -> Result<Option<SecretToken>, StoreError> {
     let secret = SecretToken::generate();
-    let updated = sqlx::query("UPDATE clients SET secret_hash = $2, updated_at = $3 WHERE id = $1 AND secret_hash IS NOT NULL")
+    let updated = sqlx::query("UPDATE clients SET secret_hash = $2, updated_at = $3 WHERE id = $1 AND secret_hash IS NOT NULL AND jwks IS NULL")
         .bind(id)
         .bind(secret.hash().as_str())
         .bind(now)
@@ -374,14 +470,15 @@ pub async fn authenticate(
             let client = find(pool, client_id).await?;
             // Hash even when the client is unknown, so timing says nothing.
             let presented = TokenHash::of(secret);
+            let matches = client.as_ref().is_some_and(|c| {
+                c.secret_hash.as_deref().is_some_and(|h| {
+                    crate::crypto::constant_time_eq(h.as_bytes(), presented.as_str().as_bytes())
+                })
+            });
             match client {
-                Some(c)
-                    if c.secret_hash.as_deref().is_some_and(|h| {
-                        crate::crypto::constant_time_eq(h.as_bytes(), presented.as_str().as_bytes())
-                    }) =>
-                {
-                    Ok(c)
-                }
+                // A client with keys authenticates with them only, even if a
+                // secret was stored for it before that rule.
+                Some(c) if matches && c.jwks.is_none() => Ok(c),
                 _ => Err(failed),
             }
         }
@@ -450,7 +547,7 @@ pub async fn authenticate_assertion(
     let keys = KeySet::new(
         keys.keys()
             .iter()
-            .filter(|k| k.algorithm().is_asymmetric())
+            .filter(|k| assertion_algorithms().any(|a| a == k.algorithm()))
             .cloned()
             .collect(),
     );

@@ -72,6 +72,15 @@ impl OAuthError {
     pub fn invalid_grant(d: impl Into<String>) -> OAuthError {
         OAuthError::new(OAuthErrorCode::InvalidGrant, d)
     }
+    /// A per-minute budget is spent: 429 with `Retry-After` and the error
+    /// `too_many_requests`, in the RFC 6749 §5.2 shape.
+    pub fn rate_limited(what: &str, retry_after_secs: i64) -> OAuthError {
+        OAuthError {
+            extension: Some("too_many_requests".into()),
+            retry_after: Some(retry_after_secs),
+            ..OAuthError::invalid_request(format!("too many {what}; retry in {retry_after_secs} s"))
+        }
+    }
 }
 
 impl From<crate::store::StoreError> for OAuthError {

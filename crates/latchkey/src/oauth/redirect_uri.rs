@@ -2,7 +2,9 @@
 //!
 //! A redirect URI must equal a registered one **exactly**, as strings. The
 //! only latitude is the port of a loopback IP literal (`http://127.0.0.1`,
-//! `http://[::1]`) for native apps, which pick a free port at run time.
+//! `http://[::1]`) for native apps, which pick a free port at run time — and
+//! only for them: RFC 8252 §7.3 is about native (public) clients, so a
+//! confidential client's loopback URI matches exactly, port included.
 
 use url::Url;
 
@@ -21,10 +23,33 @@ fn loopback_without_port(uri: &str) -> Option<String> {
     Some(normalized.to_string())
 }
 
+/// Whether a client gets RFC 8252 §7.3's loopback port latitude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopbackPorts {
+    /// A native (public) client: any port on a registered loopback IP URI.
+    Any,
+    /// Every other client: the port is part of the exact match.
+    Exact,
+}
+
+impl LoopbackPorts {
+    /// The rule for a client: latitude for public clients only.
+    pub fn for_client(confidential: bool) -> LoopbackPorts {
+        if confidential {
+            LoopbackPorts::Exact
+        } else {
+            LoopbackPorts::Any
+        }
+    }
+}
+
 /// Does `presented` match one of `registered`?
-pub fn matches(registered: &[String], presented: &str) -> bool {
+pub fn matches(registered: &[String], presented: &str, loopback: LoopbackPorts) -> bool {
     if registered.iter().any(|r| r == presented) {
         return true;
+    }
+    if loopback == LoopbackPorts::Exact {
+        return false;
     }
     // RFC 8252 §7.3: any port on a registered loopback IP redirect URI.
     let Some(presented_norm) = loopback_without_port(presented) else {
@@ -63,6 +88,10 @@ mod tests {
 
     fn reg(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn matches(registered: &[String], presented: &str) -> bool {
+        super::matches(registered, presented, LoopbackPorts::Any)
     }
 
     #[test]
@@ -107,5 +136,25 @@ mod tests {
         );
         assert!(!matches(&r, "https://127.0.0.1:5000/callback"));
         assert!(!matches(&r, "http://127.0.0.2:5000/callback"));
+    }
+
+    #[test]
+    fn confidential_clients_get_no_port_latitude() {
+        let r = reg(&["http://127.0.0.1/cb", "http://[::1]:8080/cb"]);
+        let exact = |uri| super::matches(&r, uri, LoopbackPorts::for_client(true));
+        assert!(exact("http://127.0.0.1/cb"));
+        assert!(exact("http://[::1]:8080/cb"));
+        for other_port in [
+            "http://127.0.0.1:4444/cb",
+            "http://127.0.0.1:80/cb",
+            "http://[::1]/cb",
+            "http://[::1]:8081/cb",
+        ] {
+            assert!(!exact(other_port), "{other_port}");
+            assert!(
+                super::matches(&r, other_port, LoopbackPorts::for_client(false)),
+                "a native client keeps the latitude: {other_port}"
+            );
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! OpenID Connect: ID tokens, claims by scope, discovery metadata.
 //!
-//! Owns: which claims each scope releases (`profile` → `name`; `email` →
-//! `email`, `email_verified`; `address` and `phone` nothing: Latchkey holds
-//! no postal address or phone number, and an OpenID Connect request ignores
-//! them like any scope its client is not registered for —
+//! Owns: which claims each scope releases ([`SCOPE_CLAIMS`]: `profile` →
+//! `name`; `email` → `email`, `email_verified`; `address` and `phone` nothing:
+//! Latchkey holds no postal address or phone number, and an OpenID Connect
+//! request ignores them like any scope its client is not registered for —
 //! `oauth::authorize::granted_scope`), the ID token's shape (OIDC Core §2, with
 //! `at_hash`, `auth_time`, `amr`, `acr`, `sid`, `nonce`), and the metadata
-//! document, which advertises only what is implemented.
+//! document, derived from the configuration and the lists the code enforces
+//! (grants, response types and modes, prompts, PKCE methods, client
+//! authentication methods and their algorithms, signing keys).
 //!
 //! Must not: decide who is signed in or issue codes.
 
@@ -149,17 +151,66 @@ pub fn verify_id_token_hint(
     })
 }
 
+/// The scopes whose meaning this server implements, and the user claims
+/// each releases ([`user_claims`], which the discovery test holds to this table).
+pub const SCOPE_CLAIMS: &[(&str, &[&str])] = &[
+    ("openid", &["sub"]),
+    ("profile", &["name", "updated_at"]),
+    ("email", &["email", "email_verified"]),
+    ("offline_access", &[]),
+];
+
+/// The claims of an ID token besides the user's ([`issue_id_token`]).
+pub const ID_TOKEN_CLAIMS: &[&str] = &[
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "acr",
+    "amr",
+    "sid",
+    "at_hash",
+];
+
 /// `/.well-known/openid-configuration` and (the same document)
-/// `/.well-known/oauth-authorization-server`: only what is implemented.
+/// `/.well-known/oauth-authorization-server`, derived from the configuration
+/// and from the lists the code itself enforces — so it advertises exactly
+/// what works (proved value by value by the `discovery` tests).
 pub fn metadata(state: &AppState) -> Value {
+    use crate::oauth::authorize::{ResponseMode, PROMPT_VALUES, RESPONSE_TYPES};
+    use crate::oauth::clients::{self, AuthMethod};
     let issuer = state.config.issuer_str();
-    let algs: Vec<&str> = state
+    // ID tokens are signed with the keys the deployment keeps (configuration).
+    let id_token_algs: Vec<&str> = state
         .keys
         .algorithms()
         .into_iter()
         .filter(|a| a.is_asymmetric())
         .map(Algorithm::as_str)
         .collect();
+    let auth_methods: Vec<&str> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();
+    let confidential_methods: Vec<&str> = AuthMethod::ALL
+        .iter()
+        .filter(|m| m.is_confidential())
+        .map(|m| m.as_str())
+        .collect();
+    let assertion_algs: Vec<&str> = clients::assertion_algorithms()
+        .map(Algorithm::as_str)
+        .collect();
+    let scopes: Vec<&str> = SCOPE_CLAIMS.iter().map(|(scope, _)| *scope).collect();
+    let mut claims: Vec<&str> = Vec::new();
+    for claim in SCOPE_CLAIMS
+        .iter()
+        .flat_map(|(_, claims)| claims.iter())
+        .chain(ID_TOKEN_CLAIMS)
+    {
+        if !claims.contains(claim) {
+            claims.push(claim);
+        }
+    }
+    let response_modes: Vec<&str> = ResponseMode::ALL.iter().map(|m| m.as_str()).collect();
     json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
@@ -172,20 +223,24 @@ pub fn metadata(state: &AppState) -> Value {
         "device_authorization_endpoint": format!("{issuer}/oauth2/device_authorization"),
         // Not a registered metadata name: Latchkey's revocation feed (docs/revocation-feed.md).
         "revocation_feed_endpoint": format!("{issuer}/oauth2/revocations/stream"),
-        "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"],
+        "scopes_supported": scopes,
+        "response_types_supported": RESPONSE_TYPES,
+        "response_modes_supported": response_modes,
+        "grant_types_supported": clients::GRANT_TYPES,
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": algs,
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "code_challenge_methods_supported": ["S256"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "at_hash", "name", "email", "email_verified", "updated_at"],
-        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "id_token_signing_alg_values_supported": id_token_algs,
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_methods_supported": confidential_methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "code_challenge_methods_supported": crate::oauth::pkce::METHODS,
+        "claims_supported": claims,
+        "prompt_values_supported": PROMPT_VALUES,
         "acr_values_supported": [ACR_SINGLE_FACTOR, ACR_MULTI_FACTOR],
         "authorization_response_iss_parameter_supported": true,
+        // Request objects and the claims parameter are not implemented.
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,

@@ -122,7 +122,7 @@ pub async fn login_submit(
         .map_err(fail_page)?;
     }
     let next = safe_next(form.next.as_deref());
-    let email = match Email::parse(&form.email) {
+    let email = match Email::for_lookup(&form.email) {
         Ok(email) => email,
         Err(e) if is_json => return Err(HttpError::bad_request(format!("email: {e}"))),
         Err(e) => {

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
 use crate::app::AppState;
+use crate::http::client::Caller;
 use crate::oauth::clients::{self, Client, ClientCredentials};
 use crate::oauth::grants;
 use crate::oauth::scope::Scope;
@@ -224,12 +225,10 @@ pub async fn token(
     let grant_type = form.require("grant_type")?;
     let client = authenticate(&state, &headers, &form, "/oauth2/token").await?;
     if let Err(retry_after) = state.token_rate.check(&client.id, state.clock.now()) {
-        let mut e = OAuthError::invalid_request(format!(
-            "too many token requests from this client; retry in {retry_after} s"
+        return Err(OAuthError::rate_limited(
+            "token requests from this client",
+            retry_after,
         ));
-        e.extension = Some("too_many_requests".into());
-        e.retry_after = Some(retry_after);
-        return Err(e);
     }
     let response = match grant_type {
         "client_credentials" => {
@@ -314,14 +313,34 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     response
 }
 
-/// `POST /oauth2/device_authorization` (RFC 8628 §3.1).
+/// `POST /oauth2/device_authorization` (RFC 8628 §3.1). Each request may
+/// write a row, and public clients need no secret: requests are counted per
+/// IP address (before anything else, so a refused request writes nothing —
+/// not even a client assertion's `jti`) and per authenticated client.
 pub async fn device_authorization(
     State(state): State<AppState>,
+    Caller(origin): Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
+    let now = state.clock.now();
+    if let Err(retry_after) = state
+        .device_rate_per_ip
+        .check(&crate::throttle::ip_key(&origin.ip), now)
+    {
+        return Err(OAuthError::rate_limited(
+            "device authorization requests from this address",
+            retry_after,
+        ));
+    }
     let form = OAuthForm::parse(&headers, &body)?;
     let client = authenticate(&state, &headers, &form, "/oauth2/device_authorization").await?;
+    if let Err(retry_after) = state.device_rate_per_client.check(&client.id, now) {
+        return Err(OAuthError::rate_limited(
+            "device authorization requests from this client",
+            retry_after,
+        ));
+    }
     if !client.allows_grant(grants::device_code::GRANT_TYPE) {
         return Err(OAuthError::new(
             OAuthErrorCode::UnauthorizedClient,

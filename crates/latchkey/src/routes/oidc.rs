@@ -51,18 +51,26 @@ pub(crate) fn bearer_error(status: StatusCode, error: &str, description: &str) -
     response
 }
 
+/// The bearer token of `Authorization: Bearer <token>` (RFC 6750 §2.1; the
+/// scheme is case-insensitive, RFC 7235 §2.1): `Ok(None)` without the header
+/// or with another scheme, `Err` for a malformed or repeated one. The
+/// server's bearer endpoints and `latchkey-verify` share this one parser.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
+    use latchkey_verify::bearer::BearerError;
+    latchkey_verify::bearer::bearer_token(headers).map_err(|e| match e {
+        BearerError::Repeated => "send one Authorization header",
+        BearerError::Malformed => "the Authorization header must be 'Bearer <token>'",
+    })
+}
+
 /// `GET|POST /oauth2/userinfo` with `Authorization: Bearer`.
 pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-    else {
-        return bearer_error(StatusCode::UNAUTHORIZED, "", "an access token is required");
+    let token = match bearer_token(&headers) {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            return bearer_error(StatusCode::UNAUTHORIZED, "", "an access token is required")
+        }
+        Err(message) => return bearer_error(StatusCode::BAD_REQUEST, "invalid_request", message),
     };
     let info = match crate::tokens::introspect(&state, None, token, Some("access_token")).await {
         Ok(i) => i,

@@ -22,39 +22,13 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{broadcast, watch};
 
-use super::oidc::bearer_error;
+use super::oidc::{bearer_error, bearer_token};
 use crate::app::AppState;
 use crate::revocation::feed::{self, Published, ReaderError, Subscription};
 use crate::revocation::FEED_SCOPE;
 
 /// What the client is told to wait before reconnecting (milliseconds).
 const RETRY_MS: u64 = 1000;
-
-/// The bearer token of `Authorization: Bearer <token>` (RFC 6750 §2.1):
-/// `Ok(None)` without the header, `Err` for a malformed or repeated one.
-fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err("send one Authorization header");
-    }
-    let value = value
-        .to_str()
-        .map_err(|_| "the Authorization header is not ASCII")?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or("use Authorization: Bearer <token>")?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(None);
-    }
-    let token = token.trim_start_matches(' ');
-    if token.is_empty() || token.contains(char::is_whitespace) {
-        return Err("the bearer token is malformed");
-    }
-    Ok(Some(token))
-}
 
 /// `Last-Event-ID`: absent, or one decimal sequence number.
 fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ()> {

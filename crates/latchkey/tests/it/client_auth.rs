@@ -24,6 +24,8 @@ async fn key_client(app: &TestApp) -> (String, SigningKey) {
         signing_algorithm: None,
         first_party: false,
         backchannel_logout_uri: None,
+        jwks: None,
+        require_pkce: true,
     };
     let (client, _) = clients::create(&app.state.pool, new, now)
         .await

@@ -484,6 +484,8 @@ async fn mfa_client(app: &TestApp) -> String {
         signing_algorithm: None,
         first_party: true,
         backchannel_logout_uri: None,
+        jwks: None,
+        require_pkce: true,
     };
     let (client, _) = clients::create(&app.state.pool, new, now)
         .await

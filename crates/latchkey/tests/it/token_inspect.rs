@@ -21,6 +21,8 @@ async fn access_token(app: &TestApp) -> String {
         signing_algorithm: None,
         first_party: false,
         backchannel_logout_uri: None,
+        jwks: None,
+        require_pkce: true,
     };
     let (client, secret) = clients::create(&app.state.pool, new, app.clock.now_secs())
         .await

@@ -58,6 +58,8 @@ pub(crate) fn client_spec(
         signing_algorithm: None,
         first_party: false,
         backchannel_logout_uri: None,
+        jwks: None,
+        require_pkce: true,
     }
 }
 

@@ -1,4 +1,6 @@
-//! `authorization_code` (RFC 6749 §4.1.3, OAuth 2.1) with mandatory PKCE.
+//! `authorization_code` (RFC 6749 §4.1.3, OAuth 2.1) with mandatory PKCE
+//! (a confidential client's opt-out and the downgrade protection are
+//! `oauth::pkce::check_at_token`).
 //!
 //! The code is claimed atomically before anything else; a second use is a
 //! replay: it fails with `invalid_grant` **and** revokes what the code
@@ -21,6 +23,7 @@ use crate::crypto::SecretToken;
 use crate::identity;
 use crate::oauth::authorize::{self, IssuedFromCode, Redemption};
 use crate::oauth::clients::Client;
+use crate::oauth::pkce::{self, PkcePolicy, TokenPkceError};
 use crate::oauth::{OAuthError, OAuthErrorCode};
 use crate::policy;
 use crate::revocation::{Cause, Initiator};
@@ -75,15 +78,29 @@ pub async fn grant(
             "redirect_uri does not match the authorization request",
         ));
     }
-    let Some(verifier) = verifier else {
-        return Err(OAuthError::invalid_request(
-            "code_verifier is required (PKCE)",
-        ));
-    };
-    if !redeemed.challenge.verify(verifier) {
-        return Err(OAuthError::invalid_grant(
-            "code_verifier does not match the code_challenge",
-        ));
+    let policy = PkcePolicy::of(client.confidential, client.require_pkce);
+    match pkce::check_at_token(policy, redeemed.challenge.as_ref(), verifier) {
+        Ok(()) => {}
+        Err(TokenPkceError::VerifierMissing) => {
+            return Err(OAuthError::invalid_request(
+                "code_verifier is required (PKCE)",
+            ))
+        }
+        Err(TokenPkceError::Mismatch) => {
+            return Err(OAuthError::invalid_grant(
+                "code_verifier does not match the code_challenge",
+            ))
+        }
+        Err(TokenPkceError::Downgrade) => {
+            return Err(OAuthError::invalid_grant(
+                "a code_verifier was sent but the authorization request had no code_challenge",
+            ))
+        }
+        Err(TokenPkceError::NoLongerAllowed) => {
+            return Err(OAuthError::invalid_grant(
+                "the code was issued without PKCE, which this client may no longer do",
+            ))
+        }
     }
     // The client's policy, again: it may have changed since the code was
     // issued (nobody can be asked to sign in again here).
