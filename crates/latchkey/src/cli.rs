@@ -591,7 +591,7 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         }
         UserAction::Disable { user } => {
             let found = identity::find(&pool, &user).await?;
-            let ended = identity::set_disabled(&pool, &found.id, true, now).await?;
+            let ended = crate::cascade::set_user_disabled(&pool, &found.id, true, now).await?;
             audit::record(
                 &pool,
                 EventKind::UserDisabled,
@@ -603,7 +603,7 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         }
         UserAction::Enable { user } => {
             let found = identity::find(&pool, &user).await?;
-            identity::set_disabled(&pool, &found.id, false, now).await?;
+            crate::cascade::set_user_disabled(&pool, &found.id, false, now).await?;
             audit::record(
                 &pool,
                 EventKind::UserEnabled,
@@ -615,7 +615,7 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         }
         UserAction::Delete { user } => {
             let found = identity::find(&pool, &user).await?;
-            identity::delete(&pool, &found.id, now).await?;
+            crate::cascade::delete_user(&pool, &found.id, now).await?;
             audit::record(
                 &pool,
                 EventKind::UserDeleted,
@@ -629,7 +629,8 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
             let found = identity::find(&pool, &user).await?;
             let cause = Cause::new(now, Initiator::Admin, "second factors reset by an operator");
             // One transaction: factors removed, sessions ended, events recorded.
-            let ended = crate::mfa::reset_all_and_end_sessions(&pool, &found.id, &cause).await?;
+            let ended =
+                crate::cascade::reset_mfa_and_end_sessions(&pool, &found.id, &cause).await?;
             audit::record(
                 &pool,
                 EventKind::MfaReset,
@@ -652,7 +653,7 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
                 Initiator::Admin,
                 "signed out everywhere by an operator",
             );
-            let ended = crate::session::revoke_all(&pool, &found.id, &cause).await?;
+            let ended = crate::cascade::revoke_all_sessions(&pool, &found.id, &cause).await?;
             audit::record(
                 &pool,
                 EventKind::SessionRevoked,

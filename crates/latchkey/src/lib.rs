@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod cascade;
 pub mod cli;
 pub mod cli_admin;
 pub mod clock;

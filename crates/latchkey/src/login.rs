@@ -262,7 +262,7 @@ pub async fn change_password(
     identity::replace_password_hash(&state.pool, &user.id, None, &hash, now).await?;
     let ended = if end_other_sessions {
         let cause = Cause::at(state, Initiator::User, "password changed");
-        session::revoke_others(&state.pool, &user.id, keep_session, &cause).await?
+        crate::cascade::revoke_other_sessions(&state.pool, &user.id, keep_session, &cause).await?
     } else {
         0
     };

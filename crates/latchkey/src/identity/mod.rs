@@ -5,8 +5,9 @@
 //! hashing, and bulk import of users with bcrypt hashes.
 //!
 //! Must not: know about HTTP, cookies or sessions (sessions reference users,
-//! not the other way round) — except that disabling and deleting a user end
-//! their sessions and record the revocation in the same transaction.
+//! not the other way round). Disabling and deleting a user also end their
+//! sessions: those transactions are composed in `cascade`, which calls the
+//! `_tx` primitives here.
 
 pub mod email;
 pub mod import;
@@ -20,7 +21,6 @@ pub use password::{Password, PasswordHasher, PasswordPolicy, PolicyViolations};
 pub use role::{Role, RoleError};
 
 use crate::clock::UnixTime;
-use crate::revocation::{Cause, Initiator};
 use crate::store::{Pool, StoreError, Tx};
 
 /// A user as stored. The password hash never leaves this module in a
@@ -248,67 +248,49 @@ pub async fn set_roles(
     Ok(())
 }
 
-/// Disables or enables a user. Disabling also ends every session of the user
-/// in the same transaction (a disabled user loses all sessions at once) and
-/// records a revocation event for every token issued to them until `now`.
-pub async fn set_disabled(
-    pool: &Pool,
+/// Sets the `disabled` flag inside a revoking transaction (`cascade`,
+/// which also ends the sessions); `false` if there is no such user.
+pub(crate) async fn set_disabled_tx(
+    tx: &mut Tx<'_>,
     user_id: &str,
     disabled: bool,
     now: UnixTime,
-) -> Result<u64, IdentityError> {
-    let mut tx = pool.begin().await?;
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1")
         .bind(user_id)
         .bind(i64::from(disabled))
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    if updated.rows_affected() == 0 {
-        return Err(IdentityError::UnknownUser(user_id.to_owned()));
-    }
-    let ended = if disabled {
-        let cause = Cause::new(now, Initiator::Admin, "user disabled");
-        crate::session::delete_all_for_user_tx(&mut tx, user_id, &cause)
-            .await?
-            .record_tx(&mut tx, &cause)
-            .await?
-    } else {
-        0
-    };
-    tx.commit().await?;
-    Ok(ended)
+    Ok(updated.rows_affected() == 1)
 }
 
-/// Deletes a user; roles and sessions go with it (foreign keys cascade, and
-/// sessions are deleted explicitly too so SQLite without FK enforcement
-/// agrees), and revocation events revoke every session of theirs and every
-/// token issued to them until `now`.
-pub async fn delete(pool: &Pool, user_id: &str, now: UnixTime) -> Result<(), IdentityError> {
-    let mut tx = pool.begin().await?;
-    // The users row first, as every revoking transaction does (lock order:
-    // see `session`); it also tells whether the user exists.
+/// Touches the `users` row — the first lock of every user-wide revoking
+/// transaction (`cascade`) — and tells whether the user exists.
+pub(crate) async fn touch_tx(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    now: UnixTime,
+) -> Result<bool, sqlx::Error> {
     let found = sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
         .bind(user_id)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    if found.rows_affected() == 0 {
-        return Err(IdentityError::UnknownUser(user_id.to_owned()));
-    }
-    let cause = Cause::new(now, Initiator::Admin, "user deleted");
-    let ended = crate::session::delete_all_for_user_tx(&mut tx, user_id, &cause).await?;
+    Ok(found.rows_affected() == 1)
+}
+
+/// Deletes the user's roles and row (`cascade::delete_user` ends their
+/// sessions first).
+pub(crate) async fn delete_rows_tx(tx: &mut Tx<'_>, user_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
         .bind(user_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(user_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    // The events last: the counter's row lock is held until commit.
-    ended.record_tx(&mut tx, &cause).await?;
-    tx.commit().await?;
     Ok(())
 }
 

@@ -20,7 +20,6 @@ use sqlx::Row as _;
 
 use crate::clock::UnixTime;
 use crate::crypto::{random_bytes, seal, unseal, SecretToken, TokenHash};
-use crate::revocation::Cause;
 use crate::store::{Pool, StoreError, Tx};
 
 pub const CHALLENGE_LIFETIME_SECS: i64 = 300;
@@ -218,7 +217,7 @@ pub async fn verify_totp(
 /// (which serve as second factors too) with their pending ceremonies — so a
 /// user who lost them can sign in with the password alone. Sessions are
 /// left alone: the operator's `latchkey user reset-mfa` uses
-/// [`reset_all_and_end_sessions`].
+/// `cascade::reset_mfa_and_end_sessions`.
 pub async fn reset_all(pool: &Pool, user_id: &str) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     reset_all_tx(&mut tx, user_id).await?;
@@ -226,36 +225,9 @@ pub async fn reset_all(pool: &Pool, user_id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `latchkey user reset-mfa`: removes every second factor ([`reset_all`])
-/// **and** ends every session of the user, with their refresh families and
-/// the revocation events, all in one transaction — a failure leaves the
-/// factors and the sessions as they were. Returns the sessions ended.
-pub async fn reset_all_and_end_sessions(
-    pool: &Pool,
-    user_id: &str,
-    cause: &Cause,
-) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
-    // The users row first (as `identity::delete` and `set_disabled` do, so
-    // two revocations of one user queue on it instead of deadlocking), then
-    // the user's own rows, families and sessions, events last (the lock
-    // order in `session`).
-    sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
-        .bind(user_id)
-        .bind(cause.now)
-        .execute(&mut *tx)
-        .await?;
-    reset_all_tx(&mut tx, user_id).await?;
-    let ended = crate::session::delete_all_for_user_tx(&mut tx, user_id, cause)
-        .await?
-        .record_tx(&mut tx, cause)
-        .await?;
-    tx.commit().await?;
-    cause.committed();
-    Ok(ended)
-}
-
-async fn reset_all_tx(tx: &mut Tx<'_>, user_id: &str) -> Result<(), sqlx::Error> {
+/// The deletes of [`reset_all`], inside a transaction (`cascade` also ends
+/// the sessions with it for `latchkey user reset-mfa`).
+pub(crate) async fn reset_all_tx(tx: &mut Tx<'_>, user_id: &str) -> Result<(), sqlx::Error> {
     for table in [
         "totp_credentials",
         "recovery_codes",

@@ -134,7 +134,7 @@ pub async fn revoke_session(
 ) -> Result<Response, HttpError> {
     check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
     let cause = Cause::at(&state, Initiator::User, "session revoked by its user");
-    if !session::revoke(&state.pool, &who.user.id, &handle, &cause).await? {
+    if !crate::cascade::revoke_session(&state.pool, &who.user.id, &handle, &cause).await? {
         let e = HttpError::json(
             StatusCode::NOT_FOUND,
             "unknown_session",
@@ -176,8 +176,13 @@ pub async fn revoke_others(
 ) -> Result<Response, HttpError> {
     check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
     let cause = Cause::at(&state, Initiator::User, "signed out of other sessions");
-    let ended =
-        session::revoke_others(&state.pool, &who.user.id, &who.session.handle, &cause).await?;
+    let ended = crate::cascade::revoke_other_sessions(
+        &state.pool,
+        &who.user.id,
+        &who.session.handle,
+        &cause,
+    )
+    .await?;
     let event = Event {
         actor: who.user.id.clone(),
         subject: who.user.id.clone(),

@@ -245,7 +245,7 @@ pub async fn logout(
     )
     .map_err(|e| if is_json { e } else { e.as_page() })?;
     let cause = Cause::at(&state, Initiator::User, "signed out");
-    if let Some(session) = crate::session::end(&state.pool, &token, &cause).await? {
+    if let Some(session) = crate::cascade::end_session(&state.pool, &token, &cause).await? {
         let event = crate::audit::Event {
             actor: session.user_id.clone(),
             subject: session.user_id.clone(),
@@ -283,7 +283,7 @@ pub(crate) async fn finish_sign_in(
     let https = state.config.is_https();
     if let Some(previous) = session_token(headers, https) {
         let cause = Cause::at(state, Initiator::User, "signed in again in this browser");
-        crate::session::end(&state.pool, &previous, &cause).await?;
+        crate::cascade::end_session(&state.pool, &previous, &cause).await?;
     }
     let jar = jar.add(session_cookie(&success.token, https));
     if is_json {

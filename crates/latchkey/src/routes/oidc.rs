@@ -247,7 +247,7 @@ pub async fn logout(
                 crate::revocation::Initiator::User,
                 "signed out (RP-initiated)",
             );
-            match crate::session::end(&state.pool, &token, &cause).await {
+            match crate::cascade::end_session(&state.pool, &token, &cause).await {
                 Ok(_) => {
                     let _ = audit::record(
                         &state.pool,

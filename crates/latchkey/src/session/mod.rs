@@ -8,29 +8,10 @@
 //! database dump yields no usable cookie. Signing out deletes the row: the
 //! old cookie is dead at once, on every instance.
 //!
-//! Architecture invariant: ending a session on purpose (sign-out, revocation,
-//! disabling or deleting the user) also revokes the refresh-token families
-//! that came from it, deletes its opaque access tokens and records a
-//! revocation event for the feed (`revocation`), all in the same
-//! transaction; every such function takes the [`Cause`] of the revocation.
-//! Every ended session gets its own [`Revoked::Session`] event, also when a
-//! user-wide [`Revoked::Subject`] event is recorded with it: the subject
-//! event only covers tokens with `iat <=` its time, which a token minted by
-//! an instance whose clock runs ahead can escape; its `sid` cannot. A
-//! session that merely expires, or is evicted by the per-user limit, does
-//! not: its refresh tokens keep their own idle and absolute limits, so its
-//! access tokens stay valid until they expire.
-//!
-//! Architecture invariant — **lock order of revoking transactions**. So that
-//! two revocations running at once on PostgreSQL cannot deadlock, every
-//! transaction that revokes touches rows in this order: the `users` row (if
-//! it changes it) and the user's own rows (second factors, roles), then
-//! `refresh_tokens`, then `refresh_families`, then `sessions`, then
-//! `opaque_access_tokens` / `revoked_access_tokens`, and **last** the
-//! revocation events (`revocation::record_tx`, whose counter row lock is held
-//! until commit). Functions here therefore revoke a session's families
-//! *before* deleting the session row, and hand back the events still to be
-//! recorded ([`Ended`]) instead of recording them in the middle.
+//! Ending a session on purpose (sign-out, revocation, disabling or deleting
+//! the user) is a revoking transaction composed in `cascade`, which owns the
+//! lock order; this module holds the row-level primitives it calls
+//! (`delete_*_tx`), which touch the `sessions` table only.
 //!
 //! Must not: know about HTTP or cookies (the `http` module carries the token
 //! in a cookie); decide who may sign in (that is the login flow's job).
@@ -41,9 +22,7 @@ use crate::clock::{Moment, UnixMillis, UnixTime};
 use crate::config::SessionConfig;
 use crate::crypto::{SecretToken, TokenHash};
 use crate::identity::{self, User};
-use crate::revocation::{self, Cause, Revoked};
 use crate::store::{Pool, StoreError, Tx};
-use crate::tokens::refresh::{revoke_for_sessions_tx, SessionSelector};
 
 /// How a session was authenticated (RFC 8176 `amr` values) and when.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -254,125 +233,63 @@ async fn delete_by_hash(pool: &Pool, id_hash: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Ends the session behind a cookie value (sign-out). Returns whether one existed.
-pub async fn end(
-    pool: &Pool,
-    token: &SecretToken,
-    cause: &Cause,
-) -> Result<Option<Session>, StoreError> {
-    let hash = token.hash();
-    let mut tx = pool.begin().await?;
-    // Its refresh families first (the lock order above); this is also the
-    // write that comes first, as SQLite needs (a transaction that reads and
-    // then writes fails at once when another write commits in between).
-    revoke_for_sessions_tx(
-        &mut tx,
-        SessionSelector::IdHash(hash.as_str()),
-        &cause.reason,
-        cause.now,
-    )
-    .await?;
+/// Deletes the session whose id (the cookie value) hashes to `id_hash`
+/// inside a revoking transaction (`cascade`); returns it if it existed.
+pub(crate) async fn delete_by_id_hash_tx(
+    tx: &mut Tx<'_>,
+    id_hash: &str,
+) -> Result<Option<Session>, sqlx::Error> {
     let row = sqlx::query(&format!(
         "DELETE FROM sessions WHERE id_hash = $1 RETURNING {SESSION_COLUMNS}"
     ))
-    .bind(hash.as_str())
-    .fetch_optional(&mut *tx)
+    .bind(id_hash)
+    .fetch_optional(&mut **tx)
     .await?;
-    // No such session: nothing to revoke (dropping `tx` rolls back).
-    let Some(row) = row else { return Ok(None) };
-    let session = session_from_row(&row)?;
-    crate::tokens::delete_opaque_of_session_tx(&mut tx, &session.handle).await?;
-    Ended::sessions(&session.user_id, vec![session.handle.clone()])
-        .record_tx(&mut tx, cause)
-        .await?;
-    tx.commit().await?;
-    cause.committed();
-    Ok(Some(session))
+    row.as_ref().map(session_from_row).transpose()
 }
 
-/// Sessions ended inside a revoking transaction whose revocation events are
-/// still to be recorded. [`Ended::record_tx`] records them and must be the
-/// last thing the transaction does (see the lock order above).
-#[must_use = "record the revocation events with `record_tx`, last, before commit"]
-#[derive(Debug)]
-pub(crate) struct Ended {
-    user_id: String,
-    handles: Vec<String>,
-    /// Sessions already gone (expired) whose refresh families were revoked
-    /// now: tokens those families minted carry these `sid`s. Recorded as
-    /// session events, not counted as sessions ended.
-    orphan_sids: Vec<String>,
-    /// Also record the user-wide event (every token of the user issued until now).
-    user_wide: bool,
-}
-
-impl Ended {
-    fn sessions(user_id: &str, handles: Vec<String>) -> Ended {
-        Ended {
-            user_id: user_id.to_owned(),
-            handles,
-            orphan_sids: Vec::new(),
-            user_wide: false,
-        }
-    }
-
-    /// How many session rows were deleted.
-    pub(crate) fn count(&self) -> u64 {
-        self.handles.len() as u64
-    }
-
-    /// Records one [`Revoked::Session`] event per ended session, then the
-    /// [`Revoked::Subject`] event if the revocation is user-wide. Last
-    /// statements of the transaction: the caller commits right after.
-    pub(crate) async fn record_tx(
-        self,
-        tx: &mut Tx<'_>,
-        cause: &Cause,
-    ) -> Result<u64, sqlx::Error> {
-        for handle in self.handles.iter().chain(&self.orphan_sids) {
-            let revoked = Revoked::Session {
-                subject: self.user_id.clone(),
-                session_id: handle.clone(),
-            };
-            revocation::record_tx(tx, &revoked, cause).await?;
-        }
-        if self.user_wide {
-            let revoked = Revoked::Subject {
-                subject: self.user_id.clone(),
-            };
-            revocation::record_tx(tx, &revoked, cause).await?;
-        }
-        Ok(self.count())
-    }
-}
-
-/// Ends the session `handle` of `user_id` inside a revoking transaction, in
-/// the lock order: its refresh families, the session row, its opaque access
-/// tokens. The returned [`Ended`] names the session whether or not its row
-/// still existed (the `bool` says whether it did): a session that already
-/// expired can still have live tokens carrying its `sid`.
-pub(crate) async fn end_by_handle_tx(
+/// Deletes the session `handle` if it is `user_id`'s; whether it existed.
+pub(crate) async fn delete_by_handle_tx(
     tx: &mut Tx<'_>,
     user_id: &str,
     handle: &str,
-    cause: &Cause,
-) -> Result<(Ended, bool), sqlx::Error> {
-    revoke_for_sessions_tx(
-        tx,
-        SessionSelector::Handle(handle),
-        &cause.reason,
-        cause.now,
+) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM sessions WHERE handle = $1 AND user_id = $2")
+            .bind(handle)
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+            == 1,
     )
-    .await?;
-    let deleted = sqlx::query("DELETE FROM sessions WHERE handle = $1 AND user_id = $2")
-        .bind(handle)
+}
+
+/// Deletes every session of `user_id` but `keep_handle`; their handles.
+pub(crate) async fn delete_others_tx(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    keep_handle: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows =
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2 RETURNING handle")
+            .bind(user_id)
+            .bind(keep_handle)
+            .fetch_all(&mut **tx)
+            .await?;
+    rows.iter().map(|row| row.try_get("handle")).collect()
+}
+
+/// Deletes every session of `user_id`; their handles.
+pub(crate) async fn delete_all_of_user_tx(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("DELETE FROM sessions WHERE user_id = $1 RETURNING handle")
         .bind(user_id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-        == 1;
-    crate::tokens::delete_opaque_of_session_tx(tx, handle).await?;
-    Ok((Ended::sessions(user_id, vec![handle.to_owned()]), deleted))
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(|row| row.try_get("handle")).collect()
 }
 
 /// The user's live sessions, newest first.
@@ -395,117 +312,6 @@ pub async fn list_for_user(
         .iter()
         .map(session_from_row)
         .collect::<Result<_, _>>()?)
-}
-
-/// Ends one of the user's sessions by handle (and its refresh families);
-/// `false` if it is not theirs.
-pub async fn revoke(
-    pool: &Pool,
-    user_id: &str,
-    handle: &str,
-    cause: &Cause,
-) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
-    let (ended, deleted) = end_by_handle_tx(&mut tx, user_id, handle, cause).await?;
-    if !deleted {
-        // Not theirs (or gone): dropping `tx` rolls the family update back.
-        return Ok(false);
-    }
-    ended.record_tx(&mut tx, cause).await?;
-    tx.commit().await?;
-    cause.committed();
-    Ok(true)
-}
-
-/// Ends every session of the user except `keep_handle` (one revocation event
-/// per ended session: the kept session's tokens stay valid).
-pub async fn revoke_others(
-    pool: &Pool,
-    user_id: &str,
-    keep_handle: &str,
-    cause: &Cause,
-) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
-    // Families first (the lock order above); those of sessions that
-    // already expired go too.
-    let family_sids = crate::tokens::refresh::revoke_for_user_tx(
-        &mut tx,
-        user_id,
-        Some(keep_handle),
-        &cause.reason,
-        cause.now,
-    )
-    .await?;
-    let ended =
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND handle <> $2 RETURNING handle")
-            .bind(user_id)
-            .bind(keep_handle)
-            .fetch_all(&mut *tx)
-            .await?;
-    let handles: Vec<String> = ended
-        .iter()
-        .map(|row| row.try_get("handle"))
-        .collect::<Result<_, _>>()?;
-    for handle in &handles {
-        crate::tokens::delete_opaque_of_session_tx(&mut tx, handle).await?;
-    }
-    let mut ended = Ended::sessions(user_id, handles);
-    ended.orphan_sids = orphans(family_sids, &ended.handles);
-    let n = ended.record_tx(&mut tx, cause).await?;
-    tx.commit().await?;
-    cause.committed();
-    Ok(n)
-}
-
-/// Ends every session of the user (CLI `user logout-all`): one revocation
-/// event per ended session plus one user-wide event, so every token of the
-/// user issued until now is revoked.
-pub async fn revoke_all(pool: &Pool, user_id: &str, cause: &Cause) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
-    let n = delete_all_for_user_tx(&mut tx, user_id, cause)
-        .await?
-        .record_tx(&mut tx, cause)
-        .await?;
-    tx.commit().await?;
-    cause.committed();
-    Ok(n)
-}
-
-/// Revokes every refresh family of the user, deletes every session of the
-/// user and their opaque access tokens (in the lock order above). The
-/// returned [`Ended`] records one event per deleted session and the
-/// user-wide event: the caller records it last, after any other write.
-pub(crate) async fn delete_all_for_user_tx(
-    tx: &mut Tx<'_>,
-    user_id: &str,
-    cause: &Cause,
-) -> Result<Ended, sqlx::Error> {
-    let family_sids =
-        crate::tokens::refresh::revoke_for_user_tx(tx, user_id, None, &cause.reason, cause.now)
-            .await?;
-    let rows = sqlx::query("DELETE FROM sessions WHERE user_id = $1 RETURNING handle")
-        .bind(user_id)
-        .fetch_all(&mut **tx)
-        .await?;
-    let handles: Vec<String> = rows
-        .iter()
-        .map(|row| row.try_get("handle"))
-        .collect::<Result<_, _>>()?;
-    crate::tokens::delete_opaque_of_subject_tx(tx, user_id).await?;
-    Ok(Ended {
-        user_id: user_id.to_owned(),
-        orphan_sids: orphans(family_sids, &handles),
-        handles,
-        user_wide: true,
-    })
-}
-
-/// The `sid`s of revoked families whose session was not among those deleted.
-fn orphans(family_sids: Vec<String>, deleted: &[String]) -> Vec<String> {
-    family_sids
-        .into_iter()
-        .filter(|sid| !deleted.contains(sid))
-        .collect()
 }
 
 /// Deletes sessions past their absolute or idle end (background task).

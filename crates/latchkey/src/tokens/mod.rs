@@ -264,7 +264,7 @@ pub async fn deny_jti(
 }
 
 impl DeniedToken<'_> {
-    fn revoked(&self) -> Revoked {
+    pub(crate) fn revoked(&self) -> Revoked {
         Revoked::Token {
             subject: self.subject.to_owned(),
             jti: self.jti.to_owned(),
@@ -275,7 +275,7 @@ impl DeniedToken<'_> {
 
 /// The denylist insert of [`deny_jti`]; `true` if the `jti` was not denied
 /// yet (the caller then records its event, last).
-async fn deny_jti_tx(
+pub(crate) async fn deny_jti_tx(
     tx: &mut Tx<'_>,
     token: DeniedToken<'_>,
     leeway_secs: i64,
@@ -302,79 +302,7 @@ pub struct CodeIssue<'a> {
     pub access_token: Option<DeniedToken<'a>>,
 }
 
-/// Revokes everything a replayed authorization code issued (invariant 7),
-/// in **one** transaction: the refresh family; the sign-in session the
-/// family (and so every access token minted by refreshing it, all carrying
-/// that `sid`) belongs to — ended like on refresh-token reuse, with its
-/// other families and opaque tokens; the first access token's `jti` on the
-/// denylist; and, last, the revocation events (a session event, a token
-/// event). JWT access tokens are not tracked per family, so the session
-/// event is what reaches the ones minted by refreshing.
-///
-/// A second replay records nothing new: the session event is recorded when
-/// this call revokes the family or ends the session, the token event when
-/// it denies the `jti`. Returns what this call revoked (for the audit log).
-pub async fn revoke_code_issue(
-    pool: &Pool,
-    issue: CodeIssue<'_>,
-    leeway_secs: i64,
-    cause: &Cause,
-) -> Result<CodeIssueRevoked, StoreError> {
-    let mut tx = pool.begin().await?;
-    // Lock order (see `session`): families, sessions, opaque and denied
-    // tokens, events last.
-    let mut ended = None;
-    let mut revoked = CodeIssueRevoked::default();
-    if let Some(family) = issue.family {
-        let newly_revoked = sqlx::query(
-            "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(family)
-        .bind(cause.now)
-        .bind(&cause.reason)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        revoked.family = newly_revoked;
-        let session_handle: Option<String> =
-            sqlx::query("SELECT session_handle FROM refresh_families WHERE id = $1")
-                .bind(family)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|row| row.try_get("session_handle"))
-                .transpose()?
-                .flatten();
-        if let Some(handle) = session_handle {
-            let (session, deleted) =
-                crate::session::end_by_handle_tx(&mut tx, issue.user_id, &handle, cause).await?;
-            if deleted {
-                revoked.session = Some(handle.clone());
-            }
-            if newly_revoked || deleted {
-                ended = Some(session);
-            }
-        }
-    }
-    let mut denied = None;
-    if let Some(token) = issue.access_token {
-        if deny_jti_tx(&mut tx, token, leeway_secs).await? {
-            denied = Some(token);
-        }
-    }
-    if let Some(ended) = ended {
-        ended.record_tx(&mut tx, cause).await?;
-    }
-    if let Some(token) = denied {
-        revocation::record_tx(&mut tx, &token.revoked(), cause).await?;
-        revoked.access_token = true;
-    }
-    tx.commit().await?;
-    cause.committed();
-    Ok(revoked)
-}
-
-/// What [`revoke_code_issue`] revoked (all `false`: it was revoked already).
+/// What `cascade::revoke_code_issue` revoked (all `false`: it was revoked already).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CodeIssueRevoked {
     /// The refresh family.

@@ -9,6 +9,8 @@
 //! such a race — is reuse: the whole family is revoked, the sign-in session it
 //! came from is ended (with a revocation event, so APIs following the feed
 //! refuse its access tokens at once), and the caller gets `invalid_grant`.
+//! That transaction is composed in `cascade::rotate_refresh_token`; this
+//! module holds the primitives on its own two tables.
 
 use sqlx::Row as _;
 
@@ -16,7 +18,6 @@ use crate::clock::UnixTime;
 use crate::config::TokenConfig;
 use crate::crypto::{SecretToken, TokenHash};
 use crate::oauth::scope::Scope;
-use crate::revocation::{Cause, Initiator};
 use crate::store::{Pool, StoreError, Tx};
 use crate::tokens::SignInClaims;
 
@@ -174,49 +175,56 @@ async fn load(tx: &mut Tx<'_>, token: &SecretToken) -> Result<Option<Presented>,
     }))
 }
 
-/// Rotates `presented` for `client_id`. `requested` may narrow the scope.
-pub async fn rotate(
-    pool: &Pool,
+/// What [`rotate_tx`] found; `cascade::rotate_refresh_token` commits it.
+#[derive(Debug)]
+pub enum Rotation {
+    /// Rotated: the transaction commits.
+    Rotated(Rotated),
+    /// Refused without touching anything: the transaction rolls back.
+    Refused(RefreshError),
+    /// The token was spent already: reuse. Unless the family was revoked
+    /// already, the caller revokes it and ends its session in the same
+    /// transaction, then commits.
+    Reused {
+        family: Family,
+        family_was_revoked: bool,
+    },
+}
+
+/// Rotates `presented` for `client_id` inside `tx` (`requested` may narrow
+/// the scope). Only `cascade::rotate_refresh_token` calls it: on reuse,
+/// what must be revoked reaches beyond this table.
+pub(crate) async fn rotate_tx(
+    tx: &mut Tx<'_>,
     config: &TokenConfig,
     presented: &SecretToken,
     client_id: &str,
     requested: Option<&Scope>,
     now: UnixTime,
-) -> Result<Rotated, RefreshError> {
-    let mut tx = pool.begin().await?;
+) -> Result<Rotation, sqlx::Error> {
     // First statement is the write: it takes the lock both engines need to
     // serialize concurrent uses of one token.
     let claimed =
         sqlx::query("UPDATE refresh_tokens SET spent_at = $2 WHERE hash = $1 AND spent_at IS NULL")
             .bind(presented.hash().as_str())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected()
             == 1;
-    let Some(found) = load(&mut tx, presented).await? else {
-        return Err(RefreshError::Invalid);
+    let Some(found) = load(tx, presented).await? else {
+        return Ok(Rotation::Refused(RefreshError::Invalid));
     };
     // Another client's token: refuse without touching it.
     if found.family.client_id != client_id {
-        tx.rollback().await?;
-        return Err(RefreshError::Invalid);
+        return Ok(Rotation::Refused(RefreshError::Invalid));
     }
     // `found` was read after our own UPDATE, so `found.spent` is always true
     // here; only `claimed` tells whether this request spent the token.
     if !claimed {
-        if !found.family_revoked {
-            revoke_family_tx(&mut tx, &found.family.id, "reuse", now).await?;
-            if let Some(handle) = &found.family.session_handle {
-                let cause = Cause::new(now, Initiator::Policy, "refresh token reuse");
-                end_session_tx(&mut tx, &found.family.user_id, handle, &cause).await?;
-            }
-        }
-        tx.commit().await?;
-        return Err(RefreshError::Reused {
-            family_id: found.family.id,
-            user_id: found.family.user_id,
-            session_handle: found.family.session_handle,
+        return Ok(Rotation::Reused {
+            family: found.family,
+            family_was_revoked: found.family_revoked,
         });
     }
     if found.family_revoked
@@ -224,56 +232,57 @@ pub async fn rotate(
         || found.idle_expires_at <= now
         || found.family.expires_at <= now
     {
-        tx.rollback().await?;
-        return Err(RefreshError::Invalid);
+        return Ok(Rotation::Refused(RefreshError::Invalid));
     }
     let scope = match requested {
         Some(r) if !r.is_empty() => {
             if !r.is_subset(&found.token_scope) {
-                tx.rollback().await?;
-                return Err(RefreshError::ScopeTooWide);
+                return Ok(Rotation::Refused(RefreshError::ScopeTooWide));
             }
             r.clone()
         }
         _ => found.token_scope.clone(),
     };
     let token = SecretToken::generate();
-    insert_token(&mut tx, &token, &found.family, &scope, config, now).await?;
-    tx.commit().await?;
-    Ok(Rotated {
+    insert_token(tx, &token, &found.family, &scope, config, now).await?;
+    Ok(Rotation::Rotated(Rotated {
         token,
         family: found.family,
         scope,
-    })
+    }))
 }
 
-async fn revoke_family_tx(
+/// Revokes one family (if it was live: `true`).
+pub(crate) async fn revoke_family_tx(
     tx: &mut Tx<'_>,
     family_id: &str,
     reason: &str,
     now: UnixTime,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL")
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL")
         .bind(family_id)
         .bind(now)
         .bind(reason)
         .execute(&mut **tx)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected()
+        == 1)
 }
 
-/// Ends a sign-in session and everything that came from it (its refresh
-/// families, its opaque access tokens, and — the revocation event, last —
-/// its JWT access tokens). The caller wakes the feed after commit.
-async fn end_session_tx(
+/// The sign-in session a family came from, if any.
+pub(crate) async fn session_of_family_tx(
     tx: &mut Tx<'_>,
-    user_id: &str,
-    session_handle: &str,
-    cause: &Cause,
-) -> Result<(), sqlx::Error> {
-    let (ended, _) = crate::session::end_by_handle_tx(tx, user_id, session_handle, cause).await?;
-    ended.record_tx(tx, cause).await?;
-    Ok(())
+    family_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    Ok(
+        sqlx::query("SELECT session_handle FROM refresh_families WHERE id = $1")
+            .bind(family_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| row.try_get("session_handle"))
+            .transpose()?
+            .flatten(),
+    )
 }
 
 /// Which sessions' families to revoke.

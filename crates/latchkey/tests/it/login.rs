@@ -82,7 +82,7 @@ backend_test!(
         let disabled = app
             .create_user("gone@example.com", "the real password", &[])
             .await;
-        latchkey::identity::set_disabled(&app.state.pool, &disabled.id, true, 0)
+        latchkey::cascade::set_user_disabled(&app.state.pool, &disabled.id, true, 0)
             .await
             .expect("disable");
 

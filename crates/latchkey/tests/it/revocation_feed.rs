@@ -320,7 +320,7 @@ backend_test!(
         let (second, _stop) = second_instance(&app).await;
         let mut on_second = FeedStream::open(&second, &token, Some("2")).await;
         on_second.until_synced().await;
-        let revoked = latchkey::session::revoke(
+        let revoked = latchkey::cascade::revoke_session(
             &app.state.pool,
             &cy.user_id,
             &cy.sid,
@@ -468,7 +468,7 @@ backend_test!(
 
         // `latchkey user logout-all` calls this.
         let cause = Cause::new(app.clock.now_secs(), Initiator::Admin, "logout-all");
-        latchkey::session::revoke_all(&app.state.pool, &one.user_id, &cause)
+        latchkey::cascade::revoke_all_sessions(&app.state.pool, &one.user_id, &cause)
             .await
             .expect("logout-all");
         refused_within_a_second(&api, &one.access_token, "logout-all, session 1").await;
@@ -482,7 +482,7 @@ backend_test!(
 
         // `latchkey user disable`.
         app.clock.advance(1);
-        latchkey::identity::set_disabled(
+        latchkey::cascade::set_user_disabled(
             &app.state.pool,
             &again.user_id,
             true,
@@ -493,7 +493,7 @@ backend_test!(
         refused_within_a_second(&api, &again.access_token, "disabled user").await;
 
         // `latchkey user delete`.
-        latchkey::identity::delete(&app.state.pool, &bob.user_id, app.clock.now_secs())
+        latchkey::cascade::delete_user(&app.state.pool, &bob.user_id, app.clock.now_secs())
             .await
             .expect("delete");
         refused_within_a_second(&api, &bob.access_token, "deleted user").await;

@@ -103,7 +103,7 @@ backend_test!(
         assert!(active(&app, &introspector, &ahead.access_token).await);
 
         let cause = Cause::new(app.clock.now_secs(), Initiator::Admin, "logout-all");
-        let ended = latchkey::session::revoke_all(&app.state.pool, &ahead.user_id, &cause)
+        let ended = latchkey::cascade::revoke_all_sessions(&app.state.pool, &ahead.user_id, &cause)
             .await
             .expect("logout-all");
         assert_eq!(ended, 2);
@@ -125,9 +125,14 @@ backend_test!(
         assert!(active(&app, &introspector, &bob.access_token).await);
 
         // `latchkey user disable`.
-        latchkey::identity::set_disabled(&app.state.pool, &bob.user_id, true, app.clock.now_secs())
-            .await
-            .expect("disable");
+        latchkey::cascade::set_user_disabled(
+            &app.state.pool,
+            &bob.user_id,
+            true,
+            app.clock.now_secs(),
+        )
+        .await
+        .expect("disable");
         let events = all_events(&app).await;
         assert_gapless(&events);
         assert_eq!(
@@ -142,7 +147,7 @@ backend_test!(
         // of the transaction, and there is one per session.
         let cy_one = sign_in(&app, &web, "cy@example.com", &[]).await;
         let cy_two = sign_in(&app, &web, "cy@example.com", &[]).await;
-        latchkey::identity::delete(&app.state.pool, &cy_one.user_id, app.clock.now_secs())
+        latchkey::cascade::delete_user(&app.state.pool, &cy_one.user_id, app.clock.now_secs())
             .await
             .expect("delete");
         let events = all_events(&app).await;
@@ -296,18 +301,20 @@ backend_test!(
         // What `latchkey user reset-mfa` calls, failing at its last statement.
         let cause = Cause::new(now, Initiator::Admin, "second factors reset by an operator");
         refuse_events(&app).await;
-        assert!(
-            latchkey::mfa::reset_all_and_end_sessions(&app.state.pool, &one.user_id, &cause)
-                .await
-                .is_err()
-        );
+        assert!(latchkey::cascade::reset_mfa_and_end_sessions(
+            &app.state.pool,
+            &one.user_id,
+            &cause
+        )
+        .await
+        .is_err());
         accept_events(&app).await;
         assert_eq!(codes_left().await, 10, "the factors are still there");
         assert_eq!(sessions().await, 2, "the sessions are still there");
         assert!(all_events(&app).await.is_empty());
 
         let ended =
-            latchkey::mfa::reset_all_and_end_sessions(&app.state.pool, &one.user_id, &cause)
+            latchkey::cascade::reset_mfa_and_end_sessions(&app.state.pool, &one.user_id, &cause)
                 .await
                 .expect("reset");
         assert_eq!(ended, 2);
@@ -431,7 +438,7 @@ async fn revoking_transactions_lock_families_before_sessions_on_postgres() {
     let (_, other) = session_with_family(&app, &web, &ada.id).await;
     let (pool, user_id) = (app.state.pool.clone(), ada.id.clone());
     assert_no_deadlock_against_the_lock_order(&app, &other, async move {
-        latchkey::session::revoke_others(&pool, &user_id, &keep, &cause())
+        latchkey::cascade::revoke_other_sessions(&pool, &user_id, &keep, &cause())
             .await
             .map(drop)
             .map_err(|e| e.to_string())
@@ -443,7 +450,7 @@ async fn revoking_transactions_lock_families_before_sessions_on_postgres() {
     let (_, sid) = session_with_family(&app, &web, &bob.id).await;
     let (pool, user_id, handle) = (app.state.pool.clone(), bob.id.clone(), sid.clone());
     assert_no_deadlock_against_the_lock_order(&app, &sid, async move {
-        latchkey::session::revoke(&pool, &user_id, &handle, &cause())
+        latchkey::cascade::revoke_session(&pool, &user_id, &handle, &cause())
             .await
             .map(drop)
             .map_err(|e| e.to_string())
@@ -455,7 +462,7 @@ async fn revoking_transactions_lock_families_before_sessions_on_postgres() {
     let (cookie, sid) = session_with_family(&app, &web, &cy.id).await;
     let pool = app.state.pool.clone();
     assert_no_deadlock_against_the_lock_order(&app, &sid, async move {
-        latchkey::session::end(&pool, &cookie, &cause())
+        latchkey::cascade::end_session(&pool, &cookie, &cause())
             .await
             .map(drop)
             .map_err(|e| e.to_string())
@@ -467,7 +474,7 @@ async fn revoking_transactions_lock_families_before_sessions_on_postgres() {
     let (_, sid) = session_with_family(&app, &web, &dee.id).await;
     let (pool, user_id) = (app.state.pool.clone(), dee.id.clone());
     assert_no_deadlock_against_the_lock_order(&app, &sid, async move {
-        latchkey::session::revoke_all(&pool, &user_id, &cause())
+        latchkey::cascade::revoke_all_sessions(&pool, &user_id, &cause())
             .await
             .map(drop)
             .map_err(|e| e.to_string())
@@ -525,7 +532,7 @@ backend_test!(
                 let pool = app.state.pool.clone();
                 tokio::spawn(async move {
                     let cause = Cause::new(now, Initiator::Admin, "concurrency test");
-                    latchkey::session::revoke(&pool, &user_id, &handle, &cause)
+                    latchkey::cascade::revoke_session(&pool, &user_id, &handle, &cause)
                         .await
                         .expect("revoke")
                 })
@@ -708,7 +715,7 @@ backend_test!(
             .await
             .expect("purge");
         let cause = Cause::new(app.clock.now_secs(), Initiator::Admin, "logout-all");
-        let ended = latchkey::session::revoke_all(&app.state.pool, &ada.user_id, &cause)
+        let ended = latchkey::cascade::revoke_all_sessions(&app.state.pool, &ada.user_id, &cause)
             .await
             .expect("logout-all");
         assert_eq!(ended, 0, "no session was left to end");

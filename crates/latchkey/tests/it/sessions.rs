@@ -458,10 +458,14 @@ backend_test!(
         let phone = signed_in(&app, "ada@example.com").await;
         let bob = signed_in(&app, "bob@example.com").await;
 
-        let ended =
-            latchkey::identity::set_disabled(&app.state.pool, &ada.id, true, app.clock.now_secs())
-                .await
-                .expect("disable");
+        let ended = latchkey::cascade::set_user_disabled(
+            &app.state.pool,
+            &ada.id,
+            true,
+            app.clock.now_secs(),
+        )
+        .await
+        .expect("disable");
         assert_eq!(ended, 2);
         // No clock movement: the very next request is refused.
         assert_eq!(sessions_status(&app, &laptop).await, 401);
@@ -475,7 +479,7 @@ backend_test!(
         assert_eq!(response.status(), 401);
 
         // Enabling the account again does not bring the old sessions back.
-        latchkey::identity::set_disabled(&app.state.pool, &ada.id, false, app.clock.now_secs())
+        latchkey::cascade::set_user_disabled(&app.state.pool, &ada.id, false, app.clock.now_secs())
             .await
             .expect("enable");
         assert_eq!(sessions_status(&app, &laptop).await, 401);
@@ -495,10 +499,13 @@ backend_test!(
         let bob = signed_in(&app, "bob@example.com").await;
 
         // What `latchkey user logout-all ada@example.com` calls.
-        let ended =
-            latchkey::session::revoke_all(&app.state.pool, &ada.id, &logout_all_cause(&app))
-                .await
-                .expect("revoke all");
+        let ended = latchkey::cascade::revoke_all_sessions(
+            &app.state.pool,
+            &ada.id,
+            &logout_all_cause(&app),
+        )
+        .await
+        .expect("revoke all");
         assert_eq!(ended, 2);
         assert_eq!(sessions_status(&app, &laptop).await, 401);
         assert_eq!(sessions_status(&app, &phone).await, 401);
@@ -512,7 +519,7 @@ backend_test!(
         let again = signed_in(&app, "ada@example.com").await;
         assert_eq!(sessions_of(&app, &again).await.len(), 1);
         // Nothing left to end is not an error.
-        latchkey::session::revoke_all(&app.state.pool, &ada.id, &logout_all_cause(&app))
+        latchkey::cascade::revoke_all_sessions(&app.state.pool, &ada.id, &logout_all_cause(&app))
             .await
             .expect("revoke all");
         assert_eq!(sessions_status(&app, &again).await, 401);

@@ -175,7 +175,7 @@ backend_test!(
         assert_eq!(count_rows(&app, roles_of, &ada.id).await, 2);
         assert_eq!(count_rows(&app, sessions_of, &ada.id).await, 2);
 
-        latchkey::identity::delete(&app.state.pool, &ada.id, app.clock.now_secs())
+        latchkey::cascade::delete_user(&app.state.pool, &ada.id, app.clock.now_secs())
             .await
             .expect("delete");
 
@@ -209,7 +209,7 @@ backend_test!(
         assert_eq!(r.status(), 200);
 
         // Deleting again: a clear error, nothing else removed.
-        let err = latchkey::identity::delete(&app.state.pool, &ada.id, app.clock.now_secs())
+        let err = latchkey::cascade::delete_user(&app.state.pool, &ada.id, app.clock.now_secs())
             .await
             .expect_err("already gone");
         assert!(

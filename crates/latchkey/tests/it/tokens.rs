@@ -1010,7 +1010,7 @@ backend_test!(disabled_user_cannot_refresh, |app: TestApp| async move {
     let web = web_client(&app, "read").await;
     let browser = sign_in(&app, "ada@example.com").await;
     let (token, family_id) = start_family(&app, &web, &browser, "read").await;
-    latchkey::identity::set_disabled(
+    latchkey::cascade::set_user_disabled(
         &app.state.pool,
         &browser.user_id,
         true,
@@ -1023,7 +1023,7 @@ backend_test!(disabled_user_cannot_refresh, |app: TestApp| async move {
         .assert_error(400, "invalid_grant", "disabled user");
     assert!(family_revoked(&app, &family_id).await);
     // Enabling the user again does not bring the old tokens back.
-    latchkey::identity::set_disabled(
+    latchkey::cascade::set_user_disabled(
         &app.state.pool,
         &browser.user_id,
         false,
@@ -1507,7 +1507,7 @@ backend_test!(
         assert_eq!(answer["sid"], browser.session_handle.as_str());
         assert_eq!(answer["roles"], json!(["staff"]));
 
-        latchkey::identity::set_disabled(
+        latchkey::cascade::set_user_disabled(
             &app.state.pool,
             &browser.user_id,
             true,

@@ -4,7 +4,7 @@
 //!
 //! The code is claimed atomically before anything else; a second use is a
 //! replay: it fails with `invalid_grant` **and** revokes what the code
-//! produced, in one transaction (`tokens::revoke_code_issue`): the refresh
+//! produced, in one transaction (`cascade::revoke_code_issue`): the refresh
 //! family, the sign-in session its tokens carry as `sid` (so access tokens
 //! minted later by refreshing the family are revoked too), and the first
 //! access token's `jti`.
@@ -165,10 +165,13 @@ async fn revoke(
             expires_at: issued.exp,
         }),
     };
-    Ok(
-        tokens::revoke_code_issue(&state.pool, issue, state.config.tokens.leeway_secs, &cause)
-            .await?,
+    Ok(crate::cascade::revoke_code_issue(
+        &state.pool,
+        issue,
+        state.config.tokens.leeway_secs,
+        &cause,
     )
+    .await?)
 }
 
 async fn audit_replay(

@@ -9,7 +9,7 @@ use crate::identity;
 use crate::oauth::clients::Client;
 use crate::oauth::scope::Scope;
 use crate::oauth::{OAuthError, OAuthErrorCode};
-use crate::tokens::refresh::{self, RefreshError};
+use crate::tokens::refresh::RefreshError;
 use crate::tokens::{self, AccessTokenSpec};
 
 pub async fn grant(
@@ -30,7 +30,7 @@ pub async fn grant(
         ));
     };
     let now = state.clock.now();
-    let rotated = match refresh::rotate(
+    let rotated = match crate::cascade::rotate_refresh_token(
         &state.pool,
         &state.config.tokens,
         &presented,
