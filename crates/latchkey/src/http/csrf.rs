@@ -8,11 +8,25 @@
 //!    user the binding is the session's id hash (server-side state); before
 //!    sign-in (the login form: login CSRF) it is a random value in the
 //!    `csrf` cookie, so an attacker cannot mint a token for the victim.
+//!
+//! Handlers do not check by hand: a signed-in state change takes
+//! [`CsrfForm<T>`] (form or JSON, errors in kind), [`CsrfPageForm<T>`] (a
+//! form whose errors are pages) or [`SessionCsrf`] (a JSON call with the
+//! `X-CSRF-Token` header and a body of its own), each of which authenticates
+//! the session and checks both rules before the handler runs; a form sent
+//! before sign-in calls [`check_anonymous`].
 
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
+use serde::de::DeserializeOwned;
 
+use super::auth::{SignedIn, SignedInUser};
+use super::body::FormOrJson;
 use super::error::HttpError;
+use crate::app::AppState;
 use crate::crypto::{b64url, constant_time_eq, hmac_sha256, SecretToken};
 
 /// What a token is bound to.
@@ -91,6 +105,148 @@ pub fn verify(
             "invalid CSRF token; reload the page and try again",
         ))
     }
+}
+
+/// A form or JSON body that carries the synchronizer token (`csrf_token`);
+/// a body without the field relies on the `X-CSRF-Token` header.
+pub trait CsrfField {
+    fn csrf_token(&self) -> Option<&str>;
+}
+
+/// Checks a signed-in user's state change: the origin rule and the token
+/// bound to their session (from the body, else the `X-CSRF-Token` header).
+fn verify_for_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    who: &SignedInUser,
+    submitted: Option<&str>,
+) -> Result<(), HttpError> {
+    verify(
+        headers,
+        &state.issuer_origin,
+        &state.csrf_key,
+        Binding::Session(&who.session.id_hash),
+        submitted,
+    )
+}
+
+/// The signed-in user's token for the forms of a page.
+pub fn session_token_for(state: &AppState, who: &SignedInUser) -> String {
+    token_for(&state.csrf_key, Binding::Session(&who.session.id_hash))
+}
+
+/// A signed-in state change whose body is a form or JSON: the session (as
+/// [`SignedIn`] finds it), the body, and `is_json` so the handler answers
+/// in kind. Rejected — a page for a form, JSON otherwise — when the origin
+/// or the token is wrong.
+pub struct CsrfForm<T> {
+    pub who: SignedInUser,
+    pub form: T,
+    pub is_json: bool,
+}
+
+impl<T> FromRequest<AppState> for CsrfForm<T>
+where
+    T: DeserializeOwned + CsrfField + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let SignedIn(who) = SignedIn::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let FormOrJson { value, is_json } =
+            FormOrJson::<T>::from_request(Request::from_parts(parts, body), state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        verify_for_session(state, &headers, &who, value.csrf_token())
+            .map_err(|e| if is_json { e } else { e.as_page() }.into_response())?;
+        Ok(CsrfForm {
+            who,
+            form: value,
+            is_json,
+        })
+    }
+}
+
+/// A signed-in state change from an HTML form only
+/// (`application/x-www-form-urlencoded`); every refusal is a page.
+pub struct CsrfPageForm<T> {
+    pub who: SignedInUser,
+    pub form: T,
+}
+
+impl<T> FromRequest<AppState> for CsrfPageForm<T>
+where
+    T: DeserializeOwned + CsrfField + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let SignedIn(who) = SignedIn::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let axum::Form(form) =
+            axum::Form::<T>::from_request(Request::from_parts(parts, body), state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        verify_for_session(state, &headers, &who, form.csrf_token())
+            .map_err(|e| e.as_page().into_response())?;
+        Ok(CsrfPageForm { who, form })
+    }
+}
+
+/// A signed-in JSON call that sends its token in `X-CSRF-Token` (the
+/// passkey ceremonies, whose bodies belong to WebAuthn). Refusals are JSON.
+pub struct SessionCsrf(pub SignedInUser);
+
+impl FromRequestParts<AppState> for SessionCsrf {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let SignedIn(who) = SignedIn::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        verify_for_session(state, &parts.headers, &who, None)
+            .map_err(IntoResponse::into_response)?;
+        Ok(SessionCsrf(who))
+    }
+}
+
+/// A form sent before sign-in (the sign-in form, the second step): the
+/// origin rule, and for a form the token bound to the visitor's anonymous
+/// `csrf` cookie. A JSON call (a script, which has no such cookie) is held
+/// to the origin rule only; it cannot be sent cross-site without CORS.
+/// Errors answer in kind.
+pub fn check_anonymous(
+    state: &AppState,
+    headers: &HeaderMap,
+    jar: &CookieJar,
+    submitted: Option<&str>,
+    is_json: bool,
+) -> Result<(), HttpError> {
+    if is_json {
+        return check_origin(headers, &state.issuer_origin);
+    }
+    let anon = jar
+        .get(cookie_name(state.config.is_https()))
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    verify(
+        headers,
+        &state.issuer_origin,
+        &state.csrf_key,
+        Binding::Anonymous(&anon),
+        submitted,
+    )
+    .map_err(HttpError::as_page)
 }
 
 #[cfg(test)]

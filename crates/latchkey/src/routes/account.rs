@@ -10,15 +10,14 @@ use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
 use crate::clock::format_utc;
 use crate::http::auth::{wants_html, SignedIn, SignedInUser};
-use crate::http::body::FormOrJson;
 use crate::http::client::Caller;
-use crate::http::csrf::{self, Binding};
+use crate::http::csrf::{self, CsrfField, CsrfForm, CsrfPageForm};
 use crate::http::HttpError;
 use crate::revocation::{Cause, Initiator};
 use crate::session;
 
 fn csrf_token(state: &AppState, who: &SignedInUser) -> String {
-    csrf::token_for(&state.csrf_key, Binding::Session(&who.session.id_hash))
+    csrf::session_token_for(state, who)
 }
 
 #[derive(serde::Serialize)]
@@ -99,40 +98,27 @@ pub async fn sessions_json(
 }
 
 #[derive(Deserialize)]
-pub struct CsrfForm {
+pub struct TokenOnly {
     csrf_token: Option<String>,
 }
 
-fn check_csrf(
-    state: &AppState,
-    headers: &HeaderMap,
-    who: &SignedInUser,
-    submitted: Option<&str>,
-    is_json: bool,
-) -> Result<(), HttpError> {
-    csrf::verify(
-        headers,
-        &state.issuer_origin,
-        &state.csrf_key,
-        Binding::Session(&who.session.id_hash),
-        submitted,
-    )
-    .map_err(|e| if is_json { e } else { e.as_page() })
+impl CsrfField for TokenOnly {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
 }
 
 /// `POST /account/sessions/{handle}/revoke`: ends one of the user's sessions.
 pub async fn revoke_session(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
     Caller(origin): Caller,
     Path(handle): Path<String>,
-    FormOrJson {
-        value: form,
+    CsrfForm {
+        who,
+        form: _,
         is_json,
-    }: FormOrJson<CsrfForm>,
+    }: CsrfForm<TokenOnly>,
 ) -> Result<Response, HttpError> {
-    check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
     let cause = Cause::at(&state, Initiator::User, "session revoked by its user");
     if !crate::cascade::revoke_session(&state.pool, &who.user.id, &handle, &cause).await? {
         let e = HttpError::json(
@@ -166,15 +152,13 @@ pub async fn revoke_session(
 /// `POST /account/sessions/revoke-others`: signs out everywhere else.
 pub async fn revoke_others(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
     Caller(origin): Caller,
-    FormOrJson {
-        value: form,
+    CsrfForm {
+        who,
+        form: _,
         is_json,
-    }: FormOrJson<CsrfForm>,
+    }: CsrfForm<TokenOnly>,
 ) -> Result<Response, HttpError> {
-    check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
     let cause = Cause::at(&state, Initiator::User, "signed out of other sessions");
     let ended = crate::cascade::revoke_other_sessions(
         &state.pool,
@@ -208,15 +192,13 @@ pub async fn revoke_others(
 /// (its refresh tokens for this user stop working too).
 pub async fn revoke_consent(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
     Path(client_id): Path<String>,
-    FormOrJson {
-        value: form,
+    CsrfForm {
+        who,
+        form: _,
         is_json,
-    }: FormOrJson<CsrfForm>,
+    }: CsrfForm<TokenOnly>,
 ) -> Result<Response, HttpError> {
-    check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), is_json)?;
     let now = state.clock.now();
     let cause = Cause::at(&state, Initiator::User, "consent withdrawn");
     if !crate::oauth::authorize::revoke_consent(&state.pool, &who.user.id, &client_id, &cause)
@@ -251,6 +233,12 @@ pub struct PasswordForm {
     end_other_sessions: Option<String>,
 }
 
+impl CsrfField for PasswordForm {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
+}
+
 fn password_page(
     state: &AppState,
     who: &SignedInUser,
@@ -279,12 +267,9 @@ pub async fn password_form(
 /// meet the policy; other sessions end unless the user unticks the box.
 pub async fn change_password(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
     Caller(origin): Caller,
-    axum::Form(form): axum::Form<PasswordForm>,
+    CsrfPageForm { who, form }: CsrfPageForm<PasswordForm>,
 ) -> Result<Response, HttpError> {
-    check_csrf(&state, &headers, &who, form.csrf_token.as_deref(), false)?;
     let end_others = form.end_other_sessions.is_some();
     let current = crate::identity::Password::new(form.current_password);
     let new = crate::identity::Password::new(form.new_password);

@@ -26,10 +26,7 @@ pub async fn admin_page(
             }
         })
         .collect();
-    let csrf_token = crate::http::csrf::token_for(
-        &state.csrf_key,
-        crate::http::csrf::Binding::Session(&who.session.id_hash),
-    );
+    let csrf_token = crate::http::csrf::session_token_for(&state, &who);
     Ok(render(
         &state,
         "admin.html",

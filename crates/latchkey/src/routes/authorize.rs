@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::render;
 use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
-use crate::http::auth::{MaybeSignedIn, SignedIn, SignedInUser};
-use crate::http::csrf::{self, Binding};
+use crate::http::auth::{MaybeSignedIn, SignedInUser};
+use crate::http::csrf::{self, CsrfField, CsrfPageForm};
 use crate::http::HttpError;
 use crate::oauth::authorize::{
     self, Authentication, AuthorizationRequest, AuthorizeError, Decision, ErrorRedirect, Failure,
@@ -307,7 +307,7 @@ fn consent_page(
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_default();
-    let csrf_token = csrf::token_for(&state.csrf_key, Binding::Session(&who.session.id_hash));
+    let csrf_token = csrf::session_token_for(state, who);
     match render(
         state,
         "consent.html",
@@ -369,22 +369,17 @@ pub struct ConsentForm {
     decision: String,
 }
 
+impl CsrfField for ConsentForm {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
+}
+
 /// `POST /oauth2/authorize/consent`: the user's answer.
 pub async fn consent(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
-    axum::Form(form): axum::Form<ConsentForm>,
+    CsrfPageForm { who, form }: CsrfPageForm<ConsentForm>,
 ) -> Response {
-    if let Err(e) = csrf::verify(
-        &headers,
-        &state.issuer_origin,
-        &state.csrf_key,
-        Binding::Session(&who.session.id_hash),
-        form.csrf_token.as_deref(),
-    ) {
-        return e.as_page().into_response();
-    }
     let (client, pending) = match load(&state, &form.request_id).await {
         Ok(found) => found,
         Err(r) => return r,

@@ -1,7 +1,7 @@
 //! `/device`: where a user approves a device (RFC 8628 §3.3).
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -10,7 +10,7 @@ use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
 use crate::http::auth::SignedIn;
 use crate::http::client::Caller;
-use crate::http::csrf::{self, Binding};
+use crate::http::csrf::{self, CsrfField, CsrfPageForm};
 use crate::http::HttpError;
 use crate::oauth::clients;
 use crate::oauth::device::{self, Approval, UserCode};
@@ -35,7 +35,7 @@ pub async fn device_page(
     SignedIn(who): SignedIn,
     Query(q): Query<DeviceQuery>,
 ) -> Response {
-    let csrf_token = csrf::token_for(&state.csrf_key, Binding::Session(&who.session.id_hash));
+    let csrf_token = csrf::session_token_for(&state, &who);
     let code = q
         .user_code
         .unwrap_or_default()
@@ -63,24 +63,19 @@ pub struct CodeForm {
     decision: Option<String>,
 }
 
+impl CsrfField for CodeForm {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
+}
+
 /// `POST /device`: look the code up (throttled like sign-in) and ask to confirm.
 pub async fn device_submit(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
     Caller(origin): Caller,
-    axum::Form(form): axum::Form<CodeForm>,
+    CsrfPageForm { who, form }: CsrfPageForm<CodeForm>,
 ) -> Response {
-    if let Err(e) = csrf::verify(
-        &headers,
-        &state.issuer_origin,
-        &state.csrf_key,
-        Binding::Session(&who.session.id_hash),
-        form.csrf_token.as_deref(),
-    ) {
-        return e.as_page().into_response();
-    }
-    let csrf_token = csrf::token_for(&state.csrf_key, Binding::Session(&who.session.id_hash));
+    let csrf_token = csrf::session_token_for(&state, &who);
     let now = state.clock.now();
     let attempt = match state
         .throttle
@@ -121,20 +116,9 @@ pub async fn device_submit(
 /// this door is throttled exactly like `POST /device` (same counter).
 pub async fn device_decision(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
     Caller(origin): Caller,
-    axum::Form(form): axum::Form<CodeForm>,
+    CsrfPageForm { who, form }: CsrfPageForm<CodeForm>,
 ) -> Response {
-    if let Err(e) = csrf::verify(
-        &headers,
-        &state.issuer_origin,
-        &state.csrf_key,
-        Binding::Session(&who.session.id_hash),
-        form.csrf_token.as_deref(),
-    ) {
-        return e.as_page().into_response();
-    }
     let now = state.clock.now();
     let attempt = match state
         .throttle

@@ -105,22 +105,7 @@ pub async fn login_submit(
     }: FormOrJson<LoginForm>,
 ) -> Result<Response, HttpError> {
     let fail_page = |e: HttpError| if is_json { e } else { e.as_page() };
-    if is_json {
-        csrf::check_origin(&headers, &state.issuer_origin)?;
-    } else {
-        let anon = jar
-            .get(csrf::cookie_name(state.config.is_https()))
-            .map(|c| c.value().to_owned())
-            .unwrap_or_default();
-        csrf::verify(
-            &headers,
-            &state.issuer_origin,
-            &state.csrf_key,
-            Binding::Anonymous(&anon),
-            form.csrf_token.as_deref(),
-        )
-        .map_err(fail_page)?;
-    }
+    csrf::check_anonymous(&state, &headers, &jar, form.csrf_token.as_deref(), is_json)?;
     let next = safe_next(form.next.as_deref());
     let email = match Email::for_lookup(&form.email) {
         Ok(email) => email,
@@ -244,24 +229,7 @@ pub async fn logout(
         form.csrf_token.as_deref(),
     )
     .map_err(|e| if is_json { e } else { e.as_page() })?;
-    let cause = Cause::at(&state, Initiator::User, "signed out");
-    if let Some(session) = crate::cascade::end_session(&state.pool, &token, &cause).await? {
-        let event = crate::audit::Event {
-            actor: session.user_id.clone(),
-            subject: session.user_id.clone(),
-            ip: origin.ip,
-            user_agent: origin.user_agent,
-            detail: String::new(),
-        };
-        crate::audit::record(
-            &state.pool,
-            crate::audit::EventKind::Logout,
-            event,
-            state.clock.now(),
-        )
-        .await?;
-        crate::oidc::backchannel::session_ended(&state, &session.user_id, &session.handle).await;
-    }
+    login::sign_out::sign_out(&state, &token, "signed out", "", &origin).await?;
     let jar = clear_session_cookie(jar, https);
     Ok(if is_json {
         (jar, StatusCode::NO_CONTENT).into_response()

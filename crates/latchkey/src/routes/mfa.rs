@@ -14,12 +14,14 @@ use crate::crypto::SecretToken;
 use crate::http::auth::{SignedIn, SignedInUser};
 use crate::http::body::FormOrJson;
 use crate::http::client::Caller;
-use crate::http::csrf::{self, Binding};
+use crate::http::csrf::{self, Binding, CsrfField, CsrfPageForm};
 use crate::http::HttpError;
 use crate::identity;
+use crate::login::second_step::SecondStep;
+use crate::login::LoginError;
 use crate::mfa::{self, MfaError};
 use crate::routes::login::{finish_sign_in, safe_next};
-use crate::webauthn::{self, ChallengeBinding, PasskeyError};
+use crate::webauthn::{self, ChallengeBinding};
 
 pub fn challenge_cookie_name(https: bool) -> &'static str {
     if https {
@@ -169,24 +171,8 @@ pub async fn second_step_submit(
 ) -> Result<Response, HttpError> {
     let https = state.config.is_https();
     let page_error = |e: HttpError| if is_json { e } else { e.as_page() };
-    if is_json {
-        csrf::check_origin(&headers, &state.issuer_origin)?;
-    } else {
-        let anon = jar
-            .get(csrf::cookie_name(https))
-            .map(|c| c.value().to_owned())
-            .unwrap_or_default();
-        csrf::verify(
-            &headers,
-            &state.issuer_origin,
-            &state.csrf_key,
-            Binding::Anonymous(&anon),
-            form.csrf_token.as_deref(),
-        )
-        .map_err(page_error)?;
-    }
+    csrf::check_anonymous(&state, &headers, &jar, form.csrf_token.as_deref(), is_json)?;
     let next = safe_next(form.next.as_deref());
-    let now = state.clock.now();
     let expired = || page_error(second_step_expired());
     let Some(PendingSecondStep {
         token,
@@ -196,89 +182,42 @@ pub async fn second_step_submit(
     else {
         return Err(expired());
     };
-    let attempt = match state.throttle.begin(user.email.as_str(), &origin.ip, now) {
-        Ok(a) => a,
-        Err(locked) => {
+    let outcome =
+        crate::login::second_step::with_code(&state, &token, &challenge, user, &form.code, &origin)
+            .await;
+    let success = match outcome {
+        Ok(SecondStep::Complete(success)) => *success,
+        Ok(SecondStep::Replayed) => {
+            return second_step_failure(
+                &state,
+                jar,
+                &next,
+                is_json,
+                "That code was already used; wait for the next one.",
+                &challenge.user_id,
+            )
+            .await
+        }
+        Ok(SecondStep::WrongCode) => {
+            return second_step_failure(
+                &state,
+                jar,
+                &next,
+                is_json,
+                "That code is not valid.",
+                &challenge.user_id,
+            )
+            .await
+        }
+        Ok(SecondStep::Expired) => return Err(expired()),
+        Err(LoginError::LockedOut { retry_after_secs }) => {
             return Err(page_error(HttpError::too_many_attempts(
                 "failed attempts",
-                locked.retry_after_secs,
+                retry_after_secs,
             )))
         }
+        Err(e) => return Err(page_error(completion_failed(e))),
     };
-    let event = |detail: &str| Event {
-        actor: user.id.clone(),
-        subject: user.id.clone(),
-        ip: origin.ip.clone(),
-        user_agent: origin.user_agent.clone(),
-        detail: detail.to_owned(),
-    };
-    let code = form.code.trim();
-    let (amr, how): (Vec<&str>, &str) =
-        match mfa::verify_totp(&state.pool, &state.mfa_seal_key, &user.id, code, now).await {
-            Ok(()) => (vec!["otp", "mfa"], "password + authenticator code"),
-            Err(MfaError::Replayed) => {
-                audit::record(
-                    &state.pool,
-                    EventKind::TotpReplayRefused,
-                    event("an already used authenticator code was presented"),
-                    now,
-                )
-                .await?;
-                return second_step_failure(
-                    &state,
-                    jar,
-                    &next,
-                    is_json,
-                    "That code was already used; wait for the next one.",
-                    &user.id,
-                )
-                .await;
-            }
-            Err(MfaError::Store(e)) => {
-                attempt.abandoned();
-                return Err(page_error(e.into()));
-            }
-            Err(_) => {
-                if mfa::use_recovery_code(&state.pool, &user.id, code, now).await? {
-                    audit::record(
-                        &state.pool,
-                        EventKind::RecoveryCodeUsed,
-                        event("recovery code used to sign in"),
-                        now,
-                    )
-                    .await?;
-                    (vec!["mfa"], "password + recovery code")
-                } else {
-                    state.metrics.login("failure");
-                    audit::record(
-                        &state.pool,
-                        EventKind::LoginFailed,
-                        event("wrong second factor"),
-                        now,
-                    )
-                    .await?;
-                    return second_step_failure(
-                        &state,
-                        jar,
-                        &next,
-                        is_json,
-                        "That code is not valid.",
-                        &user.id,
-                    )
-                    .await;
-                }
-            }
-        };
-    // The challenge is single-use: a parallel request that also passed loses here.
-    if !mfa::finish_challenge(&state.pool, &token).await? {
-        return Err(expired());
-    }
-    attempt.succeeded();
-    let mut full_amr: Vec<&str> = challenge.first_amr.iter().map(String::as_str).collect();
-    full_amr.extend(amr);
-    let success = crate::login::complete(&state, user, &full_amr, how, &origin)
-        .await
-        .map_err(completion_failed)?;
     finish_sign_in(
         &state,
         &headers,
@@ -352,65 +291,25 @@ pub async fn passkey_finish(
 ) -> Result<Response, HttpError> {
     crate::routes::passkeys::anonymous_binding(&state, &headers, &jar)?;
     let https = state.config.is_https();
-    let now = state.clock.now();
     let Some(pending) = pending_second_step(&state, &jar).await? else {
         return Err(second_step_expired());
     };
-    let user = &pending.user;
-    let attempt = state
-        .throttle
-        .begin(user.email.as_str(), &origin.ip, now)
-        .map_err(|locked| {
-            HttpError::too_many_attempts("failed attempts", locked.retry_after_secs)
-        })?;
-    let verified = match webauthn::finish_second_factor(
+    let binding = second_step_binding(&pending);
+    let success = match crate::login::second_step::with_passkey(
         &state,
-        &user.id,
+        &pending.token,
+        &pending.challenge,
+        pending.user,
         &body.ceremony,
         &body.credential,
-        &second_step_binding(&pending),
+        &binding,
         &origin,
     )
-    .await
+    .await?
     {
-        Ok(verified) => verified,
-        Err(PasskeyError::Store(e)) => {
-            attempt.abandoned();
-            return Err(e.into());
-        }
-        Err(e) => {
-            state.metrics.login("failure");
-            let event = Event {
-                actor: user.id.clone(),
-                subject: user.id.clone(),
-                ip: origin.ip.clone(),
-                user_agent: origin.user_agent.clone(),
-                detail: format!("second factor passkey: {e:?}"),
-            };
-            audit::record(&state.pool, EventKind::LoginFailed, event, now).await?;
-            return Err(e.into());
-        }
+        SecondStep::Complete(success) => *success,
+        _ => return Err(second_step_expired()),
     };
-    // The challenge is single-use: a parallel request that also passed loses here.
-    if !mfa::finish_challenge(&state.pool, &pending.token).await? {
-        return Err(second_step_expired());
-    }
-    attempt.succeeded();
-    // A password and a passkey are two factors, whether or not the
-    // authenticator also verified the user.
-    let mut amr: Vec<&str> = pending
-        .challenge
-        .first_amr
-        .iter()
-        .map(String::as_str)
-        .collect();
-    amr.extend(verified.amr.iter().map(String::as_str));
-    if !amr.contains(&"mfa") {
-        amr.push("mfa");
-    }
-    let success = crate::login::complete(&state, pending.user, &amr, "password + passkey", &origin)
-        .await
-        .map_err(completion_failed)?;
     let next = safe_next(body.next.as_deref());
     finish_sign_in(
         &state,
@@ -441,7 +340,7 @@ pub fn require_recent_sign_in(
 }
 
 fn account_page(state: &AppState, who: &SignedInUser, context: minijinja::Value) -> Response {
-    let csrf_token = csrf::token_for(&state.csrf_key, Binding::Session(&who.session.id_hash));
+    let csrf_token = csrf::session_token_for(state, who);
     let base = minijinja::context! { csrf_token, signed_in => true };
     match render(
         state,
@@ -480,20 +379,10 @@ pub struct CsrfOnly {
     code: Option<String>,
 }
 
-fn check(
-    state: &AppState,
-    headers: &HeaderMap,
-    who: &SignedInUser,
-    token: Option<&str>,
-) -> Result<(), HttpError> {
-    csrf::verify(
-        headers,
-        &state.issuer_origin,
-        &state.csrf_key,
-        Binding::Session(&who.session.id_hash),
-        token,
-    )
-    .map_err(HttpError::as_page)
+impl CsrfField for CsrfOnly {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
 }
 
 fn qr_svg(uri: &str) -> String {
@@ -520,11 +409,8 @@ fn enroll_page(state: &AppState, who: &SignedInUser, secret: &[u8], error: &str)
 /// `POST /account/mfa/totp/start`.
 pub async fn totp_start(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
-    axum::Form(form): axum::Form<CsrfOnly>,
+    CsrfPageForm { who, form: _ }: CsrfPageForm<CsrfOnly>,
 ) -> Result<Response, HttpError> {
-    check(&state, &headers, &who, form.csrf_token.as_deref())?;
     if let Err(redirect) = require_recent_sign_in(&state, &who, "/account/mfa") {
         return Ok(redirect.into_response());
     }
@@ -547,11 +433,8 @@ pub async fn totp_start(
 /// recovery codes are shown once.
 pub async fn totp_confirm(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
-    axum::Form(form): axum::Form<CsrfOnly>,
+    CsrfPageForm { who, form }: CsrfPageForm<CsrfOnly>,
 ) -> Result<Response, HttpError> {
-    check(&state, &headers, &who, form.csrf_token.as_deref())?;
     let now = state.clock.now();
     match mfa::confirm_totp(
         &state.pool,
@@ -604,11 +487,8 @@ pub async fn totp_confirm(
 /// `POST /account/mfa/recovery-codes`: new codes; the old ones die.
 pub async fn regenerate_codes(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
-    axum::Form(form): axum::Form<CsrfOnly>,
+    CsrfPageForm { who, form: _ }: CsrfPageForm<CsrfOnly>,
 ) -> Result<Response, HttpError> {
-    check(&state, &headers, &who, form.csrf_token.as_deref())?;
     if let Err(redirect) = require_recent_sign_in(&state, &who, "/account/mfa") {
         return Ok(redirect.into_response());
     }
@@ -638,11 +518,8 @@ pub async fn regenerate_codes(
 /// `POST /account/mfa/disable`.
 pub async fn disable(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
-    axum::Form(form): axum::Form<CsrfOnly>,
+    CsrfPageForm { who, form: _ }: CsrfPageForm<CsrfOnly>,
 ) -> Result<Response, HttpError> {
-    check(&state, &headers, &who, form.csrf_token.as_deref())?;
     if let Err(redirect) = require_recent_sign_in(&state, &who, "/account/mfa") {
         return Ok(redirect.into_response());
     }

@@ -8,9 +8,9 @@ use axum_extra::extract::cookie::CookieJar;
 
 use super::render;
 use crate::app::AppState;
-use crate::audit::{self, Event, EventKind};
 use crate::crypto::SecretToken;
 use crate::http::auth::{clear_session_cookie, MaybeSignedIn};
+use crate::http::client::Caller;
 use crate::http::csrf::{self, Binding};
 use crate::http::HttpError;
 use crate::identity;
@@ -128,6 +128,7 @@ fn verify_hint(state: &AppState, token: &str) -> Option<crate::oidc::IdTokenHint
 /// once. Otherwise the user confirms on a page (a CSRF-protected POST), so a
 /// third-party page cannot sign users out (logout CSRF).
 /// `post_logout_redirect_uri` must exactly match one registered by the client.
+#[allow(clippy::too_many_arguments)] // axum extractors, one per request part
 pub async fn logout(
     State(state): State<AppState>,
     method: Method,
@@ -135,6 +136,7 @@ pub async fn logout(
     jar: CookieJar,
     RawQuery(query): RawQuery,
     MaybeSignedIn(who): MaybeSignedIn,
+    Caller(origin): Caller,
     body: Bytes,
 ) -> Response {
     let raw = if method == Method::POST {
@@ -239,35 +241,20 @@ pub async fn logout(
         };
     }
     let mut jar = jar;
-    if let Some(w) = &who {
+    if who.is_some() {
         let token = crate::http::auth::session_token(&headers, https);
         if let Some(token) = token.as_ref().and_then(|t| SecretToken::parse(t.expose())) {
-            let cause = crate::revocation::Cause::at(
+            let detail = format!("RP-initiated by {}", client_id.as_deref().unwrap_or("-"));
+            if let Err(e) = crate::login::sign_out::sign_out(
                 &state,
-                crate::revocation::Initiator::User,
+                &token,
                 "signed out (RP-initiated)",
-            );
-            match crate::cascade::end_session(&state.pool, &token, &cause).await {
-                Ok(_) => {
-                    let _ = audit::record(
-                        &state.pool,
-                        EventKind::Logout,
-                        Event {
-                            actor: w.user.id.clone(),
-                            subject: w.user.id.clone(),
-                            detail: format!(
-                                "RP-initiated by {}",
-                                client_id.as_deref().unwrap_or("-")
-                            ),
-                            ..Event::default()
-                        },
-                        state.clock.now(),
-                    )
-                    .await;
-                    crate::oidc::backchannel::session_ended(&state, &w.user.id, &w.session.handle)
-                        .await;
-                }
-                Err(e) => return HttpError::from(e).as_page().into_response(),
+                &detail,
+                &origin,
+            )
+            .await
+            {
+                return HttpError::from(e).as_page().into_response();
             }
         }
         jar = clear_session_cookie(jar, https);

@@ -20,7 +20,7 @@ use crate::clock::format_utc;
 use crate::http::auth::{wants_html, SignedIn, SignedInUser};
 use crate::http::body::FormOrJson;
 use crate::http::client::Caller;
-use crate::http::csrf::{self, Binding};
+use crate::http::csrf::{self, Binding, CsrfField, CsrfForm, SessionCsrf};
 use crate::http::HttpError;
 use crate::webauthn::{self, ChallengeBinding, PasskeyError, PasskeyName};
 
@@ -56,22 +56,7 @@ impl From<PasskeyError> for HttpError {
 }
 
 fn session_csrf(state: &AppState, who: &SignedInUser) -> String {
-    csrf::token_for(&state.csrf_key, Binding::Session(&who.session.id_hash))
-}
-
-fn check_session_csrf(
-    state: &AppState,
-    headers: &HeaderMap,
-    who: &SignedInUser,
-    submitted: Option<&str>,
-) -> Result<(), HttpError> {
-    csrf::verify(
-        headers,
-        &state.issuer_origin,
-        &state.csrf_key,
-        Binding::Session(&who.session.id_hash),
-        submitted,
-    )
+    csrf::session_token_for(state, who)
 }
 
 /// Where to send a user whose sign-in is too old to add a passkey.
@@ -178,10 +163,8 @@ pub async fn list(
 /// `POST /account/passkeys/register/start`: options for `navigator.credentials.create()`.
 pub async fn register_start(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
+    SessionCsrf(who): SessionCsrf,
 ) -> Result<Response, HttpError> {
-    check_session_csrf(&state, &headers, &who, None)?;
     if let Some(response) = reauthentication_needed(&state, &who) {
         return Ok(response);
     }
@@ -201,12 +184,10 @@ pub struct RegisterFinish {
 /// `POST /account/passkeys/register/finish`: verifies and stores the new passkey.
 pub async fn register_finish(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
+    SessionCsrf(who): SessionCsrf,
     Caller(origin): Caller,
     FormOrJson { value: body, .. }: FormOrJson<RegisterFinish>,
 ) -> Result<Response, HttpError> {
-    check_session_csrf(&state, &headers, &who, None)?;
     if let Some(response) = reauthentication_needed(&state, &who) {
         return Ok(response);
     }
@@ -237,6 +218,12 @@ pub struct RenameForm {
     name: String,
 }
 
+impl CsrfField for RenameForm {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
+}
+
 /// Errors answer in kind: JSON for JSON requests, a page for forms.
 fn in_kind(is_json: bool) -> impl Fn(HttpError) -> HttpError {
     move |e: HttpError| if is_json { e } else { e.as_page() }
@@ -245,17 +232,11 @@ fn in_kind(is_json: bool) -> impl Fn(HttpError) -> HttpError {
 /// `POST /account/passkeys/{id}/rename`.
 pub async fn rename(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
     Caller(origin): Caller,
     Path(id): Path<String>,
-    FormOrJson {
-        value: form,
-        is_json,
-    }: FormOrJson<RenameForm>,
+    CsrfForm { who, form, is_json }: CsrfForm<RenameForm>,
 ) -> Result<Response, HttpError> {
     let fail = in_kind(is_json);
-    check_session_csrf(&state, &headers, &who, form.csrf_token.as_deref()).map_err(&fail)?;
     let outcome = match PasskeyName::parse(&form.name) {
         Ok(name) => webauthn::rename(&state, &who.user, &id, &name, &origin).await,
         Err(e) => Err(e),
@@ -286,20 +267,20 @@ pub struct DeleteForm {
     confirm: Option<String>,
 }
 
+impl CsrfField for DeleteForm {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
+}
+
 /// `POST /account/passkeys/{id}/delete`.
 pub async fn delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(who): SignedIn,
     Caller(origin): Caller,
     Path(id): Path<String>,
-    FormOrJson {
-        value: form,
-        is_json,
-    }: FormOrJson<DeleteForm>,
+    CsrfForm { who, form, is_json }: CsrfForm<DeleteForm>,
 ) -> Result<Response, HttpError> {
     let fail = in_kind(is_json);
-    check_session_csrf(&state, &headers, &who, form.csrf_token.as_deref()).map_err(&fail)?;
     // A passkey is a second factor: removing one weakens the account, so a
     // stolen session must not be able to do it either.
     if let Some(response) = reauthentication_needed(&state, &who) {
@@ -380,7 +361,7 @@ pub async fn sign_in_finish(
 ) -> Result<Response, HttpError> {
     let binding = anonymous_binding(&state, &headers, &jar)?;
     let success =
-        webauthn::finish_sign_in(&state, &body.ceremony, &body.credential, &binding, &origin)
+        crate::login::passkey::sign_in(&state, &body.ceremony, &body.credential, &binding, &origin)
             .await?;
     let next = super::login::safe_next(body.next.as_deref());
     super::login::finish_sign_in(&state, &headers, jar, success, &next, true).await

@@ -10,7 +10,7 @@
 //! | ceremony | who | webauthn-rs call | user verification |
 //! | --- | --- | --- | --- |
 //! | [`start_registration`] / [`finish_registration`] | a signed-in user (recent sign-in) | core `generate_challenge_register` / `register_credential` | preferred |
-//! | [`start_sign_in`] / [`finish_sign_in`] | anyone: usernameless, discoverable credentials | `start_discoverable_authentication` / `finish_discoverable_authentication` | required |
+//! | [`start_sign_in`] / `login::passkey::sign_in` | anyone: usernameless, discoverable credentials | `start_discoverable_authentication` / `finish_discoverable_authentication` | required |
 //! | [`start_second_factor`] / [`finish_second_factor`] | a user who gave their password | core `generate_challenge_authenticate` / `authenticate_credential` | preferred |
 //!
 //! Registration asks for a discoverable credential (resident key required)
@@ -76,9 +76,8 @@ use crate::audit::{self, Event, EventKind};
 use crate::clock::UnixTime;
 use crate::config::{Config, ConfigError};
 use crate::crypto::{b64url, TokenHash};
-use crate::identity::{self, User};
-use crate::login::LoginSuccess;
-use crate::session::{self, Origin, Session};
+use crate::identity::User;
+use crate::session::{Origin, Session};
 use crate::store::StoreError;
 
 /// Algorithms accepted at registration, in order of preference.
@@ -501,103 +500,62 @@ pub async fn start_sign_in(
     .await
 }
 
-/// Finishes a usernameless sign-in: identifies the passkey, verifies it,
-/// refuses disabled accounts and cloned authenticators, records the use and
-/// creates a new session. Every outcome is audited.
-pub async fn finish_sign_in(
+/// The pending usernameless sign-in `ceremony` bound to `binding`, taken
+/// (single-use: its row is deleted before the answer is verified).
+pub(crate) async fn take_sign_in(
     state: &AppState,
     ceremony: &str,
-    credential: &PublicKeyCredential,
     binding: &ChallengeBinding,
-    origin: &Origin,
-) -> Result<LoginSuccess, PasskeyError> {
-    let engines = state.passkeys.engines()?;
-    let now = state.clock.now();
-    // Failures count towards the lockout like wrong passwords: for the IP at
-    // once, for the account as soon as the credential names it.
-    let locked_out = |locked: crate::throttle::LockedOut| PasskeyError::LockedOut {
-        retry_after_secs: locked.retry_after_secs,
-    };
-    let attempt = match state.throttle.begin_unidentified(&origin.ip, now) {
-        Ok(attempt) => attempt,
-        Err(locked) => {
-            state.metrics.login("locked");
-            let event = Event {
-                ip: origin.ip.clone(),
-                user_agent: origin.user_agent.clone(),
-                detail: "passkey: too many failures from this address".into(),
-                ..Event::default()
-            };
-            audit::record(&state.pool, EventKind::LoginLockedOut, event, now).await?;
-            return Err(locked_out(locked));
-        }
-    };
-    let pending = match store::take_challenge(
+    now: UnixTime,
+) -> Result<DiscoverableAuthentication, PasskeyError> {
+    state.passkeys.engines()?;
+    let pending = store::take_challenge(
         &state.pool,
         ceremony,
         Ceremony::Authentication,
         binding,
         now,
     )
-    .await
-    {
-        Ok(pending) => pending,
-        Err(PasskeyError::Store(e)) => {
-            attempt.abandoned(); // an outage must not lock anyone out
-            return Err(e.into());
-        }
-        Err(e) => return Err(e),
-    };
-    let authentication: DiscoverableAuthentication = from_state_json(&pending.state)?;
-    let failed = |subject: &str, detail: String| Event {
-        actor: String::new(),
-        subject: subject.to_owned(),
-        ip: origin.ip.clone(),
-        user_agent: origin.user_agent.clone(),
-        detail,
-    };
+    .await?;
+    from_state_json(&pending.state)
+}
+
+/// The registered passkey the browser's answer names, if any.
+pub(crate) async fn credential_named_by(
+    state: &AppState,
+    credential: &PublicKeyCredential,
+) -> Result<Option<PasskeyRecord>, PasskeyError> {
     let credential_id = b64url(credential.get_credential_id());
-    let Some(mut record) = store::find_by_credential_id(&state.pool, &credential_id).await? else {
-        state.metrics.login("failure");
-        let event = failed("", "passkey: unknown credential".into());
-        audit::record(&state.pool, EventKind::LoginFailed, event, now).await?;
-        return Err(PasskeyError::UnknownCredential);
-    };
-    let user_id = record.user_id.clone();
-    let refuse = |detail: String| async {
-        state.metrics.login("failure");
-        let event = failed(&user_id, detail);
-        audit::record(&state.pool, EventKind::LoginFailed, event, now).await
-    };
-    // The user handle the authenticator returned must name the owner.
-    let handle_matches = engines
+    store::find_by_credential_id(&state.pool, &credential_id).await
+}
+
+/// Whether the user handle the authenticator returned names the owner of
+/// `record`.
+pub(crate) fn user_handle_matches(
+    state: &AppState,
+    credential: &PublicKeyCredential,
+    record: &PasskeyRecord,
+) -> Result<bool, PasskeyError> {
+    let engines = state.passkeys.engines()?;
+    Ok(engines
         .passkeys
         .identify_discoverable_authentication(credential)
-        .is_ok_and(|(handle, _)| handle.to_string() == record.user_id);
-    if !handle_matches {
-        refuse("passkey: user handle does not match the credential's owner".into()).await?;
-        return Err(PasskeyError::Rejected("user handle mismatch".into()));
-    }
-    let user = match identity::find_by_id(&state.pool, &record.user_id).await? {
-        Some(user) if !user.disabled => user,
-        Some(_) => {
-            refuse("passkey: account disabled".into()).await?;
-            return Err(PasskeyError::Rejected("account disabled".into()));
-        }
-        None => return Err(PasskeyError::UnknownCredential),
-    };
-    let attempt = match attempt.identify(user.email.as_str(), now) {
-        Ok(attempt) => attempt,
-        Err(locked) => {
-            state.metrics.login("locked");
-            let event = failed(
-                &user.id,
-                "passkey: account locked after too many failures".into(),
-            );
-            audit::record(&state.pool, EventKind::LoginLockedOut, event, now).await?;
-            return Err(locked_out(locked));
-        }
-    };
+        .is_ok_and(|(handle, _)| handle.to_string() == record.user_id))
+}
+
+/// Verifies a usernameless sign-in answer against `record` (webauthn-rs:
+/// signature, challenge, origin, RP ID, flags, counter), then records the
+/// use. Returns the sign-in's `amr`. A counter that did not increase is
+/// audited as a suspected clone.
+pub(crate) async fn verify_sign_in(
+    state: &AppState,
+    credential: &PublicKeyCredential,
+    authentication: DiscoverableAuthentication,
+    record: &mut PasskeyRecord,
+    origin: &Origin,
+    now: UnixTime,
+) -> Result<Vec<&'static str>, PasskeyError> {
+    let engines = state.passkeys.engines()?;
     let key = DiscoverableKey::from(&record.passkey);
     let result = match engines.passkeys.finish_discoverable_authentication(
         credential,
@@ -605,38 +563,10 @@ pub async fn finish_sign_in(
         &[key],
     ) {
         Ok(result) => result,
-        Err(e) => {
-            let error = verification_failure(state, &record, e, origin, now).await?;
-            refuse(format!("passkey: {error:?}")).await?;
-            return Err(error);
-        }
+        Err(e) => return Err(verification_failure(state, record, e, origin, now).await?),
     };
-    attempt.succeeded();
-    note_use(state, &mut record, &result, now).await?;
-    let amr = amr_for(result.backup_eligible(), result.user_verified());
-    let (token, session) = session::create(
-        &state.pool,
-        &state.config.session,
-        &user.id,
-        &amr,
-        origin,
-        state.clock.moment(),
-    )
-    .await?;
-    state.metrics.login("success");
-    let event = Event {
-        actor: user.id.clone(),
-        subject: user.id.clone(),
-        ip: origin.ip.clone(),
-        user_agent: origin.user_agent.clone(),
-        detail: format!("passkey {}", record.id),
-    };
-    audit::record(&state.pool, EventKind::LoginSucceeded, event, now).await?;
-    Ok(LoginSuccess {
-        token,
-        session,
-        user,
-    })
+    note_use(state, record, &result, now).await?;
+    Ok(amr_for(result.backup_eligible(), result.user_verified()))
 }
 
 /// Maps a failed verification, auditing a suspected clone.

@@ -1,6 +1,9 @@
-//! The password sign-in ceremony.
+//! Sign-in ceremonies: the password (here), the second step with a code
+//! ([`second_step`]), a passkey ([`passkey`]), and signing out
+//! ([`sign_out`]). Handlers, the CLI and federation call these; none of them
+//! re-implements a step.
 //!
-//! Owns the order of the checks that make sign-in safe:
+//! The password ceremony owns the order of the checks that make sign-in safe:
 //! 1. the throttle reserves a failure for the account and the IP (a locked
 //!    account is refused before any hashing);
 //! 2. the user is looked up; an unknown email verifies a dummy hash, so an
@@ -10,6 +13,10 @@
 //!    Argon2 parameters) is replaced, and a *new* session is created.
 //!
 //! Must not: know about HTTP (the handler maps [`LoginError`] to responses).
+
+pub mod passkey;
+pub mod second_step;
+pub mod sign_out;
 
 use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
