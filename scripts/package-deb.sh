@@ -71,7 +71,7 @@ for lib in $(ldd "$root/usr/bin/latchkey" | awk '/=>/ { print $3 }'); do
   pkg="$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null | head -n1 | cut -d: -f1 || true)"
   [ -z "$pkg" ] && pkg="$(dpkg -S "$lib" 2>/dev/null | head -n1 | cut -d: -f1 || true)"
   [ -n "$pkg" ] || continue
-  case ",$depends," in *",$pkg ("*) continue ;; esac
+  case "$depends," in *" $pkg ("*) continue ;; esac
   ver="$(dpkg-query -W -f='${Version}' "$pkg" | sed 's/-[^-]*$//')"
   depends="$depends, $pkg (>= $ver)"
 done
