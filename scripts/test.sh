@@ -79,6 +79,12 @@ if [ -n "${CI:-}" ]; then
   export LATCHKEY_TEST_BROWSER=1
 fi
 
+# cargo-nextest runs the tests; installed from crates.io when missing.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
@@ -87,3 +93,19 @@ say "doc tests"
 cargo test --workspace --locked --doc
 say "cargo nextest (unit + integration, SQLite and PostgreSQL)"
 cargo nextest run --workspace --locked --no-fail-fast
+
+# The Debian package: built from packaging/debian/, installed on this machine,
+# started against PostgreSQL, signed in to, purged. On CI (root) it is
+# required; elsewhere it runs only with LATCHKEY_TEST_PACKAGE=1, since it
+# installs a package. CI packages the debug binary the tests above built
+# (LATCHKEY_PACKAGE_PROFILE=dev): a release build would cost ~20 CPU-minutes
+# more; releases use `./scripts/package-deb.sh release`.
+if [ -n "${CI:-}" ] || [ "${LATCHKEY_TEST_PACKAGE:-}" = 1 ]; then
+  profile="${LATCHKEY_PACKAGE_PROFILE:-dev}"
+  say "Debian package ($profile) installed and started against PostgreSQL"
+  if [ "$profile" = dev ]; then
+    export LATCHKEY_PACKAGE_BINARY="${LATCHKEY_PACKAGE_BINARY:-$CARGO_TARGET_DIR/debug/latchkey}"
+  fi
+  deb="$(./scripts/package-deb.sh "$profile")"
+  ./scripts/test-package.sh "$deb"
+fi

@@ -143,7 +143,7 @@ impl AppState {
             keys: crate::keys::KeyRing::new(&config.tokens, &master_key),
             passkeys: crate::webauthn::RelyingParty::from_config(&config)?,
             revocation_feed: crate::revocation::feed::RevocationFeed::new(&config.revocation_feed),
-            templates: Templates::new(),
+            templates: Templates::branded(&config.ui),
             metrics: Metrics::new(),
             clock: deps.clock,
             issuer_origin,
@@ -319,6 +319,12 @@ pub fn router(state: AppState) -> Router {
         // the endpoint's error shape; inside the security headers.
         .layer(axum::middleware::from_fn(
             crate::http::error::shape_framework_rejections,
+        ))
+        // Error pages (ours and the shaped rejections) in the deployment's
+        // templates: outside the shaping, so it sees its pages too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::error::brand_error_pages,
         ))
         // Outermost, so every response gets them: 408, 500 after a panic, preflights.
         .layer(axum::middleware::from_fn_with_state(

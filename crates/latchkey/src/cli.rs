@@ -32,15 +32,21 @@ use crate::store;
     about = "Identity provider and OAuth 2.1 / OpenID Connect server"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(subcommand)]
     command: Command,
 }
 
+/// `--config` is global: it may come before or after any subcommand and action
+/// (`latchkey --config f user list`, `latchkey user list --config f`,
+/// `latchkey keys list --config f` all mean the same).
 #[derive(Args, Debug, Clone)]
 struct ConfigArg {
     /// TOML configuration file; LATCHKEY_* environment variables override it.
-    /// Without it, a `./.latchkey/` folder made by `latchkey dev` is used.
-    #[arg(long, short = 'c', env = "LATCHKEY_CONFIG")]
+    /// Without it, a `./.latchkey/` folder made by `latchkey dev` is used
+    /// (`dev` itself takes --data-dir instead).
+    #[arg(long, short = 'c', env = "LATCHKEY_CONFIG", global = true)]
     config: Option<PathBuf>,
 }
 
@@ -53,27 +59,22 @@ enum Command {
         data_dir: PathBuf,
     },
     /// Production server from a config file and LATCHKEY_* variables.
-    Serve(ConfigArg),
+    Serve,
     /// Apply pending database migrations and exit.
-    Migrate(ConfigArg),
+    Migrate,
     /// Manage users.
     User {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         action: UserAction,
     },
     /// Read the security audit log.
     Audit {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         action: AuditAction,
     },
     /// Check a configuration for dangerous settings; exit 1 on any high-severity finding.
     Doctor {
-        #[command(flatten)]
-        config: ConfigArg,
+        /// Print one JSON document: {"ok": bool, "findings": [...]}.
         #[arg(long)]
         json: bool,
     },
@@ -84,8 +85,6 @@ enum Command {
     },
     /// Manage OAuth clients.
     Client {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         action: crate::cli_admin::ClientAction,
     },
@@ -100,56 +99,81 @@ enum Command {
 enum UserAction {
     /// Create a user. The password is read from stdin with --password-stdin.
     Create {
+        /// The user's email address, used to sign in (unique).
         #[arg(long)]
         email: String,
+        /// Display name shown on pages and in the `name` claim.
         #[arg(long)]
         name: Option<String>,
-        /// Role to grant (repeatable).
+        /// Role to grant (repeatable), e.g. --role admin for the first administrator.
         #[arg(long = "role")]
         roles: Vec<String>,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Print the created user as one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// List users.
     List {
+        /// Print one JSON array of users.
         #[arg(long)]
         json: bool,
     },
     /// Replace a user's roles with the given ones (none = no roles).
     SetRole {
-        /// Email or id.
+        /// The user's email or id.
         user: String,
+        /// Role to grant (repeatable); omit to remove every role.
         #[arg(long = "role")]
         roles: Vec<String>,
+        /// Print the updated user as one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Set a new password, read from standard input.
     SetPassword {
+        /// The user's email or id.
         user: String,
+        /// Read the password from the first line of standard input (required).
         #[arg(long, required = true)]
         password_stdin: bool,
     },
     /// Disable a user and end all their sessions.
-    Disable { user: String },
+    Disable {
+        /// The user's email or id.
+        user: String,
+    },
     /// Enable a disabled user.
-    Enable { user: String },
+    Enable {
+        /// The user's email or id.
+        user: String,
+    },
     /// Delete a user and everything that belongs to them.
-    Delete { user: String },
+    Delete {
+        /// The user's email or id.
+        user: String,
+    },
     /// End every session of a user.
-    LogoutAll { user: String },
+    LogoutAll {
+        /// The user's email or id.
+        user: String,
+    },
     /// Remove a user's second factors (authenticator app, recovery codes) after
     /// they lost them; they sign in with their password and set up MFA again.
-    ResetMfa { user: String },
-    /// Import users (with bcrypt or Argon2 hashes) from a JSON or CSV file.
+    ResetMfa {
+        /// The user's email or id.
+        user: String,
+    },
+    /// Import users (with Argon2, bcrypt or PBKDF2 hashes) from a JSON, CSV or Keycloak export file.
     Import {
+        /// The file to import (see examples/users.csv and examples/keycloak-users.json).
         file: PathBuf,
-        /// json or csv; guessed from the file extension if omitted.
+        /// json, csv or keycloak; guessed from the file extension (and a Keycloak export's shape) if omitted.
         #[arg(long)]
         format: Option<String>,
+        /// Print {"imported": n, "ids": [...]} as one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -159,9 +183,10 @@ enum UserAction {
 enum AuditAction {
     /// Print the newest events.
     Tail {
+        /// How many of the newest events to print (1 to 10000).
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: i64,
-        /// Keep printing new events as they are recorded.
+        /// Keep printing new events as they are recorded (until interrupted).
         #[arg(short, long)]
         follow: bool,
         /// One JSON array (or, with --follow, one JSON object per line).
@@ -176,23 +201,20 @@ enum KeysAction {
     GenerateMaster,
     /// List signing keys and their state (next, active, retired).
     List {
-        #[command(flatten)]
-        config: ConfigArg,
+        /// Print {"keys": [...]} as one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Introduce a new signing key now; it signs after the pre-publication window.
     Rotate {
-        #[command(flatten)]
-        config: ConfigArg,
+        /// Print {"kid", "activates_at"} as one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Stop signing with a key now (it stays in the JWKS until its tokens expire).
     Retire {
+        /// The key id (`kid`), as shown by `latchkey keys list`.
         kid: String,
-        #[command(flatten)]
-        config: ConfigArg,
     },
 }
 
@@ -212,10 +234,29 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cause_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, outermost first, joined by ": " — each cause
+/// once. Many errors (ours and the libraries') already repeat their source in
+/// their own message (`cannot listen on …: Address already in use`), so a
+/// cause whose text is already printed is left out.
+pub fn cause_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if message.is_empty() || text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }
 
 fn env_map() -> BTreeMap<String, String> {
@@ -265,13 +306,14 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let arg = cli.config;
     match cli.command {
         Command::Dev { data_dir } => dev(&data_dir).await,
-        Command::Serve(arg) => {
+        Command::Serve => {
             let config = resolve_config(&arg)?;
             serve(config, Mode::Serve).await
         }
-        Command::Migrate(arg) => {
+        Command::Migrate => {
             let config = resolve_config(&arg)?;
             let pool = store::connect(&config.database).await?;
             store::migrate(&pool).await?;
@@ -288,12 +330,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::User { config, action } => {
-            let config = resolve_config(&config)?;
+        Command::User { action } => {
+            let config = resolve_config(&arg)?;
             user(&config, action).await
         }
         Command::Audit {
-            config,
             action:
                 AuditAction::Tail {
                     lines,
@@ -301,11 +342,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                 },
         } => {
-            let config = resolve_config(&config)?;
+            let config = resolve_config(&arg)?;
             audit_tail(&config, lines, follow, json).await
         }
-        Command::Doctor { config, json } => {
-            let config = resolve_config(&config)?;
+        Command::Doctor { json } => {
+            let config = resolve_config(&arg)?;
             doctor_command(&config, json)
         }
         Command::Keys {
@@ -314,9 +355,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", MasterKey::generate().encode());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys { action } => crate::cli_admin::keys(action_into(action)?).await,
-        Command::Client { config, action } => {
-            crate::cli_admin::client(&resolve_config(&config)?, action).await
+        Command::Keys { action } => crate::cli_admin::keys(action_into(action, &arg)?).await,
+        Command::Client { action } => {
+            crate::cli_admin::client(&resolve_config(&arg)?, action).await
         }
         Command::Token { action } => crate::cli_admin::token(action).await,
     }
@@ -426,6 +467,9 @@ async fn bootstrap_admin(state: &app::AppState) -> anyhow::Result<()> {
         state.clock.now(),
     )
     .await?;
+    // The printed password is for the first sign-in only: the pages then ask
+    // for one of the administrator's own (or a passkey).
+    identity::set_must_change_password(&state.pool, &user.id, true, state.clock.now()).await?;
     audit::record(
         &state.pool,
         EventKind::UserCreated,
@@ -438,7 +482,7 @@ async fn bootstrap_admin(state: &app::AppState) -> anyhow::Result<()> {
         state.clock.now(),
     )
     .await?;
-    eprintln!("\n  First start: created the administrator account (shown only once)\n    email:    {email}\n    password: {password}\n");
+    eprintln!("\n  First start: created the administrator account (shown only once)\n    email:    {email}\n    password: {password}\n  At the first sign-in you choose your own password (or add a passkey).\n");
     Ok(())
 }
 
@@ -532,20 +576,34 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&serde_json::json!(users))?;
             } else {
-                println!(
-                    "{:<38} {:<32} {:<20} {:<9} created",
-                    "id", "email", "roles", "status"
-                );
-                for u in users {
-                    let roles: Vec<_> = u.roles.iter().map(Role::as_str).collect();
-                    println!(
-                        "{:<38} {:<32} {:<20} {:<9} {}",
-                        u.id,
-                        u.email,
-                        roles.join(","),
-                        if u.disabled { "disabled" } else { "active" },
-                        format_utc(u.created_at)
-                    );
+                // Columns as wide as their longest cell, so any email aligns.
+                let rows: Vec<[String; 5]> = users
+                    .iter()
+                    .map(|u| {
+                        let roles: Vec<_> = u.roles.iter().map(Role::as_str).collect();
+                        [
+                            u.id.clone(),
+                            u.email.to_string(),
+                            roles.join(","),
+                            if u.disabled { "disabled" } else { "active" }.to_owned(),
+                            format_utc(u.created_at),
+                        ]
+                    })
+                    .collect();
+                let header = ["id", "email", "roles", "status", "created"].map(str::to_owned);
+                let mut widths = [0usize; 5];
+                for row in std::iter::once(&header).chain(&rows) {
+                    for (w, cell) in widths.iter_mut().zip(row) {
+                        *w = (*w).max(cell.chars().count());
+                    }
+                }
+                for row in std::iter::once(&header).chain(&rows) {
+                    let line: Vec<String> = row
+                        .iter()
+                        .zip(widths)
+                        .map(|(cell, w)| format!("{cell:<w$}"))
+                        .collect();
+                    println!("{}", line.join("  ").trim_end());
                 }
             }
         }
@@ -664,14 +722,11 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
             eprintln!("ended {ended} session(s) of {}", found.email);
         }
         UserAction::Import { file, format, json } => {
-            let format = match format
-                .as_deref()
-                .or_else(|| file.extension().and_then(|e| e.to_str()))
-            {
-                Some("json") => import::ImportFormat::Json,
-                Some("csv") => import::ImportFormat::Csv,
-                other => bail!("--format: say json or csv (got {other:?})"),
-            };
+            if let Some(given) = format.as_deref() {
+                if !matches!(given, "json" | "csv" | "keycloak") {
+                    bail!("--format: say json, csv or keycloak (got {given:?})");
+                }
+            }
             let meta = std::fs::metadata(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             if meta.len() as usize > import::MAX_IMPORT_BYTES {
@@ -683,6 +738,11 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
             }
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
+            let extension = file.extension().and_then(|e| e.to_str());
+            let Some(format) = import::ImportFormat::choose(format.as_deref(), extension, &text)
+            else {
+                bail!("--format: say json, csv or keycloak (the extension {extension:?} does not tell)");
+            };
             let users = import::parse(&text, format)?;
             let ids = import::import(&pool, &users, now).await?;
             for (id, u) in ids.iter().zip(&users) {
@@ -697,7 +757,7 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&serde_json::json!({ "imported": ids.len(), "ids": ids }))?;
             } else {
-                eprintln!("imported {} user(s); imported bcrypt hashes become Argon2id at each user's next sign-in", ids.len());
+                eprintln!("imported {} user(s); imported bcrypt and PBKDF2 hashes become Argon2id at each user's next sign-in", ids.len());
             }
         }
     }
@@ -800,19 +860,22 @@ fn doctor_command(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Resolves the configuration of a signing-key subcommand.
-fn action_into(action: KeysAction) -> anyhow::Result<crate::cli_admin::KeysCommand> {
+fn action_into(
+    action: KeysAction,
+    config: &ConfigArg,
+) -> anyhow::Result<crate::cli_admin::KeysCommand> {
     Ok(match action {
         KeysAction::GenerateMaster => unreachable!("handled before"),
-        KeysAction::List { config, json } => crate::cli_admin::KeysCommand::List {
-            config: resolve_config(&config)?,
+        KeysAction::List { json } => crate::cli_admin::KeysCommand::List {
+            config: resolve_config(config)?,
             json,
         },
-        KeysAction::Rotate { config, json } => crate::cli_admin::KeysCommand::Rotate {
-            config: resolve_config(&config)?,
+        KeysAction::Rotate { json } => crate::cli_admin::KeysCommand::Rotate {
+            config: resolve_config(config)?,
             json,
         },
-        KeysAction::Retire { kid, config } => crate::cli_admin::KeysCommand::Retire {
-            config: resolve_config(&config)?,
+        KeysAction::Retire { kid } => crate::cli_admin::KeysCommand::Retire {
+            config: resolve_config(config)?,
             kid,
         },
     })
@@ -824,4 +887,25 @@ pub(crate) async fn open_store_for(config: &Config) -> anyhow::Result<store::Poo
 
 pub(crate) fn print_json_doc(value: &serde_json::Value) -> anyhow::Result<()> {
     print_json(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on 127.0.0.1:8080: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn cause_chain_prints_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let error = anyhow::Error::new(Repeats(io)).context("cannot start");
+        assert_eq!(
+            cause_chain(&error),
+            "cannot start: cannot listen on 127.0.0.1:8080: Address already in use"
+        );
+        let plain = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(cause_chain(&plain), "top: middle: root");
+    }
 }

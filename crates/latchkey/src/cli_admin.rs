@@ -108,6 +108,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
 pub enum ClientAction {
     /// Register a client; prints client_id (and client_secret, once).
     Create {
+        /// A name shown to users on the consent page (1 to 200 characters).
         #[arg(long)]
         name: String,
         /// Redirect URI, matched exactly (repeatable).
@@ -149,27 +150,39 @@ pub enum ClientAction {
         /// false: a confidential OpenID Connect client may skip PKCE in requests with a nonce (RFC 9700 §2.1.1; see docs/security.md).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         require_pkce: bool,
+        /// Users must sign in with a second factor to use this client.
+        #[arg(long)]
+        require_mfa: bool,
+        /// Print the client (with client_secret, once) as one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Change a client; lists given here replace the stored ones.
     Update {
+        /// The client to change (`lk_…`).
         client_id: String,
+        /// A new name shown on the consent page.
         #[arg(long)]
         name: Option<String>,
+        /// Redirect URI (repeatable); the given ones replace the stored list.
         #[arg(long = "redirect-uri")]
         redirect_uris: Vec<String>,
+        /// Post-logout redirect URI (repeatable); replaces the stored list.
         #[arg(long = "post-logout-redirect-uri")]
         post_logout_redirect_uris: Vec<String>,
+        /// Allowed grant type (repeatable); replaces the stored list.
         #[arg(long = "grant")]
         grants: Vec<String>,
+        /// Allowed scope (repeatable); replaces the stored list.
         #[arg(long = "scope")]
         scopes: Vec<String>,
-        /// true or false.
+        /// true: users are not asked for consent; false: they are.
         #[arg(long)]
         first_party: Option<bool>,
+        /// `aud` of its access tokens ("" = the client_id).
         #[arg(long)]
         audience: Option<String>,
+        /// jwt or opaque access tokens.
         #[arg(long)]
         token_format: Option<String>,
         /// Seconds; 0 = the deployment default.
@@ -187,28 +200,37 @@ pub enum ClientAction {
         /// false: the PKCE opt-out of a confidential OpenID Connect client (refused for public clients).
         #[arg(long)]
         require_pkce: Option<bool>,
+        /// Print the updated client as one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// List clients.
     List {
+        /// Print one JSON array of clients.
         #[arg(long)]
         json: bool,
     },
     /// Show one client.
     Show {
+        /// The client to show (`lk_…`).
         client_id: String,
+        /// Print the client as one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Replace a confidential client's secret; prints the new one once.
     RotateSecret {
+        /// The client whose secret to replace (`lk_…`).
         client_id: String,
+        /// Print {"client_id", "client_secret"} as one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Delete a client and every token issued to it.
-    Delete { client_id: String },
+    Delete {
+        /// The client to delete (`lk_…`).
+        client_id: String,
+    },
 }
 
 fn validate_redirect_uri(uri: &str) -> anyhow::Result<String> {
@@ -312,6 +334,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             backchannel_logout_uri,
             jwks_file,
             require_pkce,
+            require_mfa,
             json,
         } => {
             let name = name.trim().to_owned();
@@ -355,7 +378,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 jwks,
                 require_pkce,
             };
-            let (client, secret) = clients::create(&pool, new, now)
+            let (client, secret) = clients::create_with_mfa_policy(&pool, new, require_mfa, now)
                 .await
                 .map_err(registration_error)?;
             if json {
@@ -500,12 +523,15 @@ pub enum TokenAction {
     /// Decode a JWT for a human; with --issuer, verify it against that issuer's JWKS.
     /// The token never leaves this machine (only the JWKS is fetched).
     Inspect {
+        /// The JWT (access or ID token) to decode.
         token: String,
+        /// Verify the signature, `iss`, `exp` and `nbf` against this issuer (its JWKS is fetched).
         #[arg(long)]
         issuer: Option<String>,
         /// Expected audience (checked only when given).
         #[arg(long)]
         audience: Option<String>,
+        /// Print {"header", "claims", "verified", "reason"} as one JSON document.
         #[arg(long)]
         json: bool,
     },

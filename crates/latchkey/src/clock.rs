@@ -108,9 +108,57 @@ pub fn format_utc(at: UnixTime) -> String {
         .unwrap_or_else(|| at.to_string())
 }
 
+/// How long ago `at` was, seen from `now`, for people: "just now",
+/// "5 minutes ago", "3 hours ago", "2 days ago" (pages show the exact UTC
+/// time on hover).
+pub fn time_ago(now: UnixTime, at: UnixTime) -> String {
+    let secs = (now - at).max(0);
+    let plural = |n: i64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit} ago")
+        } else {
+            format!("{n} {unit}s ago")
+        }
+    };
+    match secs {
+        0..=59 => "just now".to_owned(),
+        60..=3_599 => plural(secs / 60, "minute"),
+        3_600..=86_399 => plural(secs / 3_600, "hour"),
+        _ => plural(secs / 86_400, "day"),
+    }
+}
+
+/// A timestamp as HTML `<time datetime>` wants it: `2026-11-23T10:04:05Z`.
+pub fn format_rfc3339(at: UnixTime) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| at.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_ago_reads_like_a_person_would_say_it() {
+        let now = 1_800_000_000;
+        assert_eq!(time_ago(now, now), "just now");
+        assert_eq!(
+            time_ago(now, now + 30),
+            "just now",
+            "clock skew is not the future"
+        );
+        assert_eq!(time_ago(now, now - 60), "1 minute ago");
+        assert_eq!(time_ago(now, now - 59 * 60), "59 minutes ago");
+        assert_eq!(time_ago(now, now - 2 * 3600 - 5), "2 hours ago");
+        assert_eq!(time_ago(now, now - 86_400), "1 day ago");
+        assert_eq!(time_ago(now, now - 40 * 86_400), "40 days ago");
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+    }
 
     #[test]
     fn manual_clock_counts_milliseconds_within_the_second() {

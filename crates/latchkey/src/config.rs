@@ -48,6 +48,67 @@ pub struct Config {
     pub webauthn: WebauthnConfig,
     pub mfa: MfaConfig,
     pub revocation_feed: RevocationFeedConfig,
+    pub ui: UiConfig,
+}
+
+/// Branding of the pages: a first step (name, logo, colour).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// The name in the header bar and page titles, and the issuer an authenticator app shows.
+    pub product_name: String,
+    /// A logo shown before the name: an https:// URL or a path on this server; "" for none.
+    pub logo_url: String,
+    /// The colour of buttons and links, `#rrggbb`; white text on it must stay readable (4.5:1).
+    pub primary_color: String,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            product_name: "Latchkey".into(),
+            logo_url: String::new(),
+            primary_color: "#2f5bd3".into(),
+        }
+    }
+}
+
+impl UiConfig {
+    /// The origin of an absolute logo URL, which the pages' CSP must allow
+    /// as an image source; `None` for no logo or a path on this server.
+    pub fn logo_origin(&self) -> Option<String> {
+        Url::parse(&self.logo_url)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    }
+}
+
+/// `#rrggbb` as three 0–255 channels.
+fn parse_hex_color(text: &str) -> Option<[u8; 3]> {
+    let hex = text.strip_prefix('#')?;
+    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let channel = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
+    Some([channel(0)?, channel(2)?, channel(4)?])
+}
+
+/// WCAG 2.x contrast ratio between two sRGB colours.
+pub fn contrast_ratio(a: [u8; 3], b: [u8; 3]) -> f64 {
+    fn luminance(c: [u8; 3]) -> f64 {
+        let lin = |v: u8| {
+            let s = f64::from(v) / 255.0;
+            if s <= 0.039_28 {
+                s / 12.92
+            } else {
+                ((s + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2])
+    }
+    let (la, lb) = (luminance(a), luminance(b));
+    let (hi, lo) = if la > lb { (la, lb) } else { (lb, la) };
+    (hi + 0.05) / (lo + 0.05)
 }
 
 /// The revocation feed (`GET /oauth2/revocations/stream`) APIs follow.
@@ -245,6 +306,7 @@ impl Default for Config {
             webauthn: WebauthnConfig::default(),
             mfa: MfaConfig::default(),
             revocation_feed: RevocationFeedConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -350,6 +412,9 @@ pub enum ConfigError {
         option: &'static str,
         reason: String,
     },
+    /// Several refusals, listed together (one per line).
+    #[error("{} settings are refused:{}", .0.len(), .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    Refused(Vec<ConfigError>),
 }
 
 fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -559,6 +624,7 @@ impl Config {
             return Err(invalid("tokens.leeway_secs", "must be between 0 and 300"));
         }
         self.check_webauthn()?;
+        self.check_ui()?;
         if !(10..=10_000).contains(&self.revocation_feed.poll_interval_ms) {
             return Err(invalid(
                 "revocation_feed.poll_interval_ms",
@@ -595,6 +661,49 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn check_ui(&self) -> Result<(), ConfigError> {
+        let ui = &self.ui;
+        let name = ui.product_name.trim();
+        if name.is_empty() || name.chars().count() > 60 || name.chars().any(char::is_control) {
+            return Err(invalid(
+                "ui.product_name",
+                "must be 1 to 60 characters, without control characters",
+            ));
+        }
+        if !ui.logo_url.is_empty() {
+            let path = ui.logo_url.starts_with('/') && !ui.logo_url.starts_with("//");
+            let https = Url::parse(&ui.logo_url).is_ok_and(|u| {
+                u.scheme() == "https" || (u.scheme() == "http" && is_loopback_host(&u))
+            });
+            if !(path || https)
+                || ui.logo_url.len() > 2048
+                || ui
+                    .logo_url
+                    .chars()
+                    .any(|c| c.is_control() || c == '"' || c == ' ')
+            {
+                return Err(invalid(
+                    "ui.logo_url",
+                    format!("{:?} must be an https:// URL or a path on this server such as /static/logo.svg", ui.logo_url),
+                ));
+            }
+        }
+        let Some(color) = parse_hex_color(&ui.primary_color) else {
+            return Err(invalid(
+                "ui.primary_color",
+                format!("{:?} must be a colour written #rrggbb", ui.primary_color),
+            ));
+        };
+        let ratio = contrast_ratio(color, [255, 255, 255]);
+        if ratio < 4.5 {
+            return Err(invalid(
+                "ui.primary_color",
+                format!("{} is too light: white button text on it has a contrast of {ratio:.2}:1, WCAG asks for 4.5:1; choose a darker colour", ui.primary_color),
+            ));
         }
         Ok(())
     }
@@ -637,40 +746,67 @@ impl Config {
     /// Checks that make `serve` refuse to start (dangerous in production).
     /// `latchkey doctor` reports the same problems with more context.
     pub fn check_for_serving(&self, mode: Mode) -> Result<(), ConfigError> {
-        let issuer = self.issuer_url()?;
-        if issuer.scheme() != "https" && !is_loopback_host(&issuer) {
-            return Err(invalid(
-                "issuer",
-                format!("{} is not https and not loopback: cookies and tokens would travel in clear. Use an https:// issuer (TLS at your proxy)", self.issuer),
-            ));
+        // Every refusal at once: an operator fixes them all in one go instead
+        // of meeting them one start-up at a time.
+        let mut refusals = Vec::new();
+        let issuer = match self.issuer_url() {
+            Ok(issuer) => Some(issuer),
+            Err(e) => {
+                refusals.push(e);
+                None
+            }
+        };
+        if let Some(issuer) = &issuer {
+            if issuer.scheme() != "https" && !is_loopback_host(issuer) {
+                refusals.push(invalid(
+                    "issuer",
+                    format!("{} is not https and not loopback: cookies and tokens would travel in clear. Use an https:// issuer (TLS at your proxy)", self.issuer),
+                ));
+            }
+        }
+        if let Err(e) = self.bind_addr() {
+            refusals.push(e);
         }
         if self.http.cors_allowed_origins.iter().any(|o| o == "*")
             && self.http.cors_allow_credentials
         {
-            return Err(invalid(
+            refusals.push(invalid(
                 "http.cors_allowed_origins",
                 "`*` together with http.cors_allow_credentials = true lets any site act as the signed-in user; list the exact origins",
             ));
         }
         if self.master_key.is_none() && self.master_key_file.is_none() {
-            return Err(invalid(
+            refusals.push(invalid(
                 "master_key",
                 "no master key: set LATCHKEY_MASTER_KEY or LATCHKEY_MASTER_KEY_FILE (generate one with `latchkey keys generate-master`)",
             ));
-        }
-        if mode == Mode::Serve && !is_loopback_host(&issuer) && self.load_master_key()?.is_dev {
-            return Err(invalid(
-                "master_key_file",
-                "this is the development key written by `latchkey dev`; generate a real one with `latchkey keys generate-master`",
-            ));
+        } else {
+            match self.load_master_key() {
+                Err(e) => refusals.push(e),
+                Ok(key)
+                    if key.is_dev
+                        && mode == Mode::Serve
+                        && issuer.as_ref().is_some_and(|i| !is_loopback_host(i)) =>
+                {
+                    refusals.push(invalid(
+                        "master_key_file",
+                        "this is the development key written by `latchkey dev`; generate a real one with `latchkey keys generate-master`",
+                    ));
+                }
+                Ok(_) => {}
+            }
         }
         if self.tokens.signing_algorithm == "none" {
-            return Err(invalid(
+            refusals.push(invalid(
                 "tokens.signing_algorithm",
                 "`none` is never allowed",
             ));
         }
-        Ok(())
+        match refusals.len() {
+            0 => Ok(()),
+            1 => Err(refusals.remove(0)),
+            _ => Err(ConfigError::Refused(refusals)),
+        }
     }
 
     pub fn issuer_url(&self) -> Result<Url, ConfigError> {
@@ -912,6 +1048,72 @@ mod tests {
         c.http.cors_allow_credentials = true;
         let err = c.check_for_serving(Mode::Serve).expect_err("refused");
         assert!(err.to_string().contains("cors_allowed_origins"), "{err}");
+    }
+
+    #[test]
+    fn ui_branding_is_checked() {
+        let with = |f: fn(&mut UiConfig)| {
+            let mut c = Config::default();
+            f(&mut c.ui);
+            c.check_types()
+        };
+        assert!(with(|_| {}).is_ok());
+        assert!(with(|u| u.primary_color = "#0b6e4f".into()).is_ok());
+        assert!(with(|u| u.logo_url = "https://cdn.example.com/logo.svg".into()).is_ok());
+        assert!(with(|u| u.logo_url = "/static/latchkey.css".into()).is_ok());
+        for (bad, option) in [
+            (
+                with(|u| u.primary_color = "#ffff00".into()),
+                "ui.primary_color",
+            ),
+            (with(|u| u.primary_color = "red".into()), "ui.primary_color"),
+            (
+                with(|u| u.primary_color = "#12345g".into()),
+                "ui.primary_color",
+            ),
+            (
+                with(|u| u.logo_url = "javascript:alert(1)".into()),
+                "ui.logo_url",
+            ),
+            (
+                with(|u| u.logo_url = "//evil.example/x.png".into()),
+                "ui.logo_url",
+            ),
+            (
+                with(|u| u.logo_url = "http://cdn.example.com/x.png".into()),
+                "ui.logo_url",
+            ),
+            (with(|u| u.product_name = "  ".into()), "ui.product_name"),
+            (with(|u| u.product_name = "a\nb".into()), "ui.product_name"),
+        ] {
+            let err = bad.expect_err(option);
+            assert!(err.to_string().contains(option), "{err}");
+        }
+        // WCAG's own extremes and the default accent.
+        assert!((contrast_ratio([0, 0, 0], [255, 255, 255]) - 21.0).abs() < 1e-9);
+        assert!(contrast_ratio([0x2f, 0x5b, 0xd3], [255, 255, 255]) > 4.5);
+    }
+
+    #[test]
+    fn serve_lists_every_refusal_at_once() {
+        let mut c = Config {
+            issuer: "http://id.example.com".into(),
+            bind: "everywhere".into(),
+            ..Config::default()
+        };
+        c.http.cors_allowed_origins = vec!["*".into()];
+        c.http.cors_allow_credentials = true;
+        let err = c.check_for_serving(Mode::Serve).expect_err("refused");
+        let text = err.to_string();
+        assert!(text.starts_with("4 settings are refused:"), "{text}");
+        for option in [
+            "`issuer`",
+            "`bind`",
+            "`http.cors_allowed_origins`",
+            "`master_key`",
+        ] {
+            assert_eq!(text.matches(option).count(), 1, "{option} once in: {text}");
+        }
     }
 
     #[test]

@@ -3,7 +3,13 @@
 //! - [`MaybeSignedIn`]: the session if there is a valid one.
 //! - [`SignedIn`]: 401 (`WWW-Authenticate`) on API routes, a redirect to
 //!   `/login` on pages, when nobody is signed in.
-//! - [`HasRole<R>`]: like `SignedIn`, then 403 when the user lacks role `R`.
+//! - [`HasRole<R>`]: like `SignedIn`, then 403 when the user lacks role `R`;
+//!   for a role that needs a second factor, a browser gets a page saying why
+//!   and how to set one up (then back to where it was going).
+//!
+//! A user whose password was handed out (`must_change_password`) is sent to
+//! `/account/password` by every page but that one, the passkey pages and
+//! sign-out, until they choose their own password or add a passkey.
 
 use std::marker::PhantomData;
 
@@ -95,6 +101,8 @@ impl FromRequestParts<AppState> for MaybeSignedIn {
 pub enum AuthRejection {
     Redirect(Redirect),
     Error(HttpError),
+    /// A page rendered for the browser (the second-factor explanation).
+    Page(Response),
 }
 
 impl IntoResponse for AuthRejection {
@@ -102,6 +110,7 @@ impl IntoResponse for AuthRejection {
         match self {
             AuthRejection::Redirect(r) => r.into_response(),
             AuthRejection::Error(e) => e.into_response(),
+            AuthRejection::Page(page) => page,
         }
     }
 }
@@ -123,6 +132,15 @@ impl FromRequestParts<AppState> for SignedIn {
     ) -> Result<Self, Self::Rejection> {
         let MaybeSignedIn(found) = MaybeSignedIn::from_request_parts(parts, state).await?;
         match found {
+            Some(found)
+                if found.user.must_change_password
+                    && wants_html(&parts.headers)
+                    && !open_before_password_change(parts.uri.path()) =>
+            {
+                Err(AuthRejection::Redirect(Redirect::to(
+                    "/account/password?required=1",
+                )))
+            }
             Some(found) => Ok(SignedIn(found)),
             None if wants_html(&parts.headers) => {
                 let next = parts
@@ -137,6 +155,44 @@ impl FromRequestParts<AppState> for SignedIn {
                 Err(AuthRejection::Redirect(Redirect::to(&target)))
             }
             None => Err(AuthRejection::Error(HttpError::unauthenticated())),
+        }
+    }
+}
+
+/// The pages a user who must replace a handed-out password may still open:
+/// the ways to replace it (a new password, a passkey) and signing out.
+fn open_before_password_change(path: &str) -> bool {
+    path == "/account/password"
+        || path == "/account/passkeys"
+        || path.starts_with("/account/passkeys/")
+        || path == "/logout"
+}
+
+/// The page `/admin` (or any page of a role that needs a second factor)
+/// shows a browser signed in without one: why, and the way through.
+async fn second_factor_page(
+    state: &AppState,
+    found: &SignedInUser,
+    role: &str,
+    next: &str,
+) -> Response {
+    let has_second_factor = match crate::login::second_factors(state, &found.user.id).await {
+        Ok(f) => f.totp || f.passkey,
+        Err(e) => return HttpError::from(e).as_page().into_response(),
+    };
+    let next_encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    let csrf_token = crate::http::csrf::token_for(
+        &state.csrf_key,
+        crate::http::csrf::Binding::Session(&found.session.id_hash),
+    );
+    let context = minijinja::context! {
+        role, has_second_factor, next_encoded, csrf_token, signed_in => true
+    };
+    match state.templates.render("second_factor_needed.html", context) {
+        Ok(html) => (StatusCode::FORBIDDEN, axum::response::Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            HttpError::internal().as_page().into_response()
         }
     }
 }
@@ -164,6 +220,14 @@ impl<R: RoleName> FromRequestParts<AppState> for HasRole<R> {
         let SignedIn(found) = SignedIn::from_request_parts(parts, state).await?;
         if found.user.has_role(R::NAME) {
             if !crate::policy::may_use_role(&state.config.mfa, R::NAME, &found.session.amr) {
+                if wants_html(&parts.headers) && parts.method == axum::http::Method::GET {
+                    let next = crate::routes::login::safe_next(
+                        parts.uri.path_and_query().map(|p| p.as_str()),
+                    );
+                    return Err(AuthRejection::Page(
+                        second_factor_page(state, &found, R::NAME, &next).await,
+                    ));
+                }
                 let error = HttpError::json(
                     StatusCode::FORBIDDEN,
                     "mfa_required",

@@ -139,10 +139,24 @@ impl From<crate::identity::password::HashError> for HttpError {
     }
 }
 
+/// Marks a response as an error page, so [`brand_error_pages`] can render it
+/// with the deployment's templates (header bar, product name).
+#[derive(Debug, Clone)]
+pub struct ErrorPage {
+    pub status: StatusCode,
+    pub message: String,
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let mut response = if self.html {
-            (self.status, Html(error_page(self.status, &self.message))).into_response()
+            let mut page =
+                (self.status, Html(error_page(self.status, &self.message))).into_response();
+            page.extensions_mut().insert(ErrorPage {
+                status: self.status,
+                message: self.message.clone(),
+            });
+            page
         } else {
             let body = serde_json::json!({ "error": self.code, "message": self.message });
             (self.status, axum::Json(body)).into_response()
@@ -154,14 +168,57 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// A self-contained error page (no template state needed, text escaped).
+/// `message` as a sentence: its first letter capitalised.
+pub fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Middleware (outside [`shape_framework_rejections`], so the framework's
+/// rejections are covered too): renders every error page with the
+/// deployment's templates — the header bar with the product name, a
+/// capitalised message — keeping status and headers.
+pub async fn brand_error_pages(
+    axum::extract::State(state): axum::extract::State<crate::app::AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    let Some(page) = response.extensions().get::<ErrorPage>().cloned() else {
+        return response;
+    };
+    let title = page.status.canonical_reason().unwrap_or("Error");
+    let context = minijinja::context! {
+        title, message => sentence(&page.message), signed_in => false
+    };
+    match state.templates.render("error.html", context) {
+        Ok(html) => {
+            let (mut parts, _) = response.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let mut branded = Response::from_parts(parts, axum::body::Body::from(html));
+            branded.extensions_mut().remove::<ErrorPage>();
+            branded
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "error page template failed");
+            response
+        }
+    }
+}
+
+/// A self-contained error page (no template state needed, text escaped);
+/// [`brand_error_pages`] replaces it with the templated one.
 fn error_page(status: StatusCode, message: &str) -> String {
     let title = status.canonical_reason().unwrap_or("Error");
+    let message = sentence(message);
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title} · Latchkey</title><link rel=\"stylesheet\" href=\"/static/latchkey.css\"></head>\
          <body><main class=\"card\"><h1>{title}</h1><p class=\"error\">{}</p><p><a href=\"/\">Back to start</a></p></main></body></html>",
-        escape_html(message)
+        escape_html(&message)
     )
 }
 

@@ -12,6 +12,18 @@ pub const CSP: &str =
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
+/// [`CSP`], with the origin of a configured `ui.logo_url` allowed as an
+/// image source (a logo on a CDN).
+pub fn content_security_policy(ui: &crate::config::UiConfig) -> String {
+    match ui.logo_origin() {
+        Some(origin) => CSP.replace(
+            "img-src 'self' data:",
+            &format!("img-src 'self' data: {origin}"),
+        ),
+        None => CSP.to_owned(),
+    }
+}
+
 pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let is_static = req.uri().path().starts_with("/static/");
     let mut response = next.run(req).await;
@@ -23,7 +35,8 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_str(&content_security_policy(&state.config.ui))
+            .unwrap_or_else(|_| HeaderValue::from_static(CSP)),
     );
     if !h.contains_key(header::REFERRER_POLICY) {
         h.insert(

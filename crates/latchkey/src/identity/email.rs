@@ -113,7 +113,8 @@ impl Email {
 
 impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`: `{:<32}` in a table must align.
+        f.pad(&self.0)
     }
 }
 

@@ -2,8 +2,11 @@
 //! hashes included.
 //!
 //! Accepts a JSON array or a CSV file with a header row. Fields: `email`
-//! (required), `name`, `password_hash` (Argon2 PHC or bcrypt `$2a$/$2b$/$2y$`),
+//! (required), `name`, `password_hash` (Argon2 PHC, bcrypt `$2a$/$2b$/$2y$`,
+//! Django `pbkdf2_sha256$…` or PHC `$pbkdf2-sha256$…`/`$pbkdf2-sha512$…`),
 //! `roles` (JSON array, or `;`-separated in CSV), `email_verified`.
+//! Also a Keycloak realm or users export (`{"users": [...]}`), whose
+//! `pbkdf2-sha256`/`pbkdf2-sha512` password credentials become PHC strings.
 //! Every record is checked before anything is written, and all users are
 //! inserted in one transaction: a bad file imports nothing.
 
@@ -47,6 +50,9 @@ pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Is this a password hash format we can verify?
 fn acceptable_hash(hash: &str) -> bool {
+    if super::password::parse_pbkdf2(hash).is_some() {
+        return true;
+    }
     if super::password::is_bcrypt(hash) {
         return hash.parse::<bcrypt::HashParts>().is_ok();
     }
@@ -62,6 +68,7 @@ pub fn parse(text: &str, format: ImportFormat) -> Result<Vec<NewUser>, ImportErr
             reason: e.to_string(),
         })?,
         ImportFormat::Csv => parse_csv(text)?,
+        ImportFormat::Keycloak => parse_keycloak(text)?,
     };
     let mut seen = std::collections::HashSet::new();
     let mut users = Vec::with_capacity(records.len());
@@ -79,7 +86,7 @@ pub fn parse(text: &str, format: ImportFormat) -> Result<Vec<NewUser>, ImportErr
         }
         if let Some(h) = r.password_hash.as_ref().filter(|h| !h.is_empty()) {
             if !acceptable_hash(h) {
-                return Err(ImportError::Record { record, reason: "password_hash is not an Argon2 PHC string or a bcrypt hash ($2a$/$2b$/$2y$)".into() });
+                return Err(ImportError::Record { record, reason: format!("password_hash is not an Argon2 PHC string, a bcrypt hash ($2a$/$2b$/$2y$) or a PBKDF2 hash (Django pbkdf2_sha256$…, $pbkdf2-sha256$ or $pbkdf2-sha512$ with at most {} iterations)", super::password::MAX_PBKDF2_ITERATIONS) });
             }
         }
         let roles = r
@@ -106,6 +113,167 @@ pub fn parse(text: &str, format: ImportFormat) -> Result<Vec<NewUser>, ImportErr
 pub enum ImportFormat {
     Json,
     Csv,
+    /// A Keycloak realm or users export (`kc.sh export`): `{"users": [...]}`.
+    Keycloak,
+}
+
+impl ImportFormat {
+    /// The format of `text` named by `--format`, or guessed from the file
+    /// extension; a `.json` file holding an object with `users` is a Keycloak
+    /// export.
+    pub fn choose(
+        given: Option<&str>,
+        extension: Option<&str>,
+        text: &str,
+    ) -> Option<ImportFormat> {
+        match given.or(extension)? {
+            "csv" => Some(ImportFormat::Csv),
+            "keycloak" => Some(ImportFormat::Keycloak),
+            "json" if given.is_none() && looks_like_keycloak(text) => Some(ImportFormat::Keycloak),
+            "json" => Some(ImportFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+fn looks_like_keycloak(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+        && serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v.get("users").is_some_and(serde_json::Value::is_array))
+}
+
+/// A user of a Keycloak export: only the fields Latchkey keeps.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeycloakUser {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    #[serde(default)]
+    credentials: Vec<KeycloakCredential>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeycloakCredential {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    secret_data: Option<String>,
+    #[serde(default)]
+    credential_data: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeycloakSecret {
+    value: String,
+    salt: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeycloakCredentialData {
+    hash_iterations: u32,
+    algorithm: String,
+}
+
+/// A Keycloak export's users as import records. Roles are not carried over
+/// (grant them with `user set-role`); a disabled user is refused rather than
+/// imported enabled.
+fn parse_keycloak(text: &str) -> Result<Vec<JsonRecord>, ImportError> {
+    #[derive(Deserialize)]
+    struct Export {
+        users: Vec<KeycloakUser>,
+    }
+    let export: Export = serde_json::from_str(text).map_err(|e| ImportError::Malformed {
+        format: "Keycloak export",
+        reason: e.to_string(),
+    })?;
+    export
+        .users
+        .into_iter()
+        .enumerate()
+        .map(|(i, user)| {
+            let record = i + 1;
+            let fail = |reason: String| ImportError::Record { record, reason };
+            let who = user.username.clone().unwrap_or_default();
+            if !user.enabled {
+                return Err(fail(format!("user {who:?} is disabled in Keycloak: enable it there or leave it out of the file")));
+            }
+            let email = user
+                .email
+                .filter(|e| !e.trim().is_empty())
+                .ok_or_else(|| fail(format!("user {who:?} has no email address")))?;
+            let mut passwords = user.credentials.iter().filter(|c| c.kind == "password");
+            let password_hash = match (passwords.next(), passwords.next()) {
+                (None, _) => None,
+                (Some(_), Some(_)) => return Err(fail("more than one password credential".into())),
+                (Some(c), None) => Some(keycloak_hash(c).map_err(fail)?),
+            };
+            let name = [user.first_name, user.last_name]
+                .into_iter()
+                .flatten()
+                .filter(|n| !n.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            Ok(JsonRecord {
+                email,
+                name: Some(name),
+                password_hash,
+                roles: Vec::new(),
+                email_verified: user.email_verified,
+            })
+        })
+        .collect()
+}
+
+/// A Keycloak password credential as a `$pbkdf2-sha256$…`/`$pbkdf2-sha512$…`
+/// PHC string.
+fn keycloak_hash(credential: &KeycloakCredential) -> Result<String, String> {
+    use base64::Engine as _;
+    let secret: KeycloakSecret = serde_json::from_str(
+        credential.secret_data.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| format!("password credential: secretData is not {{\"value\", \"salt\"}}: {e}"))?;
+    let data: KeycloakCredentialData = serde_json::from_str(
+        credential.credential_data.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| {
+        format!(
+            "password credential: credentialData is not {{\"hashIterations\", \"algorithm\"}}: {e}"
+        )
+    })?;
+    let algorithm = match data.algorithm.as_str() {
+        "pbkdf2-sha256" => "sha256",
+        "pbkdf2-sha512" => "sha512",
+        other => return Err(format!("password credential: algorithm {other:?} is not supported (pbkdf2-sha256 and pbkdf2-sha512 are)")),
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let salt = b64
+        .decode(&secret.salt)
+        .map_err(|e| format!("password credential: salt: {e}"))?;
+    let value = b64
+        .decode(&secret.value)
+        .map_err(|e| format!("password credential: value: {e}"))?;
+    Ok(super::password::Pbkdf2Hash::phc(
+        algorithm,
+        data.hash_iterations,
+        &salt,
+        &value,
+    ))
 }
 
 /// A deliberately small CSV reader: header row, comma-separated, fields may
@@ -295,6 +463,81 @@ mod tests {
         let users =
             parse("email,password_hash\nada@example.com,\n", ImportFormat::Csv).expect("valid");
         assert_eq!(users[0].password_hash, None);
+    }
+
+    #[test]
+    fn keycloak_exports_become_pbkdf2_records() {
+        let credential = |algorithm: &str, iterations: u32| {
+            serde_json::json!({
+                "type": "password",
+                "secretData": serde_json::json!({ "value": "Izwy2CmT/n6iOrXxS+n8xQotJ1Awqj23Ybq7OKLf6SvXLXECsP8+VbCi+ev6fNg/EGIS9WMKCoYb67z7UFl7+g==", "salt": "XxwqnX47TGqNDh8qO0xdbg==" }).to_string(),
+                "credentialData": serde_json::json!({ "hashIterations": iterations, "algorithm": algorithm }).to_string(),
+            })
+        };
+        let export = |users: serde_json::Value| {
+            serde_json::json!({ "realm": "acme", "users": users }).to_string()
+        };
+        let text = export(serde_json::json!([
+            { "username": "k", "email": "K@Example.com", "firstName": "Kay", "lastName": "Ell", "emailVerified": true, "credentials": [credential("pbkdf2-sha256", 27500)] },
+            { "username": "m", "email": "m@example.com", "credentials": [] }
+        ]));
+        assert_eq!(
+            ImportFormat::choose(None, Some("json"), &text),
+            Some(ImportFormat::Keycloak)
+        );
+        assert_eq!(
+            ImportFormat::choose(None, Some("json"), "[]"),
+            Some(ImportFormat::Json)
+        );
+        let users = parse(&text, ImportFormat::Keycloak).expect("valid export");
+        assert_eq!(users[0].email.as_str(), "k@example.com");
+        assert_eq!(users[0].display_name, "Kay Ell");
+        assert!(users[0].email_verified);
+        let hash = users[0].password_hash.as_deref().expect("a hash");
+        assert!(hash.starts_with("$pbkdf2-sha256$i=27500$"), "{hash}");
+        assert!(crate::identity::password::parse_pbkdf2(hash).is_some());
+        assert_eq!(users[1].password_hash, None);
+
+        for (bad, needle) in [
+            (
+                export(
+                    serde_json::json!([{ "username": "x", "email": "x@example.com", "credentials": [credential("argon2", 3)] }]),
+                ),
+                "algorithm \"argon2\"",
+            ),
+            (
+                export(
+                    serde_json::json!([{ "username": "x", "email": "x@example.com", "credentials": [credential("pbkdf2-sha256", 90_000_000)] }]),
+                ),
+                "iterations",
+            ),
+            (
+                export(serde_json::json!([{ "username": "x", "credentials": [] }])),
+                "no email",
+            ),
+            (
+                export(
+                    serde_json::json!([{ "username": "x", "email": "x@example.com", "enabled": false }]),
+                ),
+                "disabled",
+            ),
+            (
+                export(
+                    serde_json::json!([{ "username": "x", "email": "x@example.com", "credentials": [credential("pbkdf2-sha256", 1), credential("pbkdf2-sha256", 1)] }]),
+                ),
+                "more than one",
+            ),
+            (
+                export(
+                    serde_json::json!([{ "username": "x", "email": "x@example.com", "credentials": [{ "type": "password", "secretData": "nope" }] }]),
+                ),
+                "secretData",
+            ),
+            ("{\"users\": 3}".to_owned(), "Keycloak export"),
+        ] {
+            let err = parse(&bad, ImportFormat::Keycloak).expect_err(needle);
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
     }
 
     #[test]

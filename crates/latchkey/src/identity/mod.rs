@@ -35,6 +35,9 @@ pub struct User {
     pub email_verified: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+    /// The password was handed out by someone else (the administrator
+    /// `latchkey dev` prints): pages ask for a new one, or a passkey, first.
+    pub must_change_password: bool,
     #[serde(skip)]
     pub password_hash: Option<String>,
 }
@@ -73,7 +76,7 @@ impl From<sqlx::Error> for IdentityError {
 }
 
 const USER_COLUMNS: &str =
-    "id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at";
+    "id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at, must_change_password";
 
 fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
@@ -85,6 +88,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
         email_verified: row.try_get::<i64, _>("email_verified")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        must_change_password: row.try_get::<i64, _>("must_change_password")? != 0,
         roles: Vec::new(),
     })
 }
@@ -137,6 +141,7 @@ pub async fn create_user(pool: &Pool, new: NewUser, now: UnixTime) -> Result<Use
         email_verified: new.email_verified,
         created_at: now,
         updated_at: now,
+        must_change_password: false,
         password_hash: new.password_hash,
     })
 }
@@ -296,6 +301,23 @@ pub(crate) async fn delete_rows_tx(tx: &mut Tx<'_>, user_id: &str) -> Result<(),
 
 /// Replaces a password hash, but only if it is still the one that was
 /// verified (a concurrent password change wins over a transparent rehash).
+/// Marks (or clears) that the user must choose their own password — or add
+/// a passkey — before using the pages.
+pub async fn set_must_change_password(
+    pool: &Pool,
+    user_id: &str,
+    must: bool,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET must_change_password = $2, updated_at = $3 WHERE id = $1")
+        .bind(user_id)
+        .bind(i64::from(must))
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 pub async fn replace_password_hash(
     pool: &Pool,
     user_id: &str,

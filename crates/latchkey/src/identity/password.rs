@@ -1,8 +1,11 @@
 //! Passwords: the policy a new password must meet, and hashing.
 //!
 //! Hashes are Argon2id PHC strings. Imported bcrypt hashes (`$2a$`, `$2b$`,
-//! `$2y$`) verify too and are replaced by Argon2id at the next sign-in, as are
-//! Argon2 hashes whose parameters differ from the configured ones.
+//! `$2y$`) and PBKDF2 hashes (Django's `pbkdf2_sha256$…`, and the
+//! `$pbkdf2-sha256$…` / `$pbkdf2-sha512$…` form Keycloak credentials are
+//! converted into) verify too and are replaced by Argon2id at the next
+//! sign-in, as are Argon2 hashes whose parameters differ from the configured
+//! ones.
 //!
 //! Hashing is CPU- and memory-heavy, so it runs on the blocking thread pool
 //! behind a semaphore (default: one permit per CPU): a flood of sign-ins
@@ -243,6 +246,100 @@ pub fn is_bcrypt(stored: &str) -> bool {
         .any(|p| stored.starts_with(p))
 }
 
+/// Most PBKDF2 iterations an imported hash may ask for: each sign-in pays
+/// them, so a hostile import must not turn one sign-in into minutes of CPU.
+/// (Django 5.1 uses 870,000 for SHA-256; Keycloak 210,000 for SHA-512.)
+pub const MAX_PBKDF2_ITERATIONS: u32 = 2_000_000;
+
+/// An imported PBKDF2 hash, parsed.
+pub struct Pbkdf2Hash {
+    algorithm: ring::pbkdf2::Algorithm,
+    iterations: std::num::NonZeroU32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+/// Parses Django's `pbkdf2_sha256$ITERATIONS$SALT$BASE64` (the salt used as
+/// its UTF-8 bytes) or the PHC form `$pbkdf2-sha256$i=ITERATIONS$SALT$HASH`
+/// (`-sha512` too; salt and hash in base64, padding optional). `None` for
+/// anything else, including out-of-range iterations and odd lengths.
+pub fn parse_pbkdf2(stored: &str) -> Option<Pbkdf2Hash> {
+    use base64::Engine as _;
+    let b64 = |text: &str| {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .ok()
+    };
+    let (algorithm, iterations, salt, hash) =
+        if let Some(rest) = stored.strip_prefix("pbkdf2_sha256$") {
+            let mut parts = rest.split('$');
+            let (iterations, salt, hash) = (parts.next()?, parts.next()?, parts.next()?);
+            if parts.next().is_some() || salt.is_empty() {
+                return None;
+            }
+            (
+                ring::pbkdf2::PBKDF2_HMAC_SHA256,
+                iterations,
+                salt.as_bytes().to_vec(),
+                b64(hash)?,
+            )
+        } else if let Some(rest) = stored.strip_prefix("$pbkdf2-") {
+            let mut parts = rest.split('$');
+            let algorithm = match parts.next()? {
+                "sha256" => ring::pbkdf2::PBKDF2_HMAC_SHA256,
+                "sha512" => ring::pbkdf2::PBKDF2_HMAC_SHA512,
+                _ => return None,
+            };
+            let iterations = parts.next()?.strip_prefix("i=")?;
+            let (salt, hash) = (b64(parts.next()?)?, b64(parts.next()?)?);
+            if parts.next().is_some() {
+                return None;
+            }
+            (algorithm, iterations, salt, hash)
+        } else {
+            return None;
+        };
+    let iterations: u32 = iterations.parse().ok()?;
+    if iterations > MAX_PBKDF2_ITERATIONS
+        || !(16..=128).contains(&hash.len())
+        || salt.is_empty()
+        || salt.len() > 256
+    {
+        return None;
+    }
+    Some(Pbkdf2Hash {
+        algorithm,
+        iterations: std::num::NonZeroU32::new(iterations)?,
+        salt,
+        hash,
+    })
+}
+
+impl Pbkdf2Hash {
+    /// The PHC form stored for a hash imported from Keycloak.
+    pub fn phc(algorithm: &str, iterations: u32, salt: &[u8], hash: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+        format!(
+            "$pbkdf2-{algorithm}$i={iterations}${}${}",
+            b64.encode(salt),
+            b64.encode(hash)
+        )
+    }
+
+    /// Does `password` derive the stored hash? (ring compares in constant time.)
+    fn matches(&self, password: &str) -> bool {
+        ring::pbkdf2::verify(
+            self.algorithm,
+            self.iterations,
+            &self.salt,
+            password.as_bytes(),
+            &self.hash,
+        )
+        .is_ok()
+    }
+}
+
 thread_local! {
     /// Argon2's working memory (19 MiB at the defaults), kept per blocking
     /// thread. Allocating it per hash made glibc map and unmap a fresh heap
@@ -296,6 +393,13 @@ fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
             needs_rehash: true,
         };
     }
+    if let Some(pbkdf2) = parse_pbkdf2(stored) {
+        // Imported from Django or Keycloak: always replaced by Argon2id.
+        return Verification {
+            matches: pbkdf2.matches(password),
+            needs_rehash: true,
+        };
+    }
     let Ok(parsed) = PasswordHash::new(stored) else {
         return Verification {
             matches: false,
@@ -331,6 +435,57 @@ mod tests {
             argon2_memory_kib: 64,
             argon2_iterations: 1,
             ..PasswordConfig::default()
+        }
+    }
+
+    /// A Django-format hash of "lètmein" with the salt "seasalt" at 1,000
+    /// iterations, computed with Python's hashlib (an implementation
+    /// independent of ring): `hashlib.pbkdf2_hmac("sha256", …)`.
+    const DJANGO: &str = "pbkdf2_sha256$1000$seasalt$JgZryXe2Ga8ysg6XbzkLpTdyPQrHqsinbL9BnnhgX4A=";
+
+    #[test]
+    fn verifies_pbkdf2_hashes_from_django_and_keycloak_and_asks_for_a_rehash() {
+        let params = PasswordHasher::new(&fast_config()).expect("params").params;
+        let django = verify_with(&params, "lètmein", DJANGO);
+        assert!(django.matches && django.needs_rehash);
+        assert!(!verify_with(&params, "letmein", DJANGO).matches);
+        // RFC 7914 §11: PBKDF2-HMAC-SHA-256 of "passwd" / "salt", 1 iteration, 64 bytes.
+        let sha256 = Pbkdf2Hash::phc(
+            "sha256",
+            1,
+            b"salt",
+            &hex::decode("55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783").expect("hex"),
+        );
+        let v = verify_with(&params, "passwd", &sha256);
+        assert!(v.matches && v.needs_rehash);
+        assert!(!verify_with(&params, "password", &sha256).matches);
+        // PBKDF2-HMAC-SHA-512 of "password" / "salt", 1 iteration, 64 bytes
+        // (computed with Python's hashlib).
+        let sha512 = Pbkdf2Hash::phc(
+            "sha512",
+            1,
+            b"salt",
+            &hex::decode("867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252c02d470a285a0501bad999bfe943c08f050235d7d68b1da55e63f73b60a57fce").expect("hex"),
+        );
+        assert!(verify_with(&params, "password", &sha512).matches);
+        assert!(!verify_with(&params, "passwore", &sha512).matches);
+    }
+
+    #[test]
+    fn refuses_malformed_and_hostile_pbkdf2_hashes() {
+        for bad in [
+            "pbkdf2_sha256$1000$seasalt",
+            "pbkdf2_sha256$0$seasalt$GPhSiwgG2Fpe09A1dPf/PJc+2XJ/V+F/vvQfZgSAWNE=",
+            "pbkdf2_sha256$99999999$seasalt$GPhSiwgG2Fpe09A1dPf/PJc+2XJ/V+F/vvQfZgSAWNE=",
+            "pbkdf2_sha256$1000$$GPhSiwgG2Fpe09A1dPf/PJc+2XJ/V+F/vvQfZgSAWNE=",
+            "pbkdf2_sha256$1000$seasalt$not base64!",
+            "pbkdf2_sha256$1000$seasalt$AAAA",
+            "pbkdf2_sha256$x$seasalt$GPhSiwgG2Fpe09A1dPf/PJc+2XJ/V+F/vvQfZgSAWNE=",
+            "$pbkdf2-md5$i=1$c2FsdA$GPhSiwgG2Fpe09A1dPf/PJc+2XJ/V+F/vvQfZgSAWNE",
+            "$pbkdf2-sha256$1000$c2FsdA$GPhSiwgG2Fpe09A1dPf/PJc+2XJ/V+F/vvQfZgSAWNE",
+            "$pbkdf2-sha256$i=1000$c2FsdA$GPhSiwgG2Fpe09A1dPf/PJc+2XJ/V+F/vvQfZgSAWNE$x",
+        ] {
+            assert!(parse_pbkdf2(bad).is_none(), "{bad}");
         }
     }
 

@@ -264,9 +264,17 @@ pub async fn change_password(
         return Err(ChangePasswordError::WrongCurrentPassword);
     }
     attempt.succeeded();
+    if new.expose() == current.expose() {
+        return Err(ChangePasswordError::Policy(
+            crate::identity::PolicyViolations(vec!["it is the current password".into()]),
+        ));
+    }
     state.policy.check(new, Some(user.email.as_str()))?;
     let hash = state.hasher.hash(new).await?;
     identity::replace_password_hash(&state.pool, &user.id, None, &hash, now).await?;
+    if user.must_change_password {
+        identity::set_must_change_password(&state.pool, &user.id, false, now).await?;
+    }
     let ended = if end_other_sessions {
         let cause = Cause::at(state, Initiator::User, "password changed");
         crate::cascade::revoke_other_sessions(&state.pool, &user.id, keep_session, &cause).await?

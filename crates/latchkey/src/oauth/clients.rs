@@ -246,6 +246,17 @@ pub async fn create(
     new: NewClient,
     now: UnixTime,
 ) -> Result<(Client, Option<SecretToken>), RegistrationError> {
+    create_with_mfa_policy(pool, new, false, now).await
+}
+
+/// [`create`], with `require_mfa` set in the same insert: a client that must
+/// demand a second factor never exists, even for a moment, without the rule.
+pub async fn create_with_mfa_policy(
+    pool: &Pool,
+    new: NewClient,
+    require_mfa: bool,
+    now: UnixTime,
+) -> Result<(Client, Option<SecretToken>), RegistrationError> {
     if !new.confidential && new.jwks.is_some() {
         return Err(RegistrationError::PublicClientWithKeys);
     }
@@ -273,7 +284,7 @@ pub async fn create(
         .bind(new.backchannel_logout_uri.clone())
         .bind(now)
         .bind(new.jwks.as_ref().map(|j| serde_json::to_string(j).unwrap_or_default()))
-        .bind(0_i64)
+        .bind(i64::from(require_mfa))
         .bind(i64::from(new.require_pkce))
         .execute(pool)
         .await?;

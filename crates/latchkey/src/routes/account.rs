@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::render;
 use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
-use crate::clock::format_utc;
+use crate::clock::{format_rfc3339, format_utc, time_ago};
 use crate::http::auth::{wants_html, SignedIn, SignedInUser};
 use crate::http::client::Caller;
 use crate::http::csrf::{self, CsrfField, CsrfForm, CsrfPageForm};
@@ -27,10 +27,19 @@ struct SessionView {
     created_at: i64,
     last_seen_at: i64,
     expires_at: i64,
+    /// UTC, shown on hover.
     created: String,
     last_seen: String,
+    /// "5 minutes ago".
+    created_ago: String,
+    last_seen_ago: String,
+    /// RFC 3339, for `<time datetime>`.
+    created_iso: String,
+    last_seen_iso: String,
     ip: String,
     user_agent: String,
+    /// "Chrome on Linux", from the User-Agent.
+    device: String,
     amr: Vec<String>,
 }
 
@@ -45,12 +54,18 @@ async fn session_views(
         state.clock.now(),
     )
     .await?;
+    let now = state.clock.now();
     Ok(sessions
         .into_iter()
         .map(|s| SessionView {
             current: s.handle == who.session.handle,
             created: format_utc(s.created_at),
             last_seen: format_utc(s.last_seen_at),
+            created_ago: time_ago(now, s.created_at),
+            last_seen_ago: time_ago(now, s.last_seen_at),
+            created_iso: format_rfc3339(s.created_at),
+            last_seen_iso: format_rfc3339(s.last_seen_at),
+            device: session::device_label(&s.user_agent),
             created_at: s.created_at,
             last_seen_at: s.last_seen_at,
             expires_at: s.expires_at,
@@ -247,10 +262,12 @@ fn password_page(
     notice: &str,
 ) -> Result<Response, HttpError> {
     let csrf_token = csrf_token(state, who);
+    // A handed-out password still to be replaced (not once it just was).
+    let required = who.user.must_change_password && notice.is_empty();
     let html = render(
         state,
         "password.html",
-        minijinja::context! { csrf_token, signed_in => true, error, notice, email => who.user.email.as_str() },
+        minijinja::context! { csrf_token, signed_in => true, error, notice, required, email => who.user.email.as_str() },
     )?;
     Ok((status, html).into_response())
 }

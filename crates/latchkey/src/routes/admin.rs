@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::render;
 use crate::app::AppState;
-use crate::clock::format_utc;
+use crate::clock::{format_rfc3339, format_utc, time_ago};
 use crate::http::auth::{Admin, HasRole};
 use crate::http::HttpError;
 use crate::identity;
@@ -17,12 +17,14 @@ pub async fn admin_page(
     let users = identity::list(&state.pool)
         .await
         .map_err(|e| HttpError::from(e).as_page())?;
+    let now = state.clock.now();
     let users: Vec<_> = users
         .into_iter()
         .map(|u| {
             minijinja::context! {
                 email => u.email.as_str(), display_name => u.display_name, roles => u.roles,
-                disabled => u.disabled, created => format_utc(u.created_at)
+                disabled => u.disabled, created => format_utc(u.created_at),
+                created_ago => time_ago(now, u.created_at), created_iso => format_rfc3339(u.created_at)
             }
         })
         .collect();

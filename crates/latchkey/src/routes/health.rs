@@ -43,10 +43,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-pub async fn stylesheet() -> Response {
+pub async fn stylesheet(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        crate::ui::STYLESHEET,
+        crate::ui::stylesheet(&state.config.ui),
     )
         .into_response()
 }

@@ -352,10 +352,17 @@ fn account_page(state: &AppState, who: &SignedInUser, context: minijinja::Value)
     }
 }
 
+/// Where "Continue" leads once a second factor is set up: the page that
+/// asked for it (`?next=/admin`), else the account page.
+fn continue_to(next: Option<&str>) -> String {
+    safe_next(next)
+}
+
 /// `GET /account/mfa`.
 pub async fn account_mfa(
     State(state): State<AppState>,
     SignedIn(who): SignedIn,
+    Query(q): Query<NextQuery>,
 ) -> Result<Response, HttpError> {
     let status = mfa::status(&state.pool, &who.user.id).await?;
     let required = who
@@ -369,7 +376,7 @@ pub async fn account_mfa(
     Ok(account_page(
         &state,
         &who,
-        minijinja::context! { step => "overview", status, required, passkeys, error => "" },
+        minijinja::context! { step => "overview", status, required, passkeys, error => "", next => continue_to(q.next.as_deref()) },
     ))
 }
 
@@ -377,6 +384,7 @@ pub async fn account_mfa(
 pub struct CsrfOnly {
     csrf_token: Option<String>,
     code: Option<String>,
+    next: Option<String>,
 }
 
 impl CsrfField for CsrfOnly {
@@ -396,20 +404,31 @@ fn qr_svg(uri: &str) -> String {
     }
 }
 
-fn enroll_page(state: &AppState, who: &SignedInUser, secret: &[u8], error: &str) -> Response {
-    let uri = mfa::totp::Totp::otpauth_uri(secret, "Latchkey", who.user.email.as_str());
+fn enroll_page(
+    state: &AppState,
+    who: &SignedInUser,
+    secret: &[u8],
+    error: &str,
+    next: &str,
+) -> Response {
+    // The issuer an authenticator app shows next to the code: the product name.
+    let uri = mfa::totp::Totp::otpauth_uri(
+        secret,
+        &state.config.ui.product_name,
+        who.user.email.as_str(),
+    );
     let manual = mfa::totp::base32_encode(secret);
     account_page(
         state,
         who,
-        minijinja::context! { step => "enroll", qr_svg => qr_svg(&uri), secret => manual, error },
+        minijinja::context! { step => "enroll", qr_svg => qr_svg(&uri), otpauth_uri => uri, secret => manual, error, next },
     )
 }
 
 /// `POST /account/mfa/totp/start`.
 pub async fn totp_start(
     State(state): State<AppState>,
-    CsrfPageForm { who, form: _ }: CsrfPageForm<CsrfOnly>,
+    CsrfPageForm { who, form }: CsrfPageForm<CsrfOnly>,
 ) -> Result<Response, HttpError> {
     if let Err(redirect) = require_recent_sign_in(&state, &who, "/account/mfa") {
         return Ok(redirect.into_response());
@@ -422,7 +441,13 @@ pub async fn totp_start(
     )
     .await
     {
-        Ok(secret) => Ok(enroll_page(&state, &who, &secret, "")),
+        Ok(secret) => Ok(enroll_page(
+            &state,
+            &who,
+            &secret,
+            "",
+            &continue_to(form.next.as_deref()),
+        )),
         Err(MfaError::NoEnrollment) => Ok(Redirect::to("/account/mfa").into_response()),
         Err(MfaError::Store(e)) => Err(e.into()),
         Err(_) => Err(HttpError::internal().as_page()),
@@ -461,7 +486,7 @@ pub async fn totp_confirm(
             Ok(account_page(
                 &state,
                 &who,
-                minijinja::context! { step => "codes", codes, error => "" },
+                minijinja::context! { step => "codes", codes, error => "", next => continue_to(form.next.as_deref()) },
             ))
         }
         Err(MfaError::InvalidCode) => {
@@ -473,6 +498,7 @@ pub async fn totp_confirm(
                         &who,
                         &secret,
                         "That code is not valid; check the time on your phone and try again.",
+                        &continue_to(form.next.as_deref()),
                     ),
                 )
                     .into_response()),
@@ -511,7 +537,7 @@ pub async fn regenerate_codes(
     Ok(account_page(
         &state,
         &who,
-        minijinja::context! { step => "codes", codes, error => "" },
+        minijinja::context! { step => "codes", codes, error => "", next => "/account" },
     ))
 }
 

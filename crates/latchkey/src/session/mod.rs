@@ -44,6 +44,23 @@ pub struct Session {
     pub id_hash: String,
 }
 
+/// The device a session's User-Agent names, as its owner would say it:
+/// "Chrome on Linux", "Safari on iPhone", or "Unknown device". The woothee
+/// classifier (a dataset shared by several languages' implementations)
+/// reads the header; the raw string stays available on hover.
+pub fn device_label(user_agent: &str) -> String {
+    let Some(ua) = woothee::parser::Parser::new().parse(user_agent) else {
+        return "Unknown device".to_owned();
+    };
+    let known = |s: &str| !s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN;
+    match (known(ua.name), known(ua.os)) {
+        (true, true) => format!("{} on {}", ua.name, ua.os),
+        (true, false) => ua.name.to_owned(),
+        (false, true) => format!("A browser on {}", ua.os),
+        (false, false) => "Unknown device".to_owned(),
+    }
+}
+
 impl Session {
     /// When the session ends if it stays idle.
     pub fn idle_deadline(&self, config: &SessionConfig) -> UnixTime {
@@ -342,4 +359,27 @@ pub async fn count_active(
     .fetch_one(pool)
     .await?
     .try_get("n")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_label;
+
+    #[test]
+    fn device_labels_name_the_browser_and_the_system() {
+        for (ua, label) in [
+            (
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+                "Chrome on Linux",
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+                "Safari on iPhone",
+            ),
+            ("", "Unknown device"),
+            ("\u{0}garbage", "Unknown device"),
+        ] {
+            assert_eq!(device_label(ua), label, "{ua}");
+        }
+    }
 }

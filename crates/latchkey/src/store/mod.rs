@@ -93,6 +93,16 @@ pub enum ConnectError {
     UnsupportedUrl(String),
     #[error("cannot open the database: {0}")]
     Open(#[source] sqlx::Error),
+    /// The database server refused or did not answer; `target` is its
+    /// `host:port`, so the operator knows where Latchkey looked.
+    #[error("cannot connect to the database server at {target}")]
+    Unreachable {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("no answer from the database server at {target} within {secs} s (database.acquire_timeout_secs)")]
+    NoAnswer { target: String, secs: u64 },
     #[error("cannot apply migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
@@ -118,12 +128,38 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Pool, ConnectError> {
             .await
             .map_err(ConnectError::Open)?;
     } else {
-        sqlx::query("SELECT 1")
-            .execute(&pool)
-            .await
-            .map_err(ConnectError::Open)?;
+        // One direct connection first: through the pool, a refused connection
+        // only shows as "pool timed out", hiding the cause and the server.
+        use sqlx::Connection as _;
+        let target = server_address(&config.url);
+        let secs = config.acquire_timeout_secs;
+        match tokio::time::timeout(
+            Duration::from_secs(secs),
+            sqlx::AnyConnection::connect(&config.url),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+            }
+            Ok(Err(source)) => return Err(ConnectError::Unreachable { target, source }),
+            Err(_) => return Err(ConnectError::NoAnswer { target, secs }),
+        }
     }
     Ok(pool)
+}
+
+/// `host:port` of a database URL (PostgreSQL's default port when none is
+/// given), or the redacted URL when it names no host.
+pub fn server_address(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.host_str().is_some_and(|h| !h.is_empty()) => format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or_default(),
+            parsed.port().unwrap_or(5432)
+        ),
+        _ => redact_url(url),
+    }
 }
 
 /// Applies every pending migration. Migrations are numbered, forward-only and
@@ -156,6 +192,20 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_address_names_host_and_port() {
+        assert_eq!(
+            server_address("postgres://u:pw@db.internal:6543/x"),
+            "db.internal:6543"
+        );
+        assert_eq!(server_address("postgres://u@10.0.0.5/x"), "10.0.0.5:5432");
+        assert_eq!(server_address("postgres://u:pw@[::1]:5433/x"), "[::1]:5433");
+        assert_eq!(
+            server_address("postgres:///x?host=/run/pg"),
+            "postgres:///x?host=/run/pg"
+        );
+    }
 
     #[test]
     fn redacts_passwords_in_urls() {

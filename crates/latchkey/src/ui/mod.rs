@@ -11,12 +11,30 @@ pub struct Templates {
 }
 
 pub const STYLESHEET: &str = include_str!("static/latchkey.css");
+
+/// The stylesheet with the deployment's primary colour (`ui.primary_color`,
+/// validated as `#rrggbb`) as the accent.
+pub fn stylesheet(ui: &crate::config::UiConfig) -> String {
+    format!(
+        "{STYLESHEET}\n:root {{ --accent: {}; }}\n",
+        ui.primary_color
+    )
+}
 pub const FORM_POST_SCRIPT: &str = include_str!("static/form_post.js");
 pub const PASSKEYS_SCRIPT: &str = include_str!("static/passkeys.js");
 
 impl Templates {
+    /// The templates with the default branding.
     pub fn new() -> Templates {
+        Templates::branded(&crate::config::UiConfig::default())
+    }
+
+    /// The templates with the deployment's `[ui]` branding: every page sees
+    /// `product_name` and `logo_url`.
+    pub fn branded(ui: &crate::config::UiConfig) -> Templates {
         let mut env = Environment::new();
+        env.add_global("product_name", ui.product_name.trim().to_owned());
+        env.add_global("logo_url", ui.logo_url.clone());
         // `.html` templates are auto-escaped by minijinja's default callback.
         for (name, source) in [
             ("base.html", include_str!("templates/base.html")),
@@ -30,6 +48,11 @@ impl Templates {
             ("passkeys.html", include_str!("templates/passkeys.html")),
             ("mfa_login.html", include_str!("templates/mfa_login.html")),
             ("password.html", include_str!("templates/password.html")),
+            (
+                "second_factor_needed.html",
+                include_str!("templates/second_factor_needed.html"),
+            ),
+            ("error.html", include_str!("templates/error.html")),
             (
                 "mfa_account.html",
                 include_str!("templates/mfa_account.html"),
@@ -70,5 +93,36 @@ mod tests {
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(!html.contains("<script>x"), "{html}");
         assert!(html.contains("autocomplete=\"current-password\""));
+    }
+
+    #[test]
+    fn branding_reaches_every_page_escaped() {
+        let ui = crate::config::UiConfig {
+            product_name: "Acme <ID>".into(),
+            logo_url: "https://cdn.example.com/logo.svg".into(),
+            primary_color: "#0b6e4f".into(),
+        };
+        let html = Templates::branded(&ui)
+            .render(
+                "login.html",
+                minijinja::context! { csrf_token => "t", next => "/", email => "", error => "" },
+            )
+            .expect("render");
+        assert!(
+            html.contains("Acme &lt;ID&gt;</a>") || html.contains("Acme &lt;ID&gt;</span>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<title>Sign in · Acme &lt;ID&gt;</title>"),
+            "{html}"
+        );
+        // minijinja escapes `/` in HTML as `&#x2f;`, which browsers decode.
+        assert!(
+            html.contains(
+                "<img class=\"logo\" src=\"https:&#x2f;&#x2f;cdn.example.com&#x2f;logo.svg\""
+            ),
+            "{html}"
+        );
+        assert!(stylesheet(&ui).ends_with(":root { --accent: #0b6e4f; }\n"));
     }
 }

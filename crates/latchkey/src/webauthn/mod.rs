@@ -475,6 +475,11 @@ pub async fn finish_registration(
         detail: format!("passkey {} ({})", record.id, record.storage()),
     };
     audit::record(&state.pool, EventKind::PasskeyRegistered, event, now).await?;
+    // A passkey is the user's own way in: a handed-out password no longer
+    // needs replacing first.
+    if user.must_change_password {
+        crate::identity::set_must_change_password(&state.pool, &user.id, false, now).await?;
+    }
     Ok(record)
 }
 

@@ -359,17 +359,22 @@ fn defines_test(source: &str, name: &str) -> bool {
         return true;
     }
     // The first argument of a test-declaring macro (`backend_test!`,
-    // `passkey_test!`, `browser_test!`).
-    ["backend_test!(", "passkey_test!(", "browser_test!("]
-        .iter()
-        .any(|mac| {
-            source.split(mac).skip(1).any(|call| {
-                call.trim_start()
-                    .split(|c: char| c == ',' || c.is_whitespace())
-                    .next()
-                    == Some(name)
-            })
+    // `passkey_test!`, `browser_test!`, `page_test!`).
+    [
+        "backend_test!(",
+        "passkey_test!(",
+        "browser_test!(",
+        "page_test!(",
+    ]
+    .iter()
+    .any(|mac| {
+        source.split(mac).skip(1).any(|call| {
+            call.trim_start()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .next()
+                == Some(name)
         })
+    })
 }
 
 /// Resolves a test reference: `file::name` for `tests/it/file.rs`, or
@@ -536,5 +541,45 @@ fn operations_doc_lists_every_audit_event_kind() {
     assert!(
         missing.is_empty(),
         "docs/operations.md's table of audit events lacks: {missing:?}"
+    );
+}
+
+/// `issue #N` / `issues #N and #M` in a line: readers cannot see the tracker.
+fn issue_references(text: &str) -> Vec<String> {
+    let lower = text.to_lowercase();
+    let mut found = Vec::new();
+    for (number, line) in lower.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("issue") {
+            let tail = rest[at + "issue".len()..]
+                .trim_start_matches('s')
+                .trim_start();
+            if tail
+                .strip_prefix('#')
+                .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+            {
+                found.push(format!("line {}: {}", number + 1, line.trim()));
+                break;
+            }
+            rest = &rest[at + "issue".len()..];
+        }
+    }
+    found
+}
+
+#[test]
+fn docs_do_not_point_at_issue_numbers() {
+    // The check itself finds what it should.
+    assert_eq!(issue_references("see Issue #12 and issues #3").len(), 1);
+    assert!(issue_references("tokens::revoke_code_issue # 4, issued").is_empty());
+    let mut found = Vec::new();
+    for doc in markdown_documents() {
+        for hit in issue_references(&read(&doc)) {
+            found.push(format!("{doc}: {hit}"));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "documents point at issue numbers readers cannot see: {found:#?}"
     );
 }

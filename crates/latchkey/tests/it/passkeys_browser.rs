@@ -62,7 +62,7 @@ impl Session {
     }
 
     /// A browser whose pages first run `init_scripts` (before any page script).
-    async fn start(init_scripts: &[&str]) -> Session {
+    pub(crate) async fn start(init_scripts: &[&str]) -> Session {
         let profile = tempfile::tempdir().expect("profile dir");
         let config = BrowserConfig::builder()
             .chrome_executable(CHROMIUM)
@@ -188,7 +188,7 @@ impl Session {
             .unwrap_or_else(|e| panic!("click {selector}: {e}"));
     }
 
-    async fn path(&self) -> String {
+    pub(crate) async fn path(&self) -> String {
         self.eval("location.pathname + location.search")
             .await
             .as_str()
@@ -222,7 +222,7 @@ impl Session {
         self.wait_for("location.pathname === '/login/mfa'").await;
     }
 
-    async fn sign_out(&self) {
+    pub(crate) async fn sign_out(&self) {
         self.click("header form[action='/logout'] button").await;
         self.wait_for("location.pathname === '/login'").await;
     }

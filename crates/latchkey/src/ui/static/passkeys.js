@@ -215,13 +215,15 @@
             return finish(started.ceremony, credential).then(function (ok) {
               if (!ok) startAutofill();
             });
-          }, function (error) {
+          }, function () {
             if (controller.signal.aborted) {
               pending = pending || started; // never answered: reusable by the button
               return;
             }
+            // The autofill request ended without anyone choosing a passkey
+            // (none available, or the browser gave up on it). The person has
+            // not done anything yet: say nothing; the button still works.
             autofill = null;
-            say(status, browserMessage(error, false), true);
           });
           autofill = { controller: controller, done: done };
         });
