@@ -9,22 +9,14 @@
 //! before and after. The browser is signed in and the client is first-party,
 //! so a request that wrongly passed validation would get a code at once.
 
-use std::collections::BTreeMap;
-
-use base64::Engine as _;
 use latchkey::oauth::clients::NewClient;
-use reqwest::header::HeaderMap;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
-use sqlx::Row as _;
 
 use crate::backend_test;
-use crate::helpers::*;
-use crate::tokens::{client_spec, introspect, post_as, register, Answer, Auth, TestClient};
+use crate::support::app::*;
+use crate::support::oauth::{client_spec, introspect, register, Answer, TestClient};
 
-pub(crate) const PASSWORD: &str = "correct horse battery";
-/// The redirect URI registered for the test web client.
-const REDIRECT: &str = "https://app.example.com/cb";
+use crate::support::oauth::*;
+use crate::support::REDIRECT;
 /// A second registered redirect URI, with a query of its own.
 const REDIRECT_WITH_QUERY: &str = "https://app.example.com/cb2?tenant=a";
 /// RFC 7636 Appendix B.
@@ -35,109 +27,6 @@ const RFC7636_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 type Params = Vec<(String, String)>;
 
 // ---------------------------------------------------------------- helpers
-
-/// A PKCE pair computed here (SHA-256 + base64url), independently of the server.
-#[derive(Debug, Clone)]
-pub(crate) struct Pkce {
-    pub verifier: String,
-    pub challenge: String,
-}
-
-impl Pkce {
-    pub fn random() -> Pkce {
-        Pkce::for_verifier(&b64url(&latchkey::crypto::random_bytes::<32>()))
-    }
-
-    pub fn for_verifier(verifier: &str) -> Pkce {
-        Pkce {
-            verifier: verifier.to_owned(),
-            challenge: b64url(&Sha256::digest(verifier.as_bytes())),
-        }
-    }
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// What the server holds that an authorization request may create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Issued {
-    pub codes: i64,
-    pub refresh_tokens: i64,
-    pub consents: i64,
-    pub pending_requests: i64,
-}
-
-async fn count(app: &TestApp, table: &str) -> i64 {
-    sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
-        .fetch_one(&app.state.pool)
-        .await
-        .expect("count rows")
-        .try_get::<i64, _>("n")
-        .expect("n")
-}
-
-pub(crate) async fn issued(app: &TestApp) -> Issued {
-    Issued {
-        codes: count(app, "authorization_codes").await,
-        refresh_tokens: count(app, "refresh_tokens").await,
-        consents: count(app, "consents").await,
-        pending_requests: count(app, "authorization_requests").await,
-    }
-}
-
-/// The `issuer` of the discovery document.
-pub(crate) async fn discovered_issuer(app: &TestApp) -> String {
-    let doc: Value = new_client()
-        .get(app.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .expect("discovery")
-        .json()
-        .await
-        .expect("discovery json");
-    doc["issuer"].as_str().expect("issuer").to_owned()
-}
-
-/// A browser (own cookie jar) signed in as a new user through the real form.
-pub(crate) async fn signed_in_browser(app: &TestApp, email: &str) -> reqwest::Client {
-    app.create_user(email, PASSWORD, &[]).await;
-    let browser = new_client();
-    let response = app.login_with(&browser, email, PASSWORD).await;
-    assert_eq!(
-        response.status(),
-        303,
-        "a credential POST redirects with 303, never 307"
-    );
-    browser
-}
-
-pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).map(|v| v.to_str().expect("ascii header"))
-}
-
-#[track_caller]
-pub(crate) fn assert_frame_ancestors_none(headers: &HeaderMap, what: &str) {
-    let csp = header(headers, "content-security-policy")
-        .unwrap_or_else(|| panic!("{what}: no Content-Security-Policy"));
-    assert!(
-        csp.split(';').any(|d| d.trim() == "frame-ancestors 'none'"),
-        "{what}: {csp}"
-    );
-}
-
-/// `extract_input` with the HTML escaping undone (minijinja writes `/` as `&#x2f;`).
-pub(crate) fn input_value(html: &str, name: &str) -> Option<String> {
-    extract_input(html, name).map(|v| {
-        v.replace("&#x2f;", "/")
-            .replace("&#x27;", "'")
-            .replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&")
-    })
-}
 
 /// Registration of a web client of `app.example.com`.
 fn web_app(name: &str, confidential: bool, grants: &[&str], first_party: bool) -> NewClient {
@@ -201,24 +90,6 @@ async fn get_authorize(
         .expect("GET /oauth2/authorize")
 }
 
-/// The redirect of an authorization response: the URI without its query, and
-/// the query parameters (each must appear once).
-#[track_caller]
-pub(crate) fn client_redirect(response: &reqwest::Response) -> (String, BTreeMap<String, String>) {
-    assert_eq!(response.status(), 303, "{response:?}");
-    let location = header(response.headers(), "location").expect("Location");
-    let url = url::Url::parse(location).unwrap_or_else(|e| panic!("{location}: {e}"));
-    let mut params = BTreeMap::new();
-    for (k, v) in url.query_pairs() {
-        assert!(
-            params.insert(k.to_string(), v.to_string()).is_none(),
-            "{k} twice in {location}"
-        );
-    }
-    let base = location.split('?').next().unwrap_or_default().to_owned();
-    (base, params)
-}
-
 /// Runs a first-party authorization (signed-in browser) and returns the code.
 async fn code_for(app: &TestApp, browser: &reqwest::Client, params: &[(String, String)]) -> String {
     let response = get_authorize(app, browser, params).await;
@@ -227,29 +98,6 @@ async fn code_for(app: &TestApp, browser: &reqwest::Client, params: &[(String, S
         .get("code")
         .unwrap_or_else(|| panic!("a code in {query:?}"))
         .clone()
-}
-
-/// `POST /oauth2/token` as `client` (`client_secret_post` or `client_id`
-/// only); every answer, success or error, must be `Cache-Control: no-store`.
-pub(crate) async fn token(app: &TestApp, client: &TestClient, params: &[(&str, &str)]) -> Answer {
-    let answer = post_as(app, "/oauth2/token", client, Auth::Post, params).await;
-    assert_eq!(
-        header(&answer.headers, "cache-control"),
-        Some("no-store"),
-        "{answer:?}"
-    );
-    answer
-}
-
-/// Asserts an RFC 6749 §5.2 error that issued nothing.
-#[track_caller]
-pub(crate) fn assert_token_error(answer: &Answer, status: u16, error: &str, what: &str) {
-    assert_eq!(answer.status, status, "{what}: {answer:?}");
-    assert_eq!(answer.body["error"], error, "{what}: {answer:?}");
-    assert!(
-        answer.body.get("access_token").is_none() && answer.body.get("refresh_token").is_none(),
-        "{what}: {answer:?}"
-    );
 }
 
 async fn exchange(
@@ -857,7 +705,8 @@ backend_test!(
             answer.body.get("refresh_token").is_none(),
             "no offline_access, no refresh token"
         );
-        let id_token = crate::keys::jwt_payload(answer.body["id_token"].as_str().expect("id"));
+        let id_token =
+            crate::support::jwt::jwt_payload(answer.body["id_token"].as_str().expect("id"));
         assert!(id_token.get("nonce").is_none(), "{id_token}");
         assert_eq!(id_token["aud"], client.id);
 

@@ -8,8 +8,8 @@ use std::path::Path;
 use clap::CommandFactory as _;
 use serde_json::Value;
 
-use crate::cli::{env, latchkey, Env};
-use crate::helpers::{fresh_postgres_database, postgres_url};
+use crate::support::app::{fresh_postgres_database, postgres_url};
+use crate::support::cli::{env, latchkey, Env};
 
 /// `(path, problem)` of every subcommand without an about text and every
 /// argument without help, walking the fully built command tree (global

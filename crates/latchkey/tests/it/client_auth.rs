@@ -7,7 +7,7 @@ use latchkey_verify::jose::{Algorithm, JwkSet, SigningKey};
 use serde_json::json;
 
 use crate::backend_test;
-use crate::helpers::*;
+use crate::support::app::*;
 
 async fn key_client(app: &TestApp) -> (String, SigningKey) {
     let now = app.clock.now_secs();

@@ -6,15 +6,15 @@
 use serde_json::Value;
 use sqlx::Row as _;
 
-use crate::authorize::{
+use crate::backend_test;
+use crate::support::app::*;
+use crate::support::oauth::{
     assert_frame_ancestors_none, assert_token_error, discovered_issuer, header, input_value,
     issued, signed_in_browser, token, PASSWORD,
 };
-use crate::backend_test;
-use crate::helpers::*;
-use crate::tokens::{client_spec, post_as, register, Answer, Auth, TestClient};
+use crate::support::oauth::{client_spec, post_as, register, Answer, Auth, TestClient};
 
-const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+use crate::support::oauth::DEVICE_GRANT;
 const ALPHABET: &str = "BCDFGHJKLMNPQRSTVWXZ";
 
 /// A public device client (a TV app) allowed the device grant and refresh tokens.
@@ -363,8 +363,8 @@ backend_test!(
         let refresh = field(&answer.body, "refresh_token");
         assert_eq!(issued(&app).await.refresh_tokens, before.refresh_tokens + 1);
 
-        let (jwks, _) = crate::keys::fetch_jwks(&app).await;
-        let claims = crate::keys::verify_independently(
+        let (jwks, _) = crate::support::jwt::fetch_jwks(&app).await;
+        let claims = crate::support::jwt::verify_independently(
             &access,
             &jwks,
             &issuer,
@@ -373,7 +373,7 @@ backend_test!(
         )
         .expect("a valid access token");
         assert_eq!(claims["sub"], user.id);
-        let id = crate::keys::jwt_payload(&id_token);
+        let id = crate::support::jwt::jwt_payload(&id_token);
         assert_eq!(id["iss"], issuer);
         assert_eq!(id["aud"], client.id);
         assert_eq!(id["sub"], user.id);

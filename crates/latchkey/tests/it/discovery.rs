@@ -12,14 +12,14 @@ use latchkey_verify::jose::{self, Algorithm, JwkSet, SigningKey};
 use serde_json::{json, Value};
 use sqlx::Row as _;
 
-use crate::authorize::{client_redirect, signed_in_browser, Pkce};
 use crate::backend_test;
-use crate::helpers::*;
-use crate::keys::{jwt_header, jwt_payload};
-use crate::tokens::{client_spec, post_as, register, Answer, Auth, TestClient};
+use crate::support::app::*;
+use crate::support::jwt::{jwt_header, jwt_payload};
+use crate::support::oauth::{client_redirect, signed_in_browser, Pkce};
+use crate::support::oauth::{client_spec, post_as, register, Answer, Auth, TestClient};
 
-const REDIRECT: &str = "https://rp.example.com/cb";
-const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+use crate::support::oauth::CALLBACK as REDIRECT;
+use crate::support::oauth::DEVICE_GRANT;
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 async fn metadata(app: &TestApp) -> Value {
@@ -711,7 +711,7 @@ backend_test!(
     |app: TestApp| async move {
         let doc = metadata(&app).await;
         let ada = app
-            .create_user("ada@example.com", crate::authorize::PASSWORD, &[])
+            .create_user("ada@example.com", crate::support::oauth::PASSWORD, &[])
             .await;
         sqlx::query("UPDATE users SET display_name = 'Ada Lovelace' WHERE id = $1")
             .bind(&ada.id)
@@ -720,7 +720,7 @@ backend_test!(
             .expect("name");
         let browser = new_client();
         assert_eq!(
-            app.login_with(&browser, "ada@example.com", crate::authorize::PASSWORD)
+            app.login_with(&browser, "ada@example.com", crate::support::oauth::PASSWORD)
                 .await
                 .status(),
             303
@@ -905,8 +905,8 @@ backend_test!(
 );
 
 async fn cli_jwks_file_client_has_no_secret(backend: Backend) {
-    use crate::cli::{env, latchkey};
-    use crate::email_lookalikes::{cli_database, drop_database};
+    use crate::support::app::{cli_database, drop_database};
+    use crate::support::cli::{env, latchkey};
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(url) = cli_database(backend, dir.path()).await else {
         return;

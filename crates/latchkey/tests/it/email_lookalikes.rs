@@ -13,10 +13,10 @@ use latchkey::identity::{self, Email, IdentityError, NewUser};
 use serde_json::json;
 use sqlx::Row as _;
 
-use crate::authorize::PASSWORD;
 use crate::backend_test;
-use crate::cli::{env, latchkey};
-use crate::helpers::*;
+use crate::support::app::*;
+use crate::support::cli::{env, latchkey};
+use crate::support::oauth::PASSWORD;
 
 /// A new user through the identity domain, as every way in creates one.
 async fn create(app: &TestApp, email: Email) -> Result<identity::User, IdentityError> {
@@ -143,15 +143,6 @@ backend_test!(
     }
 );
 
-/// `LATCHKEY_DATABASE_URL` for a CLI run: a SQLite file in `dir`, or a fresh
-/// PostgreSQL database (`None`: PostgreSQL is not available, skip).
-pub(crate) async fn cli_database(backend: Backend, dir: &Path) -> Option<String> {
-    Some(match backend {
-        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("cli.db").display()),
-        Backend::Postgres => fresh_postgres_database(&postgres_url()?).await,
-    })
-}
-
 async fn cli_create_and_import_normalise_and_refuse_lookalikes(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(url) = cli_database(backend, dir.path()).await else {
@@ -218,19 +209,6 @@ async fn cli_create_and_import_normalise_and_refuse_lookalikes(backend: Backend)
     assert_eq!(emails, vec!["gina@example.com"], "nothing else was created");
     if backend == Backend::Postgres {
         drop_database(&url).await;
-    }
-}
-
-pub(crate) async fn drop_database(url: &str) {
-    use sqlx::Connection as _;
-    let (Some(admin), Ok(parsed)) = (postgres_url(), url::Url::parse(url)) else {
-        return;
-    };
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        let name = parsed.path().trim_start_matches('/').to_owned();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
     }
 }
 

@@ -8,7 +8,7 @@
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use crate::backend_test;
-use crate::helpers::*;
+use crate::support::app::*;
 
 /// A failed sign-in (unknown account `who`) whose request carries each of
 /// `lines` as its own `X-Forwarded-For` header line, in order. Returns the status.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use sqlx::Row as _;
 
-use crate::cli::{env, free_port, latchkey, sign_in, Server};
-use crate::helpers::{fresh_postgres_database, new_client, postgres_url};
+use crate::support::app::{fresh_postgres_database, new_client, postgres_url};
+use crate::support::cli::{env, free_port, latchkey, sign_in, Server};
 
 /// The users of the example files and the passwords docs/cli.md gives them.
 const EXAMPLE_USERS: &[(&str, &str, &str)] = &[

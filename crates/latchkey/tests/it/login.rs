@@ -1,7 +1,7 @@
 //! Password sign-in, the account page and sign-out, through the real forms.
 
 use crate::backend_test;
-use crate::helpers::*;
+use crate::support::app::*;
 
 backend_test!(
     login_account_logout_then_old_cookie_is_dead,

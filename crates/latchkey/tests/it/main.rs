@@ -2,7 +2,7 @@
 //! real server on a random port and talks HTTP to it, on SQLite and (when
 //! `LATCHKEY_TEST_POSTGRES_URL` is set) PostgreSQL.
 
-mod helpers;
+mod support;
 
 mod authorize;
 mod cli;
@@ -31,7 +31,6 @@ mod review_fixes_policy;
 mod review_fixes_tokens;
 mod revocation_feed;
 mod revocation_integrity;
-mod sdk_harness;
 mod sessions;
 mod startup_errors;
 mod storage;

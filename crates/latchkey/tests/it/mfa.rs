@@ -5,91 +5,14 @@
 use latchkey::mfa::totp::Totp;
 
 use crate::backend_test;
-use crate::helpers::*;
+use crate::support::app::*;
 
-const PASSWORD: &str = "correct horse battery";
-
-pub(crate) fn base32_decode(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut buffer, mut bits) = (0u32, 0);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'2'..=b'7' => c - b'2' + 26,
-            _ => continue,
-        };
-        buffer = (buffer << 5) | u32::from(v);
-        bits += 5;
-        if bits >= 8 {
-            out.push((buffer >> (bits - 8)) as u8);
-            bits -= 8;
-        }
-    }
-    out
-}
-
-fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let i = html.find(start)? + start.len();
-    Some(&html[i..i + html[i..].find(end)?])
-}
+use crate::support::PASSWORD;
 
 /// Signs `client` in with the password only (no MFA yet) and enrolls TOTP
 /// through the real pages; returns the secret and the recovery codes.
 async fn enroll(app: &TestApp, client: &reqwest::Client) -> (Vec<u8>, Vec<String>) {
     enroll_at(&app.base, app.clock.now_secs(), client).await
-}
-
-/// [`enroll`] on the server at `base` whose clock reads `now`.
-pub(crate) async fn enroll_at(
-    base: &str,
-    now: i64,
-    client: &reqwest::Client,
-) -> (Vec<u8>, Vec<String>) {
-    let url = |path: &str| format!("{base}{path}");
-    let html = client
-        .get(url("/account/mfa"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
-    let csrf = extract_input(&html, "csrf_token").expect("csrf");
-    let html = client
-        .post(url("/account/mfa/totp/start"))
-        .form(&[("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .expect("start")
-        .text()
-        .await
-        .expect("html");
-    assert!(
-        html.contains("<svg"),
-        "a QR code rendered by Latchkey itself"
-    );
-    let secret =
-        base32_decode(between(&html, "<code id=\"totp-secret\">", "</code>").expect("manual key"));
-    assert_eq!(secret.len(), 20);
-    let code = Totp::new(&secret).code_at(now as u64);
-    let r = client
-        .post(url("/account/mfa/totp/confirm"))
-        .form(&[("csrf_token", csrf.as_str()), ("code", code.as_str())])
-        .send()
-        .await
-        .expect("confirm");
-    assert_eq!(r.status(), 200);
-    let html = r.text().await.expect("html");
-    let list = between(&html, "<ul id=\"recovery-codes\">", "</ul>").expect("codes shown once");
-    let codes: Vec<String> = list
-        .split("<code>")
-        .skip(1)
-        .filter_map(|c| c.split("</code>").next())
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(codes.len(), 10);
-    (secret, codes)
 }
 
 /// Password step only: returns the response (303 to /login/mfa when MFA is on).

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::backend_test;
-use crate::cli::{bootstrap_credentials, latchkey, sign_in, start_dev, Env};
-use crate::helpers::*;
+use crate::support::app::*;
+use crate::support::cli::{bootstrap_credentials, latchkey, sign_in, start_dev, Env};
 
 // ---------------------------------------------------------------------------
 // Logs (the real binary)

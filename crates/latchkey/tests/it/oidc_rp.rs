@@ -34,9 +34,9 @@ use serde_json::Value;
 use url::Url;
 
 use crate::backend_test;
-use crate::helpers::*;
-use crate::keys::fetch_jwks;
-use crate::tokens::{client_spec, PASSWORD};
+use crate::support::app::*;
+use crate::support::jwt::fetch_jwks;
+use crate::support::oauth::{client_spec, PASSWORD};
 
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 const ALL_SCOPES: &str = "openid profile email offline_access";

@@ -16,12 +16,12 @@ use latchkey::identity::{self, Role};
 use latchkey::mfa::totp::Totp;
 use serde_json::Value;
 
-use crate::helpers::ClockExt as _;
-use crate::mfa::base32_decode;
-use crate::passkeys::PasskeyApp;
-use crate::passkeys_browser::{chromium_available, Session};
+use crate::support::app::base32_decode;
+use crate::support::app::ClockExt as _;
+use crate::support::app::TestApp;
+use crate::support::browser::{chromium_available, Session};
 
-const PASSWORD: &str = "correct horse battery";
+use crate::support::PASSWORD;
 /// The widths every changed page is checked at: a laptop and a phone.
 const WIDTHS: [i64; 2] = [1280, 390];
 const CHROME_ON_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
@@ -33,11 +33,11 @@ macro_rules! page_test {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
-            async fn run(backend: $crate::helpers::Backend) {
+            async fn run(backend: $crate::support::app::Backend) {
                 if !chromium_available() {
                     return;
                 }
-                let Some(app) = PasskeyApp::spawn_with(backend, $customize).await else {
+                let Some(app) = TestApp::spawn_localhost_with(backend, $customize).await else {
                     return;
                 };
                 let browser = $start.await;
@@ -50,11 +50,11 @@ macro_rules! page_test {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                run($crate::helpers::Backend::Sqlite).await;
+                run($crate::support::app::Backend::Sqlite).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                run($crate::helpers::Backend::Postgres).await;
+                run($crate::support::app::Backend::Postgres).await;
             }
         }
     };
@@ -110,7 +110,7 @@ async fn text(browser: &Session, selector: &str) -> String {
 }
 
 /// Types `email` and the password into the real form and submits it.
-async fn submit_password(app: &PasskeyApp, browser: &Session, email: &str, next: &str) {
+async fn submit_password(app: &TestApp, browser: &Session, email: &str, next: &str) {
     browser.goto(&app.url(&format!("/login?next={next}"))).await;
     browser
         .eval(&format!(
@@ -123,8 +123,8 @@ async fn submit_password(app: &PasskeyApp, browser: &Session, email: &str, next:
         .await;
 }
 
-async fn make_admin(app: &PasskeyApp, email: &str) -> identity::User {
-    let user = app.create_user(email, PASSWORD).await;
+async fn make_admin(app: &TestApp, email: &str) -> identity::User {
+    let user = app.create_user(email, PASSWORD, &[]).await;
     identity::set_roles(
         &app.state.pool,
         &user.id,
@@ -327,7 +327,7 @@ page_test!(
         config.ui.logo_url = "/static/logo.svg".into();
     },
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         for width in WIDTHS {
             set_width(browser, width).await;
             browser.goto(&app.url("/login")).await;
@@ -449,7 +449,7 @@ page_test!(
     Session::without_autofill(),
     default_config,
     |app, browser| {
-        let user = app.create_user("ada@example.com", PASSWORD).await;
+        let user = app.create_user("ada@example.com", PASSWORD, &[]).await;
         identity::set_must_change_password(&app.state.pool, &user.id, true, app.clock.now_secs())
             .await
             .expect("flag");

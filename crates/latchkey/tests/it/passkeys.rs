@@ -3,190 +3,16 @@
 //! that started it. Real authenticators are in `passkeys_browser`.
 //!
 //! WebAuthn refuses IP addresses, so these servers run with the issuer
-//! `http://localhost:PORT` ([`PasskeyApp`]) instead of the harness's
+//! `http://localhost:PORT` ([`TestApp`]) instead of the harness's
 //! `http://127.0.0.1:PORT`.
 
-use std::sync::Arc;
-
-use latchkey::clock::ManualClock;
-use latchkey::config::Config;
-use latchkey::crypto::MasterKey;
-use latchkey::identity::{self, Email, NewUser, Password};
-use latchkey::{AppState, Application, Dependencies};
 use serde_json::{json, Value};
 
-use crate::helpers::{self, Backend, ClockExt as _, TestApp};
+use crate::support::app::{self, Backend, ClockExt as _, TestApp};
+use crate::support::PASSWORD;
 
-/// A real server whose issuer is `http://localhost:PORT`.
-pub struct PasskeyApp {
-    pub base: String,
-    pub clock: ManualClock,
-    pub state: AppState,
-    _dir: tempfile::TempDir,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl PasskeyApp {
-    /// `None` when the backend is unavailable (PostgreSQL not configured: skip).
-    pub async fn spawn(backend: Backend) -> Option<PasskeyApp> {
-        Self::spawn_with(backend, |_| {}).await
-    }
-
-    pub async fn spawn_with(
-        backend: Backend,
-        customize: impl FnOnce(&mut Config),
-    ) -> Option<PasskeyApp> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = match backend {
-            Backend::Sqlite => format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("latchkey.db").display()
-            ),
-            Backend::Postgres => helpers::fresh_postgres_database(&helpers::postgres_url()?).await,
-        };
-        let mut config = helpers::test_config(database_url);
-        // Bind once and hand the listener over: no window for another test to take the port.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        config.issuer = format!("http://localhost:{port}");
-        customize(&mut config);
-        let clock = ManualClock::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("after 1970")
-                .as_secs() as i64,
-        );
-        Some(Self::start(listener, config, MasterKey::generate(), clock, dir).await)
-    }
-
-    /// Starts the server on `listener` (its issuer `http://localhost:PORT`
-    /// unless `config` names another) with the given master key and clock.
-    pub async fn start(
-        listener: std::net::TcpListener,
-        mut config: Config,
-        master_key: MasterKey,
-        clock: ManualClock,
-        dir: tempfile::TempDir,
-    ) -> PasskeyApp {
-        let port = listener.local_addr().expect("addr").port();
-        config.bind = format!("127.0.0.1:{port}");
-        let deps = Dependencies {
-            clock: Arc::new(clock.clone()),
-        };
-        let app = Application::build_on(listener, config, master_key, deps)
-            .await
-            .expect("server builds");
-        let state = app.state().clone();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async move {
-            let _ = rx.await;
-        }));
-        PasskeyApp {
-            base: format!("http://localhost:{port}"),
-            clock,
-            state,
-            _dir: dir,
-            shutdown: Some(tx),
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    pub async fn create_user(&self, email: &str, password: &str) -> identity::User {
-        let hash = self
-            .state
-            .hasher
-            .hash(&Password::new(password))
-            .await
-            .expect("hash");
-        identity::create_user(
-            &self.state.pool,
-            NewUser {
-                email: Email::parse(email).expect("email"),
-                display_name: String::new(),
-                roles: Vec::new(),
-                password_hash: Some(hash),
-                email_verified: true,
-            },
-            self.clock.now_secs(),
-        )
-        .await
-        .expect("create user")
-    }
-
-    /// GETs `/login` with `client`: the anonymous CSRF token (the cookie is now in its jar).
-    pub async fn login_csrf(&self, client: &reqwest::Client) -> String {
-        let html = client
-            .get(self.url("/login"))
-            .send()
-            .await
-            .expect("login page")
-            .text()
-            .await
-            .expect("body");
-        helpers::extract_input(&html, "csrf_token").expect("csrf_token in the login form")
-    }
-
-    /// Signs `client` in with a password; returns the account page's (session) CSRF token.
-    pub async fn sign_in(&self, client: &reqwest::Client, email: &str, password: &str) -> String {
-        let csrf = self.login_csrf(client).await;
-        let response = client
-            .post(self.url("/login"))
-            .form(&[
-                ("email", email),
-                ("password", password),
-                ("csrf_token", &csrf),
-            ])
-            .send()
-            .await
-            .expect("post login");
-        assert_eq!(response.status(), 303, "password sign-in");
-        let account: Value = client
-            .get(self.url("/account"))
-            .header("accept", "application/json")
-            .send()
-            .await
-            .expect("account")
-            .json()
-            .await
-            .expect("json");
-        account["csrf_token"]
-            .as_str()
-            .expect("csrf_token")
-            .to_owned()
-    }
-
-    pub async fn passkey_count(&self) -> i64 {
-        use sqlx::Row as _;
-        sqlx::query("SELECT COUNT(*) AS n FROM passkeys")
-            .fetch_one(&self.state.pool)
-            .await
-            .expect("count")
-            .try_get("n")
-            .expect("n")
-    }
-
-    pub async fn audit_kinds(&self) -> Vec<String> {
-        latchkey::audit::tail(&self.state.pool, 1000)
-            .await
-            .expect("audit")
-            .into_iter()
-            .map(|e| e.kind)
-            .collect()
-    }
-}
-
-impl Drop for PasskeyApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Declares a test run once on SQLite and once on PostgreSQL with a [`PasskeyApp`].
+/// Declares a test run once on SQLite and once on PostgreSQL with a
+/// `TestApp::spawn_localhost` server.
 #[macro_export]
 macro_rules! passkey_test {
     ($name:ident, $body:expr) => {
@@ -195,15 +21,19 @@ macro_rules! passkey_test {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app = $crate::passkeys::PasskeyApp::spawn($crate::helpers::Backend::Sqlite)
-                    .await
-                    .expect("sqlite always available");
+                let app = $crate::support::app::TestApp::spawn_localhost(
+                    $crate::support::app::Backend::Sqlite,
+                )
+                .await
+                .expect("sqlite always available");
                 ($body)(app).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(app) =
-                    $crate::passkeys::PasskeyApp::spawn($crate::helpers::Backend::Postgres).await
+                if let Some(app) = $crate::support::app::TestApp::spawn_localhost(
+                    $crate::support::app::Backend::Postgres,
+                )
+                .await
                 {
                     ($body)(app).await;
                 }
@@ -256,7 +86,7 @@ async fn post_json(
 }
 
 /// Starts a usernameless sign-in with `client`; returns (ceremony, options).
-async fn start_sign_in(app: &PasskeyApp, client: &reqwest::Client, csrf: &str) -> (String, Value) {
+async fn start_sign_in(app: &TestApp, client: &reqwest::Client, csrf: &str) -> (String, Value) {
     let (status, body) = post_json(
         client,
         app.url("/login/passkey/start"),
@@ -272,7 +102,7 @@ async fn start_sign_in(app: &PasskeyApp, client: &reqwest::Client, csrf: &str) -
 }
 
 async fn finish_sign_in(
-    app: &PasskeyApp,
+    app: &TestApp,
     client: &reqwest::Client,
     csrf: &str,
     ceremony: &str,
@@ -294,8 +124,8 @@ fn decoded_len(b64url: &Value) -> usize {
 
 crate::passkey_test!(
     sign_in_options_are_usernameless_with_user_verification_required,
-    |app: PasskeyApp| async move {
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        let client = app::new_client();
         let csrf = app.login_csrf(&client).await;
         let (ceremony, options) = start_sign_in(&app, &client, &csrf).await;
         assert_eq!(decoded_len(&Value::String(ceremony)), 32);
@@ -314,32 +144,29 @@ crate::passkey_test!(
     }
 );
 
-crate::passkey_test!(
-    sign_in_ceremony_is_single_use,
-    |app: PasskeyApp| async move {
-        let client = helpers::new_client();
-        let csrf = app.login_csrf(&client).await;
-        let (ceremony, _) = start_sign_in(&app, &client, &csrf).await;
-        // The first answer is verified (and fails: nobody holds this credential)...
-        let (status, body) = finish_sign_in(&app, &client, &csrf, &ceremony).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("unknown_credential"))
-        );
-        // ...and used the ceremony up: the same id never reaches verification again.
-        let (status, body) = finish_sign_in(&app, &client, &csrf, &ceremony).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("ceremony_expired"))
-        );
-        assert!(app.audit_kinds().await.contains(&"login_failed".to_owned()));
-    }
-);
+crate::passkey_test!(sign_in_ceremony_is_single_use, |app: TestApp| async move {
+    let client = app::new_client();
+    let csrf = app.login_csrf(&client).await;
+    let (ceremony, _) = start_sign_in(&app, &client, &csrf).await;
+    // The first answer is verified (and fails: nobody holds this credential)...
+    let (status, body) = finish_sign_in(&app, &client, &csrf, &ceremony).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unknown_credential"))
+    );
+    // ...and used the ceremony up: the same id never reaches verification again.
+    let (status, body) = finish_sign_in(&app, &client, &csrf, &ceremony).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("ceremony_expired"))
+    );
+    assert!(app.audit_kinds().await.contains(&"login_failed".to_owned()));
+});
 
 crate::passkey_test!(
     sign_in_ceremony_expires_after_five_minutes,
-    |app: PasskeyApp| async move {
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        let client = app::new_client();
         let csrf = app.login_csrf(&client).await;
         let (fresh, _) = start_sign_in(&app, &client, &csrf).await;
         let (stale, _) = start_sign_in(&app, &client, &csrf).await;
@@ -362,12 +189,12 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     sign_in_ceremony_is_bound_to_the_browser_that_started_it,
-    |app: PasskeyApp| async move {
-        let alice = helpers::new_client();
+    |app: TestApp| async move {
+        let alice = app::new_client();
         let alice_csrf = app.login_csrf(&alice).await;
         let (ceremony, _) = start_sign_in(&app, &alice, &alice_csrf).await;
         // Another browser, with its own valid cookie and token, cannot finish it.
-        let mallory = helpers::new_client();
+        let mallory = app::new_client();
         let mallory_csrf = app.login_csrf(&mallory).await;
         let (status, body) = finish_sign_in(&app, &mallory, &mallory_csrf, &ceremony).await;
         assert_eq!(
@@ -388,8 +215,8 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     sign_in_endpoints_refuse_missing_csrf_and_foreign_origins,
-    |app: PasskeyApp| async move {
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        let client = app::new_client();
         let csrf = app.login_csrf(&client).await;
         let (status, body) =
             post_json(&client, app.url("/login/passkey/start"), None, json!({})).await;
@@ -416,7 +243,7 @@ crate::passkey_test!(
         assert_eq!(cross_site.status(), 403);
         // Without the anonymous cookie there is nothing to bind to.
         let (status, _) = post_json(
-            &helpers::new_client(),
+            &app::new_client(),
             app.url("/login/passkey/start"),
             Some(&csrf),
             json!({}),
@@ -428,8 +255,8 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     registration_needs_a_signed_in_user,
-    |app: PasskeyApp| async move {
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        let client = app::new_client();
         let (status, body) = post_json(
             &client,
             app.url("/account/passkeys/register/start"),
@@ -457,10 +284,9 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     registration_refuses_missing_or_foreign_csrf_token,
-    |app: PasskeyApp| async move {
-        app.create_user("ada@example.com", "correct horse battery")
-            .await;
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let client = app::new_client();
         let csrf = app
             .sign_in(&client, "ada@example.com", "correct horse battery")
             .await;
@@ -481,11 +307,9 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     registration_offers_a_discoverable_credential_with_es256_eddsa_rs256,
-    |app: PasskeyApp| async move {
-        let user = app
-            .create_user("ada@example.com", "correct horse battery")
-            .await;
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        let user = app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let client = app::new_client();
         let csrf = app
             .sign_in(&client, "ada@example.com", "correct horse battery")
             .await;
@@ -527,10 +351,9 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     adding_a_passkey_needs_a_recent_sign_in,
-    |app: PasskeyApp| async move {
-        app.create_user("ada@example.com", "correct horse battery")
-            .await;
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let client = app::new_client();
         let csrf = app
             .sign_in(&client, "ada@example.com", "correct horse battery")
             .await;
@@ -568,10 +391,9 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     bogus_registration_is_refused_and_stores_nothing,
-    |app: PasskeyApp| async move {
-        app.create_user("ada@example.com", "correct horse battery")
-            .await;
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let client = app::new_client();
         let csrf = app
             .sign_in(&client, "ada@example.com", "correct horse battery")
             .await;
@@ -632,12 +454,10 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     a_registration_ceremony_belongs_to_its_session,
-    |app: PasskeyApp| async move {
-        app.create_user("ada@example.com", "correct horse battery")
-            .await;
-        app.create_user("bob@example.com", "correct horse battery")
-            .await;
-        let ada = helpers::new_client();
+    |app: TestApp| async move {
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        app.create_user("bob@example.com", PASSWORD, &[]).await;
+        let ada = app::new_client();
         let ada_csrf = app
             .sign_in(&ada, "ada@example.com", "correct horse battery")
             .await;
@@ -648,7 +468,7 @@ crate::passkey_test!(
             json!({}),
         )
         .await;
-        let bob = helpers::new_client();
+        let bob = app::new_client();
         let bob_csrf = app
             .sign_in(&bob, "bob@example.com", "correct horse battery")
             .await;
@@ -668,10 +488,9 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     renaming_or_deleting_someone_elses_passkey_is_not_found,
-    |app: PasskeyApp| async move {
-        app.create_user("ada@example.com", "correct horse battery")
-            .await;
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let client = app::new_client();
         let csrf = app
             .sign_in(&client, "ada@example.com", "correct horse battery")
             .await;
@@ -705,10 +524,8 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     second_factor_needs_a_registered_passkey,
-    |app: PasskeyApp| async move {
-        let user = app
-            .create_user("ada@example.com", "correct horse battery")
-            .await;
+    |app: TestApp| async move {
+        let user = app.create_user("ada@example.com", PASSWORD, &[]).await;
         let binding = latchkey::webauthn::ChallengeBinding::secret("test", "browser");
         let error = latchkey::webauthn::start_second_factor(&app.state, &user.id, &binding)
             .await
@@ -723,7 +540,7 @@ crate::passkey_test!(
 crate::backend_test!(
     passkeys_are_off_when_the_issuer_is_an_ip_address,
     |app: TestApp| async move {
-        let client = helpers::new_client();
+        let client = app::new_client();
         let csrf = app.login_csrf(&client).await;
         let response = client
             .post(app.url("/login/passkey/start"))
@@ -763,10 +580,10 @@ crate::backend_test!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_passkey_sign_ins_count_towards_the_lockout() {
-    let app = PasskeyApp::spawn_with(Backend::Sqlite, |c| c.login.max_failures_per_ip = 3)
+    let app = TestApp::spawn_localhost_with(Backend::Sqlite, |c| c.login.max_failures_per_ip = 3)
         .await
         .expect("sqlite");
-    let client = helpers::new_client();
+    let client = app::new_client();
     let csrf = app.login_csrf(&client).await;
     // Unknown credentials name no account: they count for the address.
     for _ in 0..3 {
@@ -794,8 +611,7 @@ async fn failed_passkey_sign_ins_count_towards_the_lockout() {
         Some("login_locked_out")
     );
     // The same lock holds for passwords from that address.
-    app.create_user("ada@example.com", "correct horse battery")
-        .await;
+    app.create_user("ada@example.com", PASSWORD, &[]).await;
     let response = client
         .post(app.url("/login"))
         .json(&json!({ "email": "ada@example.com", "password": "correct horse battery" }))
@@ -807,8 +623,8 @@ async fn failed_passkey_sign_ins_count_towards_the_lockout() {
 
 crate::passkey_test!(
     second_step_passkey_endpoints_need_a_pending_sign_in,
-    |app: PasskeyApp| async move {
-        let client = helpers::new_client();
+    |app: TestApp| async move {
+        let client = app::new_client();
         let csrf = app.login_csrf(&client).await;
         // No password given in this browser: nothing to complete.
         for path in ["/login/mfa/passkey/start", "/login/mfa/passkey/finish"] {
@@ -837,10 +653,8 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     the_second_step_offers_only_the_factors_the_user_has,
-    |app: PasskeyApp| async move {
-        let user = app
-            .create_user("ada@example.com", "correct horse battery")
-            .await;
+    |app: TestApp| async move {
+        let user = app.create_user("ada@example.com", PASSWORD, &[]).await;
         // An authenticator app (enrolled directly), no passkey.
         let now = app.clock.now_secs();
         let secret =
@@ -857,7 +671,7 @@ crate::passkey_test!(
         )
         .await
         .expect("confirm");
-        let client = helpers::new_client();
+        let client = app::new_client();
         let response = client
             .post(app.url("/login"))
             .json(&json!({ "email": "ada@example.com", "password": "correct horse battery" }))
@@ -866,7 +680,7 @@ crate::passkey_test!(
             .expect("password");
         assert_eq!(response.status(), 200);
         assert!(
-            helpers::session_cookie_of(&response).is_none(),
+            app::session_cookie_of(&response).is_none(),
             "no session yet"
         );
         let body: Value = response.json().await.expect("json");
@@ -885,7 +699,7 @@ crate::passkey_test!(
             !page.contains("passkey-second-factor"),
             "no passkey offered: {page}"
         );
-        let csrf = helpers::extract_input(&page, "csrf_token").expect("csrf");
+        let csrf = app::extract_input(&page, "csrf_token").expect("csrf");
         let (status, answer) = post_json(
             &client,
             app.url("/login/mfa/passkey/start"),
@@ -913,9 +727,9 @@ crate::passkey_test!(
 
 crate::passkey_test!(
     a_browser_on_the_loopback_ip_is_sent_to_the_localhost_issuer,
-    |app: PasskeyApp| async move {
+    |app: TestApp| async move {
         let on_ip = app.base.replace("localhost", "127.0.0.1");
-        let client = helpers::new_client();
+        let client = app::new_client();
         let page = client
             .get(format!("{on_ip}/login?next=%2Faccount"))
             .header("accept", "text/html,application/xhtml+xml")

@@ -6,285 +6,12 @@
 //! They run whenever `/usr/bin/chromium` exists, and fail when it is missing
 //! while `LATCHKEY_TEST_BROWSER=1` (set by `scripts/test.sh` on CI).
 
-use std::time::Duration;
-
-use chromiumoxide::browser::{Browser, BrowserConfig};
-use chromiumoxide::cdp::browser_protocol::web_authn::{
-    AddVirtualAuthenticatorParams, AuthenticatorId, AuthenticatorProtocol, AuthenticatorTransport,
-    EnableParams, GetCredentialsParams, SetResponseOverrideBitsParams, VirtualAuthenticatorOptions,
-};
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
-use chromiumoxide::Page;
-use futures_util::StreamExt as _;
 use serde_json::Value;
 
-use crate::passkeys::PasskeyApp;
+use crate::support::app::TestApp;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const PASSWORD: &str = "correct horse battery";
-
-/// `None` (skip) without Chromium, unless browser tests are required.
-pub(crate) fn chromium_available() -> bool {
-    if std::path::Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    if std::env::var("LATCHKEY_TEST_BROWSER").is_ok_and(|v| v == "1") {
-        panic!("LATCHKEY_TEST_BROWSER=1 but {CHROMIUM} is missing: install the `chromium` package");
-    }
-    eprintln!("skipping: {CHROMIUM} not found (browser tests run when Chromium is installed)");
-    false
-}
-
-/// A headless Chromium with one tab and a virtual authenticator in it.
-pub(crate) struct Session {
-    browser: Browser,
-    pub(crate) page: Page,
-    pub(crate) authenticator: AuthenticatorId,
-    _profile: tempfile::TempDir,
-    _events: tokio::task::JoinHandle<()>,
-}
-
-/// Makes the browser report no conditional mediation (passkey autofill), as
-/// browsers without it do. Chromium's virtual environment answers a
-/// conditional request at once with the first matching credential, which
-/// would sign in before a test can click anything.
-const WITHOUT_AUTOFILL: &str = "Object.defineProperty(PublicKeyCredential, 'isConditionalMediationAvailable', { value: () => Promise.resolve(false) });";
-
-impl Session {
-    /// A browser with passkey autofill (conditional mediation) as Chromium has it.
-    async fn with_autofill() -> Session {
-        Self::start(&[]).await
-    }
-
-    /// A browser without passkey autofill: only the button signs in with a passkey.
-    pub(crate) async fn without_autofill() -> Session {
-        Self::start(&[WITHOUT_AUTOFILL]).await
-    }
-
-    /// A browser whose pages first run `init_scripts` (before any page script).
-    pub(crate) async fn start(init_scripts: &[&str]) -> Session {
-        let profile = tempfile::tempdir().expect("profile dir");
-        let config = BrowserConfig::builder()
-            .chrome_executable(CHROMIUM)
-            .disable_default_args()
-            .no_sandbox()
-            .user_data_dir(profile.path())
-            .args([
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-dev-shm-usage",
-                "--password-store=basic",
-                "--host-resolver-rules=MAP localhost 127.0.0.1",
-            ])
-            .launch_timeout(Duration::from_secs(30))
-            .request_timeout(Duration::from_secs(30))
-            .build()
-            .expect("browser config");
-        let (browser, mut handler) = Browser::launch(config).await.expect("launch Chromium");
-        let events = tokio::spawn(async move {
-            // Keep the connection pumping; events chromiumoxide does not know are harmless.
-            while handler.next().await.is_some() {}
-        });
-        let page = browser.new_page("about:blank").await.expect("tab");
-        for script in init_scripts {
-            page.evaluate_on_new_document(*script)
-                .await
-                .expect("init script");
-        }
-        page.execute(EnableParams::default())
-            .await
-            .expect("WebAuthn.enable");
-        let options = VirtualAuthenticatorOptions::builder()
-            .protocol(AuthenticatorProtocol::Ctap2)
-            .transport(AuthenticatorTransport::Internal)
-            .has_resident_key(true)
-            .has_user_verification(true)
-            .is_user_verified(true)
-            .automatic_presence_simulation(true)
-            .build()
-            .expect("authenticator options");
-        let authenticator = page
-            .execute(AddVirtualAuthenticatorParams::new(options))
-            .await
-            .expect("WebAuthn.addVirtualAuthenticator")
-            .result
-            .authenticator_id;
-        Session {
-            browser,
-            page,
-            authenticator,
-            _profile: profile,
-            _events: events,
-        }
-    }
-
-    /// Evaluates `expression` in the page (awaiting a promise) and returns its JSON value.
-    pub(crate) async fn eval(&self, expression: &str) -> Value {
-        let params = EvaluateParams::builder()
-            .expression(expression)
-            .await_promise(true)
-            .return_by_value(true)
-            .build()
-            .expect("evaluate params");
-        let result = self
-            .page
-            .evaluate_expression(params)
-            .await
-            .unwrap_or_else(|e| panic!("evaluating {expression}: {e}"));
-        result.value().cloned().unwrap_or(Value::Null)
-    }
-
-    /// Navigates and waits for the new document (never the old one, still complete).
-    pub(crate) async fn goto(&self, url: &str) {
-        self.eval("window.__leaving = true").await;
-        self.page.goto(url).await.expect("navigate");
-        self.wait_for("!window.__leaving && document.readyState === 'complete'")
-            .await;
-    }
-
-    /// Waits (up to 15 s) until `condition` is true in the page. Survives navigations.
-    pub(crate) async fn wait_for(&self, condition: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        let probe = format!(
-            "(() => {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }})()"
-        );
-        loop {
-            let params = EvaluateParams::builder()
-                .expression(probe.clone())
-                .return_by_value(true)
-                .build()
-                .expect("evaluate params");
-            if let Ok(result) = self.page.evaluate_expression(params).await {
-                if result.value() == Some(&Value::Bool(true)) {
-                    return;
-                }
-            }
-            if tokio::time::Instant::now() > deadline {
-                let url = self.eval("location.href").await;
-                let text = self
-                    .eval("document.body ? document.body.innerText : ''")
-                    .await;
-                panic!("timed out waiting for `{condition}` on {url}; page text:\n{text}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub(crate) async fn click(&self, selector: &str) {
-        self.wait_for(&format!(
-            "document.querySelector({0:?}) && !document.querySelector({0:?}).hidden",
-            selector
-        ))
-        .await;
-        self.page
-            .find_element(selector)
-            .await
-            .unwrap_or_else(|e| panic!("{selector}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {selector}: {e}"));
-    }
-
-    pub(crate) async fn path(&self) -> String {
-        self.eval("location.pathname + location.search")
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// Signs in through the real password form.
-    pub(crate) async fn sign_in_with_password(&self, app: &PasskeyApp, email: &str) {
-        self.goto(&app.url("/login")).await;
-        self.eval(&format!(
-            "document.getElementById('email').value = {email:?}; \
-             document.getElementById('password').value = {PASSWORD:?}; true"
-        ))
-        .await;
-        self.click("form[action='/login'] button[type=submit]")
-            .await;
-        self.wait_for("location.pathname === '/account'").await;
-    }
-
-    /// Gives the password on the real form and waits for the second step.
-    async fn password_then_second_step(&self, app: &PasskeyApp, email: &str) {
-        self.goto(&app.url("/login")).await;
-        self.eval(&format!(
-            "document.getElementById('email').value = {email:?}; \
-             document.getElementById('password').value = {PASSWORD:?}; true"
-        ))
-        .await;
-        self.click("form[action='/login'] button[type=submit]")
-            .await;
-        self.wait_for("location.pathname === '/login/mfa'").await;
-    }
-
-    pub(crate) async fn sign_out(&self) {
-        self.click("header form[action='/logout'] button").await;
-        self.wait_for("location.pathname === '/login'").await;
-    }
-
-    /// Adds a passkey from the account page with the real button.
-    pub(crate) async fn add_passkey(&self, app: &PasskeyApp, name: &str) {
-        self.goto(&app.url("/account/passkeys")).await;
-        self.eval(&format!(
-            "document.getElementById('passkey-name').value = {name:?}; true"
-        ))
-        .await;
-        self.click("#add-passkey").await;
-        self.wait_for(&format!(
-            "location.pathname === '/account/passkeys' && [...document.querySelectorAll('#passkeys .passkey-name')].some(td => td.textContent === {name:?})"
-        ))
-        .await;
-    }
-
-    /// The signed-in account as JSON, fetched by the page with its cookies.
-    pub(crate) async fn account(&self) -> Value {
-        self.eval(
-            "fetch('/account', { headers: { Accept: 'application/json' } }).then(r => r.status === 200 ? r.json() : { status: r.status })",
-        )
-        .await
-    }
-
-    async fn status_text(&self) -> String {
-        self.eval("document.getElementById('passkey-status').textContent")
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    async fn override_bits(&self, bogus_signature: bool, bad_uv: bool, bad_up: bool) {
-        let mut params = SetResponseOverrideBitsParams::new(self.authenticator.clone());
-        params.is_bogus_signature = Some(bogus_signature);
-        params.is_bad_uv = Some(bad_uv);
-        params.is_bad_up = Some(bad_up);
-        self.page
-            .execute(params)
-            .await
-            .expect("WebAuthn.setResponseOverrideBits");
-    }
-
-    async fn resident_credentials(&self) -> usize {
-        self.page
-            .execute(GetCredentialsParams::new(self.authenticator.clone()))
-            .await
-            .expect("WebAuthn.getCredentials")
-            .result
-            .credentials
-            .iter()
-            .filter(|c| c.is_resident_credential)
-            .count()
-    }
-
-    pub(crate) async fn close(mut self) {
-        let _ = self.browser.close().await;
-        let _ = self.browser.wait().await;
-    }
-}
+use crate::support::browser::*;
+use crate::support::PASSWORD;
 
 fn current_amr(account: &Value) -> Vec<String> {
     account["sessions"]
@@ -301,17 +28,17 @@ fn current_amr(account: &Value) -> Vec<String> {
 }
 
 /// Declares a browser test on SQLite and PostgreSQL:
-/// `browser_test!(name, |app, browser| { ... })` with `app: &PasskeyApp`, `browser: &Session`.
+/// `browser_test!(name, |app, browser| { ... })` with `app: &TestApp`, `browser: &Session`.
 macro_rules! browser_test {
     ($name:ident, $start:ident, |$app:ident, $browser:ident| $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
-            async fn run(backend: $crate::helpers::Backend) {
+            async fn run(backend: $crate::support::app::Backend) {
                 if !chromium_available() {
                     return;
                 }
-                let Some(app) = PasskeyApp::spawn(backend).await else {
+                let Some(app) = TestApp::spawn_localhost(backend).await else {
                     return;
                 };
                 let browser = Session::$start().await;
@@ -324,11 +51,11 @@ macro_rules! browser_test {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                run($crate::helpers::Backend::Sqlite).await;
+                run($crate::support::app::Backend::Sqlite).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                run($crate::helpers::Backend::Postgres).await;
+                run($crate::support::app::Backend::Postgres).await;
             }
         }
     };
@@ -338,7 +65,7 @@ browser_test!(
     register_a_passkey_then_sign_in_with_it_and_no_password,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         assert_eq!(
@@ -391,7 +118,7 @@ browser_test!(
     conditional_ui_signs_in_from_the_email_field_autofill,
     with_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         assert_eq!(
@@ -427,7 +154,7 @@ browser_test!(
 );
 
 /// Signs in with the button; returns the status message the page shows on failure.
-async fn refused_sign_in(app: &PasskeyApp, browser: &Session) -> String {
+async fn refused_sign_in(app: &TestApp, browser: &Session) -> String {
     browser.goto(&app.url("/login")).await;
     browser.click("#passkey-sign-in").await;
     browser
@@ -442,7 +169,7 @@ browser_test!(
     user_presence_verification_and_signature_are_enforced,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         browser.sign_out().await;
@@ -493,7 +220,7 @@ browser_test!(
     registration_without_user_presence_is_refused,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.override_bits(false, false, true).await;
         browser.goto(&app.url("/account/passkeys")).await;
@@ -512,7 +239,7 @@ browser_test!(
     without_autofill,
     |app, browser| {
         use sqlx::Row as _;
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         browser.sign_out().await;
@@ -548,7 +275,7 @@ browser_test!(
     an_unknown_passkey_gets_a_clear_message,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         browser.sign_out().await;
@@ -566,7 +293,7 @@ browser_test!(
     a_replayed_assertion_is_refused,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         browser.sign_out().await;
@@ -602,7 +329,7 @@ browser_test!(
     rename_and_delete_from_the_account_page,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "First").await;
         // The same authenticator cannot register twice (excludeCredentials).
@@ -686,7 +413,7 @@ browser_test!(
     an_old_sign_in_is_sent_to_sign_in_again_before_adding_a_passkey,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         app.clock.advance(16 * 60);
         browser.goto(&app.url("/account/passkeys")).await;
@@ -754,7 +481,7 @@ browser_test!(
     a_disabled_account_cannot_sign_in_with_its_passkey,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         browser.sign_out().await;
@@ -780,7 +507,7 @@ browser_test!(
     a_passkey_is_the_second_step_after_a_password,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         browser.sign_out().await;
@@ -867,7 +594,7 @@ browser_test!(
     failed_passkey_sign_ins_lock_the_account,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         browser.sign_out().await;
@@ -895,7 +622,7 @@ browser_test!(
     deleting_a_passkey_needs_a_recent_sign_in,
     without_autofill,
     |app, browser| {
-        app.create_user("ada@example.com", PASSWORD).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
         browser.sign_in_with_password(app, "ada@example.com").await;
         browser.add_passkey(app, "Virtual key").await;
         // 16 minutes later (the session is alive, the sign-in is old).

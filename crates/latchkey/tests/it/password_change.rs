@@ -1,7 +1,7 @@
 //! Self-service password change at `/account/password`.
 
 use crate::backend_test;
-use crate::helpers::*;
+use crate::support::app::*;
 
 const OLD: &str = "correct horse battery";
 const NEW: &str = "a brand new passphrase";

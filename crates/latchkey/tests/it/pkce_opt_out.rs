@@ -6,15 +6,15 @@
 use latchkey::oauth::clients::{self, ClientUpdate, NewClient};
 use serde_json::Value;
 
-use crate::authorize::{client_redirect, issued, signed_in_browser, Pkce};
 use crate::backend_test;
-use crate::cli::{env, latchkey};
-use crate::email_lookalikes::{cli_database, drop_database};
-use crate::helpers::*;
-use crate::keys::jwt_payload;
-use crate::tokens::{client_spec, register, TestClient};
+use crate::support::app::*;
+use crate::support::app::{cli_database, drop_database};
+use crate::support::cli::{env, latchkey};
+use crate::support::jwt::jwt_payload;
+use crate::support::oauth::{client_redirect, issued, signed_in_browser, Pkce};
+use crate::support::oauth::{client_spec, register, TestClient};
 
-const REDIRECT: &str = "https://rp.example.com/cb";
+use crate::support::oauth::CALLBACK as REDIRECT;
 const NONCE: &str = "n-0S6_WzA2Mj";
 
 fn rp_spec(confidential: bool, require_pkce: bool) -> NewClient {

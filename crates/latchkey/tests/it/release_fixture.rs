@@ -22,14 +22,13 @@ use latchkey::crypto::MasterKey;
 use latchkey::oauth::clients::{AccessTokenFormat, NewClient};
 use serde_json::{json, Value};
 
-use crate::authorize::{client_redirect, Pkce};
-use crate::helpers::{self, session_cookie_of, Backend, ClockExt as _};
-use crate::passkeys::PasskeyApp;
-use crate::passkeys_browser::{chromium_available, Session};
-use crate::tokens::client_spec;
+use crate::support::app::TestApp;
+use crate::support::app::{self, session_cookie_of, Backend, ClockExt as _};
+use crate::support::browser::{chromium_available, Session};
+use crate::support::oauth::client_spec;
+use crate::support::oauth::{client_redirect, Pkce};
+use crate::support::PASSWORD;
 
-/// The password of every fixture user (the browser harness signs in with it).
-pub const PASSWORD: &str = "correct horse battery";
 /// The redirect URI of the fixture's web clients.
 pub const REDIRECT: &str = "https://app.fixture.test/cb";
 /// The audience of the fixture's tokens.
@@ -57,7 +56,7 @@ fn web_client(alg: &str) -> NewClient {
     }
 }
 
-async fn register(app: &PasskeyApp, label: &str, new: NewClient) -> Value {
+async fn register(app: &TestApp, label: &str, new: NewClient) -> Value {
     let alg = new.signing_algorithm.clone();
     let (client, secret) =
         latchkey::oauth::clients::create(&app.state.pool, new, app.clock.now_secs())
@@ -73,7 +72,7 @@ async fn register(app: &PasskeyApp, label: &str, new: NewClient) -> Value {
 
 /// Signs `browser` in with the password (first step only); returns its session cookie.
 async fn password_sign_in(
-    app: &PasskeyApp,
+    app: &TestApp,
     browser: &reqwest::Client,
     email: &str,
 ) -> reqwest::Response {
@@ -91,7 +90,7 @@ async fn password_sign_in(
 }
 
 /// The authorization-code flow with PKCE and a nonce in a signed-in browser: the token answer.
-async fn code_flow(app: &PasskeyApp, browser: &reqwest::Client, client: &Value) -> Value {
+async fn code_flow(app: &TestApp, browser: &reqwest::Client, client: &Value) -> Value {
     let pkce = Pkce::random();
     let id = client["id"].as_str().expect("id");
     let response = browser
@@ -130,7 +129,7 @@ async fn code_flow(app: &PasskeyApp, browser: &reqwest::Client, client: &Value) 
     answer
 }
 
-async fn machine_token(app: &PasskeyApp, client: &Value) -> String {
+async fn machine_token(app: &TestApp, client: &Value) -> String {
     let answer: Value = reqwest::Client::new()
         .post(app.url("/oauth2/token"))
         .basic_auth(
@@ -199,7 +198,7 @@ async fn write_release_fixture() {
             .as_secs() as i64,
     );
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the fixture port");
-    let app = PasskeyApp::start(listener, config, master_key.clone(), clock, dir).await;
+    let app = TestApp::start_on(listener, config, master_key.clone(), clock, dir, backend).await;
     let created_at = app.clock.now_secs();
 
     // Clients of every kind and signing algorithm.
@@ -241,8 +240,8 @@ async fn write_release_fixture() {
     .await;
 
     // ada: a password, a live session, a grant (refresh family) per signing algorithm.
-    let ada = app.create_user("ada@fixture.test", PASSWORD).await;
-    let ada_browser = helpers::new_client();
+    let ada = app.create_user("ada@fixture.test", PASSWORD, &[]).await;
+    let ada_browser = app::new_client();
     let r = password_sign_in(&app, &ada_browser, "ada@fixture.test").await;
     assert_eq!(r.status(), 303, "ada signs in");
     let ada_session = session_cookie_of(&r).expect("a session cookie");
@@ -260,7 +259,7 @@ async fn write_release_fixture() {
     }
 
     // grace: an administrator with TOTP and recovery codes, signed in with both steps.
-    let grace = app.create_user("grace@fixture.test", PASSWORD).await;
+    let grace = app.create_user("grace@fixture.test", PASSWORD, &[]).await;
     latchkey::identity::set_roles(
         &app.state.pool,
         &grace.id,
@@ -269,7 +268,7 @@ async fn write_release_fixture() {
     )
     .await
     .expect("grace is an admin");
-    let enrolling = helpers::new_client();
+    let enrolling = app::new_client();
     assert_eq!(
         password_sign_in(&app, &enrolling, "grace@fixture.test")
             .await
@@ -277,10 +276,10 @@ async fn write_release_fixture() {
         303
     );
     let (totp_seed, recovery_codes) =
-        crate::mfa::enroll_at(&app.base, app.clock.now_secs(), &enrolling).await;
+        crate::support::app::enroll_at(&app.base, app.clock.now_secs(), &enrolling).await;
     // The code just used is spent: sign in on the next time step.
     app.clock.advance(30);
-    let grace_browser = helpers::new_client();
+    let grace_browser = app::new_client();
     let r = password_sign_in(&app, &grace_browser, "grace@fixture.test").await;
     assert_eq!(r.status(), 303, "grace: first step");
     let html = grace_browser
@@ -291,7 +290,7 @@ async fn write_release_fixture() {
         .text()
         .await
         .expect("html");
-    let csrf = helpers::extract_input(&html, "csrf_token").expect("csrf on the second step");
+    let csrf = app::extract_input(&html, "csrf_token").expect("csrf on the second step");
     let code = latchkey::mfa::totp::Totp::new(&totp_seed).code_at(app.clock.now_secs() as u64);
     let r = grace_browser
         .post(app.url("/login/mfa"))
@@ -316,7 +315,7 @@ async fn write_release_fixture() {
     }));
 
     // linus: a passkey registered through the real page in Chromium.
-    app.create_user("linus@fixture.test", PASSWORD).await;
+    app.create_user("linus@fixture.test", PASSWORD, &[]).await;
     let browser = Session::without_autofill().await;
     browser
         .sign_in_with_password(&app, "linus@fixture.test")

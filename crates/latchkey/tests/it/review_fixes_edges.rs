@@ -7,12 +7,12 @@ use latchkey::oauth::clients::NewClient;
 use serde_json::Value;
 use sqlx::Row as _;
 
-use crate::authorize::{client_redirect, issued, signed_in_browser, Pkce};
 use crate::backend_test;
-use crate::helpers::*;
-use crate::tokens::{client_spec, machine_client, register, Answer, TestClient};
+use crate::support::app::*;
+use crate::support::oauth::{client_redirect, issued, signed_in_browser, Pkce};
+use crate::support::oauth::{client_spec, machine_client, register, Answer, TestClient};
 
-const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+use crate::support::oauth::DEVICE_GRANT;
 
 /// A first-party client with one registered redirect URI.
 async fn client_with_redirect(app: &TestApp, confidential: bool, redirect: &str) -> TestClient {
@@ -356,7 +356,7 @@ backend_test!(
 backend_test!(
     bearer_scheme_is_case_insensitive_at_userinfo_the_feed_and_in_latchkey_verify,
     |app: TestApp| async move {
-        use crate::sdk_harness::{sign_in, verifier_for, web_client, TestApi};
+        use crate::support::api::{sign_in, verifier_for, web_client, TestApi};
         let web = web_client(&app).await;
         let ada = sign_in(&app, &web, "ada@example.com", &[]).await;
         let verifier = verifier_for(&app.base, &app)

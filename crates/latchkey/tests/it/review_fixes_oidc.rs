@@ -15,19 +15,20 @@
 
 use serde_json::Value;
 
-use crate::authorize::{Pkce, PASSWORD};
 use crate::backend_test;
-use crate::helpers::*;
-use crate::review_fixes_policy::{
-    code_of, exchange, location, payload, pending_id_of, query_param, rp_client, Browser, CALLBACK,
+use crate::support::app::*;
+use crate::support::jwt::jwt_payload;
+use crate::support::oauth::{client_spec, register, TestClient};
+use crate::support::oauth::{
+    code_of, exchange, location, pending_id_of, query_param, rp_client, Browser, CALLBACK,
 };
-use crate::tokens::{client_spec, register, TestClient};
+use crate::support::oauth::{Pkce, PASSWORD};
 
 /// The ID token of exchanging a redirect's code.
 async fn id_token_of(app: &TestApp, client: &TestClient, redirect: &str, pkce: &Pkce) -> Value {
     let answer = exchange(app, client, &code_of(redirect), pkce).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    payload(answer.body["id_token"].as_str().expect("id_token"))
+    jwt_payload(answer.body["id_token"].as_str().expect("id_token"))
 }
 
 /// Follows a redirect to the sign-in page: signs `email` in and comes back
@@ -179,7 +180,7 @@ backend_test!(
         let extra = [("prompt", "none"), ("id_token_hint", bob_hint.as_str())];
         let redirect = location(&bob.authorize(&app, &client, "openid", &pkce, &extra).await);
         let id = id_token_of(&app, &client, &redirect, &pkce).await;
-        assert_eq!(id["sub"], payload(&bob_hint)["sub"]);
+        assert_eq!(id["sub"], jwt_payload(&bob_hint)["sub"]);
     }
 );
 
@@ -213,7 +214,7 @@ backend_test!(
         // As Ada: the code, for Ada.
         let back = sign_in_and_resume(&app, &bob, &again, "ada@example.com").await;
         let id = id_token_of(&app, &client, &back, &pkce).await;
-        assert_eq!(id["sub"], payload(&ada_hint)["sub"]);
+        assert_eq!(id["sub"], jwt_payload(&ada_hint)["sub"]);
 
         // A hint that is not one of our ID tokens is a bad request.
         let access_token = {
@@ -256,7 +257,7 @@ backend_test!(
         let answer = exchange(&app, &client, &code_of(&redirect), &pkce).await;
         assert_eq!(answer.status, 200, "{answer:?}");
         assert_eq!(answer.body["scope"], "email openid", "what was granted");
-        let id = payload(answer.body["id_token"].as_str().expect("id_token"));
+        let id = jwt_payload(answer.body["id_token"].as_str().expect("id_token"));
         assert_eq!(id["email"], "ada@example.com");
         let userinfo: Value = new_client()
             .get(app.url("/oauth2/userinfo"))

@@ -17,14 +17,17 @@ use latchkey::oauth::clients::{AccessTokenFormat, NewClient};
 use latchkey_verify::{require_mfa, require_role, RequireMfa, RequireRole};
 use serde_json::{json, Value};
 
-use crate::authorize::{Pkce, PASSWORD};
 use crate::backend_test;
-use crate::helpers::*;
-use crate::review_fixes_policy::{
-    code_of, enroll_totp, exchange, location, payload, rp_client, Browser, CALLBACK,
+use crate::support::api::{verifier_for, web_client, Admin};
+use crate::support::app::*;
+use crate::support::jwt::jwt_payload;
+use crate::support::oauth::{
+    client_spec, introspect, machine_client, post_as, register, Auth, TestClient,
 };
-use crate::sdk_harness::{verifier_for, web_client, Admin};
-use crate::tokens::{client_spec, introspect, machine_client, post_as, register, Auth, TestClient};
+use crate::support::oauth::{
+    code_of, enroll_totp, exchange, location, rp_client, Browser, CALLBACK,
+};
+use crate::support::oauth::{Pkce, PASSWORD};
 
 const SCOPES: &str = "openid offline_access";
 
@@ -35,7 +38,7 @@ async fn code_from(app: &TestApp, browser: &Browser, client: &TestClient, pkce: 
     ))
 }
 
-async fn refresh(app: &TestApp, client: &TestClient, token: &str) -> crate::tokens::Answer {
+async fn refresh(app: &TestApp, client: &TestClient, token: &str) -> crate::support::oauth::Answer {
     post_as(
         app,
         "/oauth2/token",
@@ -244,7 +247,7 @@ backend_test!(
         let code = code_from(&app, &browser, &jwt_client, &pkce).await;
         let answer = exchange(&app, &jwt_client, &code, &pkce).await;
         assert_eq!(answer.status, 200, "{answer:?}");
-        let claims = payload(text(&answer.body["access_token"]));
+        let claims = jwt_payload(text(&answer.body["access_token"]));
         assert_eq!(
             claims["auth_time"], signed_in_at,
             "the sign-in, not the exchange"
@@ -256,13 +259,13 @@ backend_test!(
         // Refreshed tokens report the same sign-in.
         app.clock.advance(3);
         let refreshed = refresh(&app, &jwt_client, text(&answer.body["refresh_token"])).await;
-        let again = payload(text(&refreshed.body["access_token"]));
+        let again = jwt_payload(text(&refreshed.body["access_token"]));
         for claim in ["auth_time", "amr", "acr", "roles"] {
             assert_eq!(again[claim], claims[claim], "{claim} after a refresh");
         }
         // Introspection reports them too, for JWTs and opaque tokens alike.
         let jwt_info = introspect(&app, &resource, text(&refreshed.body["access_token"])).await;
-        let code = crate::review_fixes_policy::code_of(&location(
+        let code = crate::support::oauth::code_of(&location(
             &browser
                 .authorize(&app, &opaque_client, SCOPES, &pkce, &[])
                 .await,
@@ -292,14 +295,14 @@ backend_test!(
                 .await,
         ));
         let answer = exchange(&app, &jwt_client, &code, &pkce).await;
-        let claims = payload(text(&answer.body["access_token"]));
+        let claims = jwt_payload(text(&answer.body["access_token"]));
         assert_eq!(claims["auth_time"], strong_at);
         assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]));
         assert_eq!(claims["acr"], "urn:latchkey:acr:mfa");
 
         // Machine tokens have no sign-in.
-        let machine = crate::tokens::machine_token(&app, &resource).await;
-        let claims = payload(&machine);
+        let machine = crate::support::oauth::machine_token(&app, &resource).await;
+        let claims = jwt_payload(&machine);
         for claim in ["auth_time", "amr", "acr"] {
             assert!(claims.get(claim).is_none(), "{claim} in {claims}");
         }
@@ -339,10 +342,10 @@ backend_test!(
         let code = code_from(&app, &browser, &client, &pkce).await;
         let answer = exchange(&app, &client, &code, &pkce).await;
         let access = text(&answer.body["access_token"]).to_owned();
-        assert_eq!(roles(&payload(&access)), set(&["staff"]));
+        assert_eq!(roles(&jwt_payload(&access)), set(&["staff"]));
         let refreshed = refresh(&app, &client, text(&answer.body["refresh_token"])).await;
         assert_eq!(
-            roles(&payload(text(&refreshed.body["access_token"]))),
+            roles(&jwt_payload(text(&refreshed.body["access_token"]))),
             set(&["staff"])
         );
         assert_eq!(
@@ -359,12 +362,12 @@ backend_test!(
         let code = code_from(&app, &strong, &client, &pkce).await;
         let answer = exchange(&app, &client, &code, &pkce).await;
         assert_eq!(
-            roles(&payload(text(&answer.body["access_token"]))),
+            roles(&jwt_payload(text(&answer.body["access_token"]))),
             set(&["admin", "staff"])
         );
         let refreshed = refresh(&app, &client, text(&answer.body["refresh_token"])).await;
         assert_eq!(
-            roles(&payload(text(&refreshed.body["access_token"]))),
+            roles(&jwt_payload(text(&refreshed.body["access_token"]))),
             set(&["admin", "staff"])
         );
     }
@@ -431,22 +434,22 @@ backend_test!(
     config = |c: &mut latchkey::Config| c.mfa.required_roles = Vec::new(),
     |app: TestApp| async move {
         let web = web_client(&app).await;
-        let machine = crate::sdk_harness::api_client(&app, "read:data").await;
+        let machine = crate::support::api::api_client(&app, "read:data").await;
         let user = app
             .create_user("boss@example.com", PASSWORD, &["admin"])
             .await;
         let weak = Browser::new();
         weak.sign_in(&app, "boss@example.com", None, "/account")
             .await;
-        let (weak_token, _) = crate::sdk_harness::authorize(&app, &weak.http, &web).await;
-        assert_eq!(payload(&weak_token)["roles"], json!(["admin"]));
+        let (weak_token, _) = crate::support::api::authorize(&app, &weak.http, &web).await;
+        assert_eq!(jwt_payload(&weak_token)["roles"], json!(["admin"]));
         let secret = enroll_totp(&app, &user.id).await;
         let strong = Browser::new();
         strong
             .sign_in(&app, "boss@example.com", Some(&secret), "/account")
             .await;
-        let (strong_token, _) = crate::sdk_harness::authorize(&app, &strong.http, &web).await;
-        let machine_token = crate::sdk_harness::client_token(&app.base, &machine, None).await;
+        let (strong_token, _) = crate::support::api::authorize(&app, &strong.http, &web).await;
+        let machine_token = crate::support::api::client_token(&app.base, &machine, None).await;
 
         let verifier = verifier_for(&app.base, &app)
             .build()

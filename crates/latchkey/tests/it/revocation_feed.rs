@@ -18,9 +18,9 @@ use latchkey_verify::FeedFailurePolicy;
 use serde_json::Value;
 
 use crate::backend_test;
-use crate::helpers::*;
-use crate::sdk_harness::*;
-use crate::tokens::TestClient;
+use crate::support::api::*;
+use crate::support::app::*;
+use crate::support::oauth::TestClient;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -103,7 +103,7 @@ async fn feed_token(app: &TestApp) -> (TestClient, String) {
 
 /// Verifies a SET with the JWKS exactly as an API would, returning its claims.
 async fn verify_set(app: &TestApp, set: &str) -> Value {
-    let (jwks, _) = crate::keys::fetch_jwks(app).await;
+    let (jwks, _) = crate::support::jwt::fetch_jwks(app).await;
     let jwks: JwkSet = serde_json::from_value(jwks).expect("jwks");
     let (keys, _) = KeySet::from_jwks(&jwks);
     let validation = Validation {
@@ -152,12 +152,12 @@ backend_test!(
         );
 
         // A user's token, even one with the feed scope, is not a client's.
-        let web = crate::tokens::register(
+        let web = crate::support::oauth::register(
             &app,
             latchkey::oauth::clients::NewClient {
                 redirect_uris: vec!["https://app.example.com/cb".into()],
                 first_party: true,
-                ..crate::tokens::client_spec(
+                ..crate::support::oauth::client_spec(
                     "web app",
                     true,
                     &["authorization_code"],
@@ -174,7 +174,7 @@ backend_test!(
                 .status(),
             303
         );
-        let pkce = crate::authorize::Pkce::random();
+        let pkce = crate::support::oauth::Pkce::random();
         let response = browser
             .get(app.url("/oauth2/authorize"))
             .query(&[
@@ -188,7 +188,7 @@ backend_test!(
             .send()
             .await
             .expect("authorize");
-        let (_, query) = crate::authorize::client_redirect(&response);
+        let (_, query) = crate::support::oauth::client_redirect(&response);
         let answer: Value = reqwest::Client::new()
             .post(app.url("/oauth2/token"))
             .basic_auth(&web.id, web.secret.as_deref())
@@ -381,11 +381,11 @@ async fn feed_stream_outlives_the_request_timeout_with_keepalives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_stream_ends_when_its_token_expires() {
     let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
-    let client = crate::tokens::register(
+    let client = crate::support::oauth::register(
         &app,
         latchkey::oauth::clients::NewClient {
             access_token_lifetime_secs: Some(2),
-            ..crate::tokens::client_spec(
+            ..crate::support::oauth::client_spec(
                 "short-lived feed client",
                 true,
                 &["client_credentials"],

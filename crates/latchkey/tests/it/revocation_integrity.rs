@@ -12,9 +12,9 @@ use std::time::Duration;
 use latchkey::revocation::{self, Cause, Initiator, RevocationEvent, Revoked};
 
 use crate::backend_test;
-use crate::helpers::*;
-use crate::sdk_harness::*;
-use crate::tokens::TestClient;
+use crate::support::api::*;
+use crate::support::app::*;
+use crate::support::oauth::TestClient;
 
 const SECOND: Duration = Duration::from_secs(1);
 

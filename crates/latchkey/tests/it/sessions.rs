@@ -7,9 +7,9 @@ use serde_json::Value;
 use sqlx::Row as _;
 
 use crate::backend_test;
-use crate::helpers::*;
+use crate::support::app::*;
 
-const PASSWORD: &str = "correct horse battery";
+use crate::support::PASSWORD;
 /// `session.idle_timeout_secs` and `session.absolute_lifetime_secs` defaults.
 const IDLE: i64 = 1800;
 const ABSOLUTE: i64 = 43200;

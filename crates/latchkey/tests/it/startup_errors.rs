@@ -2,7 +2,7 @@
 //! each cause said once, naming the address or server it concerns, and every
 //! refused setting at once rather than one per attempt.
 
-use crate::cli::{env, free_port, latchkey};
+use crate::support::cli::{env, free_port, latchkey};
 
 fn sqlite(dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("x.db").display())

@@ -9,10 +9,10 @@ use sqlx::Connection as _;
 use sqlx::Row as _;
 
 use crate::backend_test;
-use crate::helpers::*;
+use crate::support::app::*;
 use latchkey::identity::import::{self, ImportError, ImportFormat};
 
-const PASSWORD: &str = "correct horse battery";
+use crate::support::PASSWORD;
 
 async fn count_rows(app: &TestApp, sql: &str, bind: &str) -> i64 {
     sqlx::query(sql)

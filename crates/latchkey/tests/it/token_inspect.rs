@@ -5,7 +5,7 @@ use latchkey::oauth::clients::{self, AccessTokenFormat, NewClient};
 use latchkey::oauth::scope::Scope;
 
 use crate::backend_test;
-use crate::helpers::*;
+use crate::support::app::*;
 
 async fn access_token(app: &TestApp) -> String {
     let new = NewClient {

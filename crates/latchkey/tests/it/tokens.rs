@@ -12,76 +12,21 @@
 
 use std::sync::Arc;
 
-use latchkey::oauth::clients::{self, AccessTokenFormat, NewClient};
+use latchkey::oauth::clients::AccessTokenFormat;
 use latchkey::oauth::scope::Scope;
 use latchkey_verify::jose::{self, Algorithm, SigningKey};
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use sqlx::Row as _;
 
 use crate::backend_test;
-use crate::helpers::*;
-use crate::keys::{fetch_jwks, jwt_header, jwt_payload, verify_independently};
+use crate::support::app::*;
+use crate::support::jwt::{fetch_jwks, jwt_header, jwt_payload, verify_independently};
+use crate::support::oauth::*;
 
-pub(crate) const PASSWORD: &str = "correct horse battery";
-/// `tokens.leeway_secs` default.
-pub(crate) const LEEWAY: i64 = 30;
 /// `tokens.access_token_lifetime_secs` default.
 const DEFAULT_LIFETIME: i64 = 900;
 
 // ---------------------------------------------------------------- clients
-
-/// A registered client as a test holds it: its id and, if confidential, its secret.
-#[derive(Debug, Clone)]
-pub(crate) struct TestClient {
-    pub id: String,
-    pub secret: Option<String>,
-}
-
-/// Registration data with everything optional left at its default.
-pub(crate) fn client_spec(
-    name: &str,
-    confidential: bool,
-    grants: &[&str],
-    scopes: &str,
-) -> NewClient {
-    NewClient {
-        name: name.to_owned(),
-        confidential,
-        redirect_uris: Vec::new(),
-        post_logout_redirect_uris: Vec::new(),
-        grant_types: grants.iter().map(|g| (*g).to_owned()).collect(),
-        scopes: Scope::parse(scopes).expect("scope"),
-        audience: String::new(),
-        access_token_format: AccessTokenFormat::Jwt,
-        access_token_lifetime_secs: None,
-        signing_algorithm: None,
-        first_party: false,
-        backchannel_logout_uri: None,
-        jwks: None,
-        require_pkce: true,
-    }
-}
-
-pub(crate) async fn register(app: &TestApp, new: NewClient) -> TestClient {
-    let (client, secret) = clients::create(&app.state.pool, new, app.clock.now_secs())
-        .await
-        .expect("create client");
-    assert_eq!(client.confidential, secret.is_some());
-    TestClient {
-        id: client.id,
-        secret: secret.map(|s| s.expose().to_owned()),
-    }
-}
-
-/// A confidential machine-to-machine client (`client_credentials`).
-pub(crate) async fn machine_client(app: &TestApp, scopes: &str) -> TestClient {
-    register(
-        app,
-        client_spec("machine", true, &["client_credentials"], scopes),
-    )
-    .await
-}
 
 /// A confidential client of a web app (refresh tokens, and machine tokens).
 async fn web_client(app: &TestApp, scopes: &str) -> TestClient {
@@ -99,107 +44,6 @@ async fn web_client(app: &TestApp, scopes: &str) -> TestClient {
 
 // ---------------------------------------------------------------- requests
 
-/// How a confidential client authenticates (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Auth {
-    /// `client_secret_basic`.
-    Basic,
-    /// `client_secret_post` (public clients: `client_id` only).
-    Post,
-}
-
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-impl Answer {
-    fn error(&self) -> &str {
-        self.body["error"].as_str().unwrap_or("(no error)")
-    }
-    fn cache_control(&self) -> &str {
-        self.headers
-            .get("cache-control")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    }
-    /// Asserts an RFC 6749 §5.2 error object with `no-store`.
-    #[track_caller]
-    fn assert_error(&self, status: u16, error: &str, what: &str) {
-        assert_eq!(self.status, status, "{what}: {self:?}");
-        assert_eq!(self.error(), error, "{what}: {self:?}");
-        assert!(
-            self.body["error_description"].is_string(),
-            "{what}: {self:?}"
-        );
-        assert!(self.body.get("access_token").is_none(), "{what}: {self:?}");
-        assert!(self.body.get("refresh_token").is_none(), "{what}: {self:?}");
-        assert_eq!(self.cache_control(), "no-store", "{what}: {self:?}");
-    }
-    fn refresh_token(&self) -> String {
-        self.body["refresh_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("a refresh token in {self:?}"))
-            .to_owned()
-    }
-    fn access_token(&self) -> String {
-        self.body["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("an access token in {self:?}"))
-            .to_owned()
-    }
-}
-
-async fn answer(response: reqwest::Response) -> Answer {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// POSTs a form to an OAuth endpoint as `client`.
-pub(crate) async fn post_as(
-    app: &TestApp,
-    path: &str,
-    client: &TestClient,
-    auth: Auth,
-    params: &[(&str, &str)],
-) -> Answer {
-    let mut form: Vec<(&str, &str)> = params.to_vec();
-    let mut request = app.client.post(app.url(path));
-    match (&client.secret, auth) {
-        (Some(secret), Auth::Basic) => request = request.basic_auth(&client.id, Some(secret)),
-        (Some(secret), Auth::Post) => {
-            form.push(("client_id", &client.id));
-            form.push(("client_secret", secret));
-        }
-        (None, _) => form.push(("client_id", &client.id)),
-    }
-    answer(request.form(&form).send().await.expect("post")).await
-}
-
-pub(crate) async fn token_request(
-    app: &TestApp,
-    client: &TestClient,
-    params: &[(&str, &str)],
-) -> Answer {
-    post_as(app, "/oauth2/token", client, Auth::Basic, params).await
-}
-
-/// A `client_credentials` access token (must succeed).
-pub(crate) async fn machine_token(app: &TestApp, client: &TestClient) -> String {
-    let answer = token_request(app, client, &[("grant_type", "client_credentials")]).await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    answer.access_token()
-}
-
 async fn refresh(app: &TestApp, client: &TestClient, refresh_token: &str) -> Answer {
     post_as(
         app,
@@ -212,21 +56,6 @@ async fn refresh(app: &TestApp, client: &TestClient, refresh_token: &str) -> Ans
         ],
     )
     .await
-}
-
-/// `POST /oauth2/introspect` by `client` (must be 200): the JSON answer.
-pub(crate) async fn introspect(app: &TestApp, client: &TestClient, token: &str) -> Value {
-    let answer = post_as(
-        app,
-        "/oauth2/introspect",
-        client,
-        Auth::Basic,
-        &[("token", token)],
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.cache_control(), "no-store", "{answer:?}");
-    answer.body
 }
 
 async fn revoke(app: &TestApp, client: &TestClient, token: &str) -> Answer {

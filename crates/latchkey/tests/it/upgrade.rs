@@ -14,8 +14,8 @@ use p256::pkcs8::DecodePrivateKey as _;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::helpers::{self, Backend, ClockExt as _};
-use crate::passkeys::PasskeyApp;
+use crate::support::app::TestApp;
+use crate::support::app::{self, Backend, ClockExt as _};
 
 fn fixture_dir(release: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,7 +35,7 @@ pub fn manifest(release: &str, backend: Backend) -> Value {
 
 /// Starts the current server on a copy of `release`'s database for `backend`
 /// (`None`: PostgreSQL not configured), its clock a minute after the fixture was written.
-pub async fn start_on_fixture(release: &str, backend: Backend) -> Option<(PasskeyApp, Value)> {
+pub async fn start_on_fixture(release: &str, backend: Backend) -> Option<(TestApp, Value)> {
     let manifest = manifest(release, backend);
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = match backend {
@@ -46,12 +46,12 @@ pub async fn start_on_fixture(release: &str, backend: Backend) -> Option<(Passke
             format!("sqlite://{}?mode=rwc", copy.display())
         }
         Backend::Postgres => {
-            let url = helpers::fresh_postgres_database(&helpers::postgres_url()?).await;
+            let url = app::fresh_postgres_database(&app::postgres_url()?).await;
             restore_postgres_dump(&url, &fixture_dir(release).join("postgres.sql")).await;
             url
         }
     };
-    let mut config = helpers::test_config(database_url);
+    let mut config = app::test_config(database_url);
     // The operator keeps the issuer and the key configuration across an upgrade.
     config.issuer = manifest["issuer"].as_str().expect("issuer").to_owned();
     config.tokens.additional_algorithms = vec!["EdDSA".into(), "RS256".into()];
@@ -59,7 +59,7 @@ pub async fn start_on_fixture(release: &str, backend: Backend) -> Option<(Passke
         .expect("the fixture's master key");
     let clock = ManualClock::new(manifest["finished_at"].as_i64().expect("finished_at") + 60);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let app = PasskeyApp::start(listener, config, master_key, clock, dir).await;
+    let app = TestApp::start_on(listener, config, master_key, clock, dir, backend).await;
     Some((app, manifest))
 }
 
@@ -75,7 +75,7 @@ async fn restore_postgres_dump(url: &str, dump: &std::path::Path) {
 }
 
 /// Verifies `token` (signature, issuer, expiry) with the JWKS the running server publishes now.
-async fn verify_with_published_keys(app: &PasskeyApp, issuer: &str, token: &str) -> Value {
+async fn verify_with_published_keys(app: &TestApp, issuer: &str, token: &str) -> Value {
     let jwks: jose::JwkSet = reqwest::get(app.url("/.well-known/jwks.json"))
         .await
         .expect("jwks")
@@ -107,7 +107,7 @@ fn client<'a>(manifest: &'a Value, label: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("client {label} in the manifest"))
 }
 
-async fn post_token(app: &PasskeyApp, client: &Value, form: &[(&str, &str)]) -> (u16, Value) {
+async fn post_token(app: &TestApp, client: &Value, form: &[(&str, &str)]) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(app.url("/oauth2/token"))
         .basic_auth(
@@ -122,7 +122,7 @@ async fn post_token(app: &PasskeyApp, client: &Value, form: &[(&str, &str)]) -> 
     (status, response.json().await.expect("json"))
 }
 
-async fn introspect(app: &PasskeyApp, caller: &Value, token: &str) -> Value {
+async fn introspect(app: &TestApp, caller: &Value, token: &str) -> Value {
     reqwest::Client::new()
         .post(app.url("/oauth2/introspect"))
         .basic_auth(
@@ -283,7 +283,7 @@ async fn everything_written_by_0_1_0_still_works(backend: Backend) {
     assert_eq!(account["user"]["email"], "ada@fixture.test");
 
     // Passwords still sign in (Argon2id hashes of the old release).
-    let browser = helpers::new_client();
+    let browser = app::new_client();
     app.sign_in(
         &browser,
         "ada@fixture.test",
@@ -292,13 +292,13 @@ async fn everything_written_by_0_1_0_still_works(backend: Backend) {
     .await;
 
     // TOTP: the sealed seed still produces the codes the server accepts; recovery codes still work.
-    let seed = crate::mfa::base32_decode(
+    let seed = crate::support::app::base32_decode(
         manifest["users"]["grace@fixture.test"]["totp_seed_base32"]
             .as_str()
             .expect("seed"),
     );
     for second_step in ["totp", "recovery"] {
-        let browser = helpers::new_client();
+        let browser = app::new_client();
         let csrf = app.login_csrf(&browser).await;
         let r = browser
             .post(app.url("/login"))
@@ -319,7 +319,7 @@ async fn everything_written_by_0_1_0_still_works(backend: Backend) {
             .text()
             .await
             .expect("html");
-        let csrf = helpers::extract_input(&html, "csrf_token").expect("csrf");
+        let csrf = app::extract_input(&html, "csrf_token").expect("csrf");
         let code = if second_step == "totp" {
             latchkey::mfa::totp::Totp::new(&seed).code_at(app.clock.now_secs() as u64)
         } else {
@@ -339,12 +339,12 @@ async fn everything_written_by_0_1_0_still_works(backend: Backend) {
             .await
             .expect("second step");
         assert_eq!(r.status(), 303, "grace signs in with {second_step}");
-        assert!(helpers::session_cookie_of(&r).is_some(), "{second_step}");
+        assert!(app::session_cookie_of(&r).is_some(), "{second_step}");
     }
 
     // Passkeys: the credential registered with the old release still signs linus in.
     let passkey = &manifest["users"]["linus@fixture.test"]["passkey"];
-    let browser = helpers::new_client();
+    let browser = app::new_client();
     let csrf = app.login_csrf(&browser).await;
     let started: Value = browser
         .post(app.url("/login/passkey/start"))

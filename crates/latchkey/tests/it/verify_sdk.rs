@@ -12,9 +12,9 @@ use latchkey_verify::jose::{self, Algorithm, SigningKey};
 use serde_json::{json, Value};
 
 use crate::backend_test;
-use crate::helpers::*;
-use crate::sdk_harness::*;
-use crate::tokens::{client_spec, register};
+use crate::support::api::*;
+use crate::support::app::*;
+use crate::support::oauth::{client_spec, register};
 
 /// A token signed with the server's real active key over `claims` (for
 /// claims the server would never issue: wrong `iss`, future `nbf`).
@@ -138,7 +138,7 @@ async fn hostile_tokens_are_refused_with_401_and_the_right_www_authenticate() {
         b64json(&json!({"alg": "none", "kid": kid, "typ": "at+jwt"}))
     );
     // HS256 "signed" with the server's public key as the HMAC secret.
-    let (jwks, _) = crate::keys::fetch_jwks(&app).await;
+    let (jwks, _) = crate::support::jwt::fetch_jwks(&app).await;
     let public_jwk = serde_json::to_vec(&jwks["keys"][0]).expect("jwk");
     let confusion = SigningKey::from_bytes(Algorithm::HS256, &public_jwk)
         .expect("hmac key")
@@ -212,7 +212,7 @@ async fn hostile_tokens_are_refused_with_401_and_the_right_www_authenticate() {
     }
 
     // Revoked (RFC 7009 by its client): refused once the feed delivers it.
-    let victim = crate::sdk_harness::authorize(&app, &ada.browser, &web)
+    let victim = crate::support::api::authorize(&app, &ada.browser, &web)
         .await
         .0;
     assert_eq!(api.get("/me", Some(&victim)).await.status, 200);
@@ -247,9 +247,9 @@ async fn hostile_tokens_are_refused_with_401_and_the_right_www_authenticate() {
 async fn id_token_for(
     app: &TestApp,
     user: &SignedInUser,
-    client: &crate::tokens::TestClient,
+    client: &crate::support::oauth::TestClient,
 ) -> String {
-    let pkce = crate::authorize::Pkce::random();
+    let pkce = crate::support::oauth::Pkce::random();
     let params: Vec<(&str, &str)> = vec![
         ("response_type", "code"),
         ("client_id", &client.id),
@@ -266,7 +266,7 @@ async fn id_token_for(
         .send()
         .await
         .expect("authorize");
-    let (_, query) = crate::authorize::client_redirect(&response);
+    let (_, query) = crate::support::oauth::client_redirect(&response);
     let answer: Value = reqwest::Client::new()
         .post(app.url("/oauth2/token"))
         .basic_auth(&client.id, client.secret.as_deref())

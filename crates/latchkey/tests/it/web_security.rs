@@ -6,9 +6,9 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::backend_test;
-use crate::helpers::*;
+use crate::support::app::*;
 
-const PASSWORD: &str = "correct horse battery";
+use crate::support::PASSWORD;
 const HTTPS_ISSUER: &str = "https://id.example.test";
 const APP_ORIGIN: &str = "https://app.example.test";
 

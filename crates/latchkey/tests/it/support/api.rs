@@ -25,15 +25,13 @@ use latchkey_verify::{
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::authorize::{client_redirect, Pkce};
-use crate::helpers::*;
-use crate::tokens::{client_spec, register, TestClient};
+use crate::support::app::*;
+use crate::support::oauth::{client_redirect, Pkce};
+use crate::support::oauth::{client_spec, register, TestClient};
+pub(crate) use crate::support::{PASSWORD, REDIRECT};
 
-pub const PASSWORD: &str = "correct horse battery";
 /// The audience of every token the test clients get.
 pub const AUDIENCE: &str = "https://orders.example.test";
-/// `web_client`'s redirect URI.
-pub const REDIRECT: &str = "https://app.example.com/cb";
 
 latchkey_verify::scope!(pub ReadData = "read:data");
 latchkey_verify::role!(pub Admin = "admin");
@@ -65,7 +63,7 @@ pub struct TestApi {
     pub base: String,
     pub verifier: Verifier,
     pub http: reqwest::Client,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    pub(crate) _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn me(Authenticated(claims): Authenticated) -> axum::Json<Value> {
@@ -500,11 +498,11 @@ pub fn header_of(token: &str) -> Value {
 /// body, a tampered feed) — see [`Proxy::answer_with`].
 pub struct Proxy {
     pub base: String,
-    upstream: Arc<Mutex<String>>,
-    counts: Arc<Mutex<BTreeMap<String, usize>>>,
-    down: watch::Sender<bool>,
-    overrides: Overrides,
-    last_headers: Arc<Mutex<BTreeMap<String, axum::http::HeaderMap>>>,
+    pub(crate) upstream: Arc<Mutex<String>>,
+    pub(crate) counts: Arc<Mutex<BTreeMap<String, usize>>>,
+    pub(crate) down: watch::Sender<bool>,
+    pub(crate) overrides: Overrides,
+    pub(crate) last_headers: Arc<Mutex<BTreeMap<String, axum::http::HeaderMap>>>,
 }
 
 /// path → (content type, body), answered 200 and streamed in 16 KiB chunks
@@ -513,12 +511,12 @@ type Overrides = Arc<Mutex<BTreeMap<String, (String, Vec<u8>)>>>;
 
 #[derive(Clone)]
 struct ProxyState {
-    upstream: Arc<Mutex<String>>,
-    counts: Arc<Mutex<BTreeMap<String, usize>>>,
-    down: watch::Receiver<bool>,
-    http: reqwest::Client,
-    overrides: Overrides,
-    last_headers: Arc<Mutex<BTreeMap<String, axum::http::HeaderMap>>>,
+    pub(crate) upstream: Arc<Mutex<String>>,
+    pub(crate) counts: Arc<Mutex<BTreeMap<String, usize>>>,
+    pub(crate) down: watch::Receiver<bool>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) overrides: Overrides,
+    pub(crate) last_headers: Arc<Mutex<BTreeMap<String, axum::http::HeaderMap>>>,
 }
 
 async fn forward(

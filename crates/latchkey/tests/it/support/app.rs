@@ -1,15 +1,18 @@
-//! Test harness: starts the real server on a random port with a fresh
-#![allow(dead_code)] // shared by test modules; not every module uses every helper
-//! database (a temp SQLite file, or a new PostgreSQL database) and an
-//! injectable clock, and gives tests an HTTP client with a cookie jar.
+//! The app harness: starts the real server on a random port with a fresh
+//! database (a temp SQLite file, or a new PostgreSQL database, dropped when
+//! the app is) and an injectable clock, and gives tests an HTTP client with
+//! a cookie jar. [`TestApp::spawn_localhost`] is the variant whose issuer is
+//! `http://localhost:PORT`, for passkeys (WebAuthn refuses IP addresses).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use latchkey::clock::ManualClock;
 use latchkey::config::Config;
 use latchkey::crypto::MasterKey;
 use latchkey::identity::{self, Email, NewUser, Password, Role};
+use latchkey::mfa::totp::Totp;
 use latchkey::{AppState, Application, Dependencies};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +31,9 @@ pub struct TestApp {
     /// The master key this server was started with (to start a second
     /// instance on the same database).
     pub master_key: MasterKey,
-    _dir: tempfile::TempDir,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    pub(crate) server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// `LATCHKEY_TEST_POSTGRES_URL`, or `None` (PostgreSQL tests then skip —
@@ -90,6 +93,26 @@ impl TestApp {
         backend: Backend,
         customize: impl FnOnce(&mut Config),
     ) -> Option<TestApp> {
+        Self::spawn_on(backend, false, customize).await
+    }
+
+    /// A server whose issuer is `http://localhost:PORT` (passkeys need a name).
+    pub async fn spawn_localhost(backend: Backend) -> Option<TestApp> {
+        Self::spawn_on(backend, true, |_| {}).await
+    }
+
+    pub async fn spawn_localhost_with(
+        backend: Backend,
+        customize: impl FnOnce(&mut Config),
+    ) -> Option<TestApp> {
+        Self::spawn_on(backend, true, customize).await
+    }
+
+    pub(crate) async fn spawn_on(
+        backend: Backend,
+        localhost: bool,
+        customize: impl FnOnce(&mut Config),
+    ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("tempdir");
         let database_url = match backend {
             Backend::Sqlite => format!(
@@ -98,12 +121,32 @@ impl TestApp {
             ),
             Backend::Postgres => fresh_postgres_database(&postgres_url()?).await,
         };
-        let mut config = test_config(database_url.clone());
+        let mut config = test_config(database_url);
+        // The issuer must match the port we get: bind once, name the port in
+        // the issuer, and hand the same listener to the server (no window in
+        // which another test could take the port).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        config.issuer = if localhost {
+            format!("http://localhost:{port}")
+        } else {
+            format!("http://127.0.0.1:{port}")
+        };
         customize(&mut config);
-        Some(Self::start(config, backend, dir).await)
+        let clock = ManualClock::new(time_now());
+        Some(Self::start_on(listener, config, MasterKey::generate(), clock, dir, backend).await)
     }
 
-    async fn start(mut config: Config, backend: Backend, dir: tempfile::TempDir) -> TestApp {
+    /// Starts the server on `listener` with `config` (its issuer as given),
+    /// the master key and the clock; `dir` lives as long as the app.
+    pub async fn start_on(
+        listener: std::net::TcpListener,
+        mut config: Config,
+        master_key: MasterKey,
+        clock: ManualClock,
+        dir: tempfile::TempDir,
+        backend: Backend,
+    ) -> TestApp {
         // Server logs go to the test's captured output (shown when it fails).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -112,26 +155,27 @@ impl TestApp {
                     .unwrap_or_else(|_| "warn,latchkey=info".into()),
             )
             .try_init();
-        let clock = ManualClock::new(time_now());
         let deps = Dependencies {
             clock: Arc::new(clock.clone()),
         };
-        // The issuer must match the port we get: bind once, name the port in
-        // the issuer, and hand the same listener to the server (no window in
-        // which another test could take the port).
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         config.bind = format!("127.0.0.1:{port}");
-        if config.issuer == Config::default().issuer {
-            config.issuer = format!("http://127.0.0.1:{port}");
-        }
         let database_url = config.database.url.clone();
-        let master_key = MasterKey::generate();
+        // The address the tests talk to: by name when the issuer is
+        // `localhost` (cookies and WebAuthn follow the name), else the IP.
+        let by_name = url::Url::parse(&config.issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h == "localhost"))
+            .unwrap_or(false);
+        let base = if by_name {
+            format!("http://localhost:{port}")
+        } else {
+            format!("http://127.0.0.1:{port}")
+        };
         let app = Application::build_on(listener, config, master_key.clone(), deps)
             .await
             .expect("server builds");
         let state = app.state().clone();
-        let base = format!("http://{}", app.local_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
@@ -229,6 +273,24 @@ impl TestApp {
             .await
             .expect("json");
         body["csrf_token"].as_str().expect("csrf_token").to_owned()
+    }
+
+    /// Signs `client` in with a password; returns the account page's
+    /// (session) CSRF token.
+    pub async fn sign_in(&self, client: &reqwest::Client, email: &str, password: &str) -> String {
+        let response = self.login_with(client, email, password).await;
+        assert_eq!(response.status(), 303, "password sign-in");
+        self.account_csrf(client).await
+    }
+
+    pub async fn passkey_count(&self) -> i64 {
+        use sqlx::Row as _;
+        sqlx::query("SELECT COUNT(*) AS n FROM passkeys")
+            .fetch_one(&self.state.pool)
+            .await
+            .expect("count")
+            .try_get("n")
+            .expect("n")
     }
 
     pub async fn audit_kinds(&self) -> Vec<String> {
@@ -362,15 +424,17 @@ macro_rules! backend_test {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite)
-                    .await
-                    .expect("sqlite always available");
+                let app =
+                    $crate::support::app::TestApp::spawn($crate::support::app::Backend::Sqlite)
+                        .await
+                        .expect("sqlite always available");
                 ($body)(app).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 if let Some(app) =
-                    $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await
+                    $crate::support::app::TestApp::spawn($crate::support::app::Backend::Postgres)
+                        .await
                 {
                     ($body)(app).await;
                 }
@@ -383,16 +447,18 @@ macro_rules! backend_test {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app =
-                    $crate::helpers::TestApp::spawn_with($crate::helpers::Backend::Sqlite, $custom)
-                        .await
-                        .expect("sqlite");
+                let app = $crate::support::app::TestApp::spawn_with(
+                    $crate::support::app::Backend::Sqlite,
+                    $custom,
+                )
+                .await
+                .expect("sqlite");
                 ($body)(app).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(app) = $crate::helpers::TestApp::spawn_with(
-                    $crate::helpers::Backend::Postgres,
+                if let Some(app) = $crate::support::app::TestApp::spawn_with(
+                    $crate::support::app::Backend::Postgres,
                     $custom,
                 )
                 .await
@@ -402,4 +468,104 @@ macro_rules! backend_test {
             }
         }
     };
+}
+
+/// `LATCHKEY_DATABASE_URL` for a CLI run: a SQLite file in `dir`, or a fresh
+/// PostgreSQL database (`None`: PostgreSQL is not available, skip).
+pub(crate) async fn cli_database(backend: Backend, dir: &Path) -> Option<String> {
+    Some(match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("cli.db").display()),
+        Backend::Postgres => fresh_postgres_database(&postgres_url()?).await,
+    })
+}
+
+pub(crate) async fn drop_database(url: &str) {
+    use sqlx::Connection as _;
+    let (Some(admin), Ok(parsed)) = (postgres_url(), url::Url::parse(url)) else {
+        return;
+    };
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let name = parsed.path().trim_start_matches('/').to_owned();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+pub(crate) fn base32_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => continue,
+        };
+        buffer = (buffer << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            out.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    out
+}
+
+/// [`enroll`] on the server at `base` whose clock reads `now`.
+pub(crate) async fn enroll_at(
+    base: &str,
+    now: i64,
+    client: &reqwest::Client,
+) -> (Vec<u8>, Vec<String>) {
+    let url = |path: &str| format!("{base}{path}");
+    let html = client
+        .get(url("/account/mfa"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    let csrf = extract_input(&html, "csrf_token").expect("csrf");
+    let html = client
+        .post(url("/account/mfa/totp/start"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .expect("start")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        html.contains("<svg"),
+        "a QR code rendered by Latchkey itself"
+    );
+    let secret =
+        base32_decode(between(&html, "<code id=\"totp-secret\">", "</code>").expect("manual key"));
+    assert_eq!(secret.len(), 20);
+    let code = Totp::new(&secret).code_at(now as u64);
+    let r = client
+        .post(url("/account/mfa/totp/confirm"))
+        .form(&[("csrf_token", csrf.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .expect("confirm");
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.expect("html");
+    let list = between(&html, "<ul id=\"recovery-codes\">", "</ul>").expect("codes shown once");
+    let codes: Vec<String> = list
+        .split("<code>")
+        .skip(1)
+        .filter_map(|c| c.split("</code>").next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(codes.len(), 10);
+    (secret, codes)
+}
+
+/// The text between `start` and `end` in a page.
+pub(crate) fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = html.find(start)? + start.len();
+    Some(&html[i..i + html[i..].find(end)?])
 }
