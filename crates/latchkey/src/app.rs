@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,50 +21,10 @@ use tower_http::trace::TraceLayer;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::MasterKey;
-use crate::identity::{PasswordHasher, PasswordPolicy};
 use crate::routes;
-use crate::store::{self, Pool};
-use crate::telemetry::Metrics;
-use crate::throttle::LoginThrottle;
-use crate::ui::Templates;
+use crate::store::{self};
 
-pub struct AppInner {
-    pub config: Config,
-    pub pool: Pool,
-    pub clock: Arc<dyn Clock>,
-    pub hasher: PasswordHasher,
-    pub policy: PasswordPolicy,
-    pub throttle: LoginThrottle,
-    /// Token-endpoint requests per client.
-    pub token_rate: crate::throttle::RateLimiter,
-    /// Device authorization requests per client and per IP (IPv6: per /64).
-    pub device_rate_per_client: crate::throttle::RateLimiter,
-    pub device_rate_per_ip: crate::throttle::RateLimiter,
-    pub csrf_key: [u8; 32],
-    /// Seals TOTP secrets (derived from the master key).
-    pub mfa_seal_key: [u8; 32],
-    /// Signing keys (JWKS, token signatures), reloaded by the maintenance loop.
-    pub keys: crate::keys::KeyRing,
-    /// The WebAuthn Relying Party (passkeys).
-    pub passkeys: crate::webauthn::RelyingParty,
-    /// The revocation feed's fan-out (its task runs in `run_until_stopped`).
-    pub revocation_feed: crate::revocation::feed::RevocationFeed,
-    pub templates: Templates,
-    pub metrics: Metrics,
-    /// `scheme://host[:port]` of the issuer, for Origin checks.
-    pub issuer_origin: String,
-}
-
-/// Cheap-to-clone handle on everything a request needs.
-#[derive(Clone)]
-pub struct AppState(Arc<AppInner>);
-
-impl Deref for AppState {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
-    }
-}
+pub use crate::state::{AppInner, AppState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -96,60 +55,6 @@ impl Default for Dependencies {
         Dependencies {
             clock: Arc::new(SystemClock),
         }
-    }
-}
-
-impl AppState {
-    pub async fn new(
-        config: Config,
-        master_key: MasterKey,
-        deps: Dependencies,
-    ) -> Result<AppState, BuildError> {
-        let pool = store::connect(&config.database).await?;
-        store::migrate(&pool).await?;
-        crate::identity::normalize_stored_emails(&pool)
-            .await
-            .map_err(BuildError::DataMigration)?;
-        let state = Self::with_pool(config, master_key, deps, pool)?;
-        // Creates the first keys on a fresh database; fails on a wrong master key.
-        state.keys.maintain(&state.pool, state.clock.now()).await?;
-        Ok(state)
-    }
-
-    pub fn with_pool(
-        config: Config,
-        master_key: MasterKey,
-        deps: Dependencies,
-        pool: Pool,
-    ) -> Result<AppState, BuildError> {
-        let issuer_origin = config.issuer_url()?.origin().ascii_serialization();
-        Ok(AppState(Arc::new(AppInner {
-            hasher: PasswordHasher::new(&config.password)?,
-            policy: PasswordPolicy::new(&config.password),
-            throttle: LoginThrottle::new(config.login.clone()),
-            token_rate: crate::throttle::RateLimiter::new(
-                config.tokens.max_token_requests_per_client_per_minute,
-            ),
-            device_rate_per_client: crate::throttle::RateLimiter::new(
-                config
-                    .tokens
-                    .max_device_authorizations_per_client_per_minute,
-            ),
-            device_rate_per_ip: crate::throttle::RateLimiter::new(
-                config.tokens.max_device_authorizations_per_ip_per_minute,
-            ),
-            csrf_key: master_key.derive("latchkey/csrf/v1"),
-            mfa_seal_key: master_key.derive("latchkey/totp-seal/v1"),
-            keys: crate::keys::KeyRing::new(&config.tokens, &master_key),
-            passkeys: crate::webauthn::RelyingParty::from_config(&config)?,
-            revocation_feed: crate::revocation::feed::RevocationFeed::new(&config.revocation_feed),
-            templates: Templates::branded(&config.ui),
-            metrics: Metrics::new(),
-            clock: deps.clock,
-            issuer_origin,
-            pool,
-            config,
-        })))
     }
 }
 
@@ -419,7 +324,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let maintenance = tokio::spawn(maintenance_loop(self.state.clone()));
         let feed = self.state.revocation_feed.clone();
-        let fan_out = tokio::spawn(feed.clone().run(self.state.clone()));
+        let fan_out = tokio::spawn(feed.clone().run(self.state.sign_in.core.clone()));
         let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         // Feed streams never end by themselves; graceful shutdown waits for
         // open connections, so they are told to end first.

@@ -18,8 +18,8 @@ pub mod passkey;
 pub mod second_step;
 pub mod sign_out;
 
-use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
+use crate::core::SignInKit;
 use crate::crypto::SecretToken;
 use crate::identity::{self, Email, Password, User};
 use crate::revocation::{Cause, Initiator};
@@ -61,7 +61,7 @@ pub enum LoginError {
 }
 
 pub async fn sign_in_with_password(
-    state: &AppState,
+    state: &SignInKit,
     email: &Email,
     password: &Password,
     origin: &Origin,
@@ -177,7 +177,7 @@ impl SecondFactors {
 /// The second factors `user_id` has. A passkey counts as one (WebAuthn
 /// proves possession of a device), but only where passkeys can be used: on
 /// an issuer where WebAuthn is unavailable it would lock its owner out.
-pub async fn second_factors(state: &AppState, user_id: &str) -> Result<SecondFactors, StoreError> {
+pub async fn second_factors(state: &SignInKit, user_id: &str) -> Result<SecondFactors, StoreError> {
     let mfa = crate::mfa::status(&state.pool, user_id).await?;
     let passkey = state.passkeys.is_available()
         && crate::webauthn::has_passkeys(&state.pool, user_id).await?;
@@ -191,7 +191,7 @@ pub async fn second_factors(state: &AppState, user_id: &str) -> Result<SecondFac
 /// Creates the session for a fully authenticated user (new id: no fixation)
 /// and records the success.
 pub async fn complete(
-    state: &AppState,
+    state: &SignInKit,
     user: User,
     amr: &[&str],
     how: &str,
@@ -243,7 +243,7 @@ pub enum ChangePasswordError {
 /// `end_other_sessions`, every other session of the user ends (and its
 /// refresh tokens). Returns how many sessions ended.
 pub async fn change_password(
-    state: &AppState,
+    state: &SignInKit,
     user: &User,
     keep_session: &str,
     current: &Password,

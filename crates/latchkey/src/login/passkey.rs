@@ -14,8 +14,8 @@
 
 use webauthn_rs::prelude::PublicKeyCredential;
 
-use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
+use crate::core::SignInKit;
 use crate::identity;
 use crate::session::Origin;
 use crate::webauthn::{self, ChallengeBinding, PasskeyError};
@@ -24,7 +24,7 @@ use super::{complete, LoginError, LoginSuccess};
 
 /// Finishes a usernameless sign-in `ceremony` with the browser's answer.
 pub async fn sign_in(
-    state: &AppState,
+    state: &SignInKit,
     ceremony: &str,
     credential: &PublicKeyCredential,
     binding: &ChallengeBinding,

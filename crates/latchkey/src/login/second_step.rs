@@ -12,8 +12,8 @@
 //! Must not: know about HTTP or cookies (the handler holds the challenge
 //! cookie and maps [`SecondStep`] to pages or JSON).
 
-use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
+use crate::core::SignInKit;
 use crate::crypto::SecretToken;
 use crate::identity::User;
 use crate::mfa::{self, MfaChallenge, MfaError};
@@ -39,7 +39,7 @@ pub enum SecondStep {
 /// Checks `code` for the pending `challenge` (whose cookie value is
 /// `challenge_token`) of `user`.
 pub async fn with_code(
-    state: &AppState,
+    state: &SignInKit,
     challenge_token: &SecretToken,
     challenge: &MfaChallenge,
     user: User,
@@ -121,7 +121,7 @@ pub async fn with_code(
 /// [`SecondStep::Expired`] come back; a refused passkey is an error.
 #[allow(clippy::too_many_arguments)]
 pub async fn with_passkey(
-    state: &AppState,
+    state: &SignInKit,
     challenge_token: &SecretToken,
     challenge: &MfaChallenge,
     user: User,

@@ -9,8 +9,8 @@
 //! Must not: know about HTTP or cookies (the handlers check CSRF and clear
 //! the cookie).
 
-use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
+use crate::core::Core;
 use crate::crypto::SecretToken;
 use crate::revocation::{Cause, Initiator};
 use crate::session::{Origin, Session};
@@ -19,7 +19,7 @@ use crate::store::StoreError;
 /// Ends the session whose cookie value is `token`; `detail` goes into the
 /// audit record. Returns the session if there was one.
 pub async fn sign_out(
-    state: &AppState,
+    state: &Core,
     token: &SecretToken,
     reason: &str,
     detail: &str,

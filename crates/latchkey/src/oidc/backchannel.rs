@@ -6,14 +6,14 @@
 use serde_json::json;
 use sqlx::Row as _;
 
-use crate::app::AppState;
+use crate::core::Core;
 use crate::oauth::clients;
 
 const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 /// Clients that got tokens from this session.
 async fn clients_of_session(
-    state: &AppState,
+    state: &Core,
     session_handle: &str,
 ) -> Result<Vec<String>, crate::store::StoreError> {
     let rows = sqlx::query(
@@ -32,7 +32,7 @@ async fn clients_of_session(
 /// Sends logout tokens for an ended session. Returns at once; delivery runs
 /// in the background (the returned handle lets tests wait for it).
 pub async fn session_ended(
-    state: &AppState,
+    state: &Core,
     user_id: &str,
     session_handle: &str,
 ) -> Option<tokio::task::JoinHandle<Vec<(String, bool)>>> {

@@ -18,8 +18,8 @@ use latchkey_verify::jose::{self, Algorithm, KeySet, Validation};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::app::AppState;
 use crate::clock::UnixTime;
+use crate::core::Core;
 use crate::crypto::b64url;
 use crate::identity::User;
 use crate::oauth::clients::Client;
@@ -88,7 +88,7 @@ pub struct IdTokenSpec<'a> {
     pub access_token: Option<&'a str>,
 }
 
-pub fn issue_id_token(state: &AppState, spec: IdTokenSpec<'_>) -> Result<String, TokenError> {
+pub fn issue_id_token(state: &Core, spec: IdTokenSpec<'_>) -> Result<String, TokenError> {
     let now = state.clock.now();
     let alg = algorithm_for(state, spec.client);
     let mut claims = user_claims(spec.user, spec.scope);
@@ -178,7 +178,7 @@ pub const ID_TOKEN_CLAIMS: &[&str] = &[
 /// `/.well-known/oauth-authorization-server`, derived from the configuration
 /// and from the lists the code itself enforces — so it advertises exactly
 /// what works (proved value by value by the `discovery` tests).
-pub fn metadata(state: &AppState) -> Value {
+pub fn metadata(state: &Core) -> Value {
     use crate::oauth::authorize::{ResponseMode, PROMPT_VALUES, RESPONSE_TYPES};
     use crate::oauth::clients::{self, AuthMethod};
     let issuer = state.config.issuer_str();

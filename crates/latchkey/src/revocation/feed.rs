@@ -38,8 +38,8 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::{events_after, retention_secs, security_event_token, SET_TYP};
-use crate::app::AppState;
 use crate::config::RevocationFeedConfig;
+use crate::core::Core;
 
 /// Events read per query.
 const PAGE: i64 = 500;
@@ -74,7 +74,7 @@ struct Inner {
     closing: watch::Sender<bool>,
 }
 
-/// This instance's revocation feed (cheap to clone; lives in `AppState`).
+/// This instance's revocation feed (cheap to clone; lives in `Core`).
 #[derive(Clone)]
 pub struct RevocationFeed(Arc<Inner>);
 
@@ -162,7 +162,7 @@ impl RevocationFeed {
     }
 
     /// The fan-out task: runs until the server stops.
-    pub async fn run(self, state: AppState) {
+    pub async fn run(self, state: std::sync::Arc<Core>) {
         let poll = Duration::from_millis(self.0.config.poll_interval_ms);
         let mut failing = false;
         loop {
@@ -193,7 +193,7 @@ impl RevocationFeed {
 
     /// Reads, signs, caches and broadcasts every event after the head, and
     /// forgets events past the retention window.
-    async fn publish_new(&self, state: &AppState) -> Result<(), PublishError> {
+    async fn publish_new(&self, state: &Core) -> Result<(), PublishError> {
         let now = state.clock.now();
         let retention = retention_secs(
             state.keys.max_token_lifetime_secs(),
@@ -278,7 +278,7 @@ pub enum ReaderError {
 /// ask for that scope. The feed names users and sessions, so a user's token —
 /// even with that scope — is refused. An open stream asks again at every
 /// keepalive and ends when the answer is no longer yes.
-pub async fn authorize_reader(state: &AppState, token: &str) -> Result<Reader, ReaderError> {
+pub async fn authorize_reader(state: &Core, token: &str) -> Result<Reader, ReaderError> {
     let info = crate::tokens::introspect(state, None, token, Some("access_token")).await?;
     if !info.active || info.token_type != Some("Bearer") {
         return Err(ReaderError::InvalidToken);

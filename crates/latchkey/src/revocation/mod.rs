@@ -133,11 +133,7 @@ impl Cause {
     }
 
     /// A cause at the state's clock that wakes this instance's feed on commit.
-    pub fn at(
-        state: &crate::app::AppState,
-        initiator: Initiator,
-        reason: impl Into<String>,
-    ) -> Cause {
+    pub fn at(state: &crate::core::Core, initiator: Initiator, reason: impl Into<String>) -> Cause {
         Cause::new(state.clock.now(), initiator, reason).waking(&state.revocation_feed)
     }
 

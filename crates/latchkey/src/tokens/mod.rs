@@ -16,8 +16,8 @@ use latchkey_verify::jose::{self, Algorithm, Audience, Validation, VerifyError};
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
-use crate::app::AppState;
 use crate::clock::UnixTime;
+use crate::core::Core;
 use crate::crypto::{SecretToken, TokenHash};
 use crate::keys::KeyError;
 use crate::oauth::clients::{AccessTokenFormat, Client};
@@ -101,7 +101,7 @@ pub struct AccessClaims {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-fn lifetime(state: &AppState, client: &Client) -> i64 {
+fn lifetime(state: &Core, client: &Client) -> i64 {
     let lifetime = client
         .access_token_lifetime_secs
         .filter(|l| *l > 0)
@@ -115,7 +115,7 @@ fn lifetime(state: &AppState, client: &Client) -> i64 {
 }
 
 /// The algorithm that signs tokens for `client` (its override, else the default).
-pub fn algorithm_for(state: &AppState, client: &Client) -> Algorithm {
+pub fn algorithm_for(state: &Core, client: &Client) -> Algorithm {
     client
         .signing_algorithm
         .as_deref()
@@ -126,7 +126,7 @@ pub fn algorithm_for(state: &AppState, client: &Client) -> Algorithm {
 
 /// Issues an access token in the client's configured format.
 pub async fn issue_access_token(
-    state: &AppState,
+    state: &Core,
     spec: AccessTokenSpec<'_>,
 ) -> Result<IssuedAccessToken, TokenError> {
     let now = state.clock.now();
@@ -222,7 +222,7 @@ fn sign_in_claims(sign_in: &SignInClaims) -> serde_json::Map<String, serde_json:
 /// Verifies one of our JWT access tokens (signature, `iss`, `typ`, times);
 /// the audience is not checked here (introspection serves every resource).
 pub fn verify_jwt_access_token(
-    state: &AppState,
+    state: &Core,
     token: &str,
     now: UnixTime,
 ) -> Result<AccessClaims, VerifyError> {
@@ -506,7 +506,7 @@ async fn subject_is_active(
 /// its own client may see (to anyone else it is `active: false`). Expired,
 /// revoked, malformed and foreign tokens are all simply inactive.
 pub async fn introspect(
-    state: &AppState,
+    state: &Core,
     caller: Option<&Client>,
     token: &str,
     hint: Option<&str>,
@@ -611,7 +611,7 @@ pub async fn introspect(
 /// RFC 7009 revocation by `client`. Unknown tokens, and tokens of other
 /// clients, are silently ignored (the endpoint always answers 200). Revoking
 /// an access token publishes it on the revocation feed.
-pub async fn revoke(state: &AppState, client: &Client, token: &str) -> Result<(), StoreError> {
+pub async fn revoke(state: &Core, client: &Client, token: &str) -> Result<(), StoreError> {
     let now = state.clock.now();
     let cause = Cause::new(
         now,

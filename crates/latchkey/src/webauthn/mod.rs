@@ -71,10 +71,10 @@ use webauthn_rs_core::WebauthnCore;
 
 pub use store::{has_passkeys, list_for_user, purge_expired, PasskeyRecord};
 
-use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
 use crate::clock::UnixTime;
 use crate::config::{Config, ConfigError};
+use crate::core::SignInKit;
 use crate::crypto::{b64url, TokenHash};
 use crate::identity::User;
 use crate::session::{Origin, Session};
@@ -339,7 +339,7 @@ fn from_state_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, Pass
 }
 
 async fn save_ceremony<O: serde::Serialize, S: serde::Serialize>(
-    state: &AppState,
+    state: &SignInKit,
     kind: Ceremony,
     options: O,
     ceremony_state: &S,
@@ -372,7 +372,7 @@ fn user_handle(user: &User) -> Result<Uuid, PasskeyError> {
 /// Starts adding a passkey to `user`'s account. The caller has checked that
 /// the session is recent ([`recently_signed_in`]).
 pub async fn start_registration(
-    state: &AppState,
+    state: &SignInKit,
     user: &User,
     binding: &ChallengeBinding,
 ) -> Result<Started<CreationChallengeResponse>, PasskeyError> {
@@ -430,7 +430,7 @@ pub async fn start_registration(
 
 /// Verifies the browser's answer and stores the new passkey under `name`.
 pub async fn finish_registration(
-    state: &AppState,
+    state: &SignInKit,
     user: &User,
     ceremony: &str,
     credential: &RegisterPublicKeyCredential,
@@ -488,7 +488,7 @@ pub async fn finish_registration(
 /// `mediation`: the page chooses between a button (modal) and autofill
 /// (`conditional`).
 pub async fn start_sign_in(
-    state: &AppState,
+    state: &SignInKit,
     binding: &ChallengeBinding,
 ) -> Result<Started<RequestChallengeResponse>, PasskeyError> {
     let engines = state.passkeys.engines()?;
@@ -508,7 +508,7 @@ pub async fn start_sign_in(
 /// The pending usernameless sign-in `ceremony` bound to `binding`, taken
 /// (single-use: its row is deleted before the answer is verified).
 pub(crate) async fn take_sign_in(
-    state: &AppState,
+    state: &SignInKit,
     ceremony: &str,
     binding: &ChallengeBinding,
     now: UnixTime,
@@ -527,7 +527,7 @@ pub(crate) async fn take_sign_in(
 
 /// The registered passkey the browser's answer names, if any.
 pub(crate) async fn credential_named_by(
-    state: &AppState,
+    state: &SignInKit,
     credential: &PublicKeyCredential,
 ) -> Result<Option<PasskeyRecord>, PasskeyError> {
     let credential_id = b64url(credential.get_credential_id());
@@ -537,7 +537,7 @@ pub(crate) async fn credential_named_by(
 /// Whether the user handle the authenticator returned names the owner of
 /// `record`.
 pub(crate) fn user_handle_matches(
-    state: &AppState,
+    state: &SignInKit,
     credential: &PublicKeyCredential,
     record: &PasskeyRecord,
 ) -> Result<bool, PasskeyError> {
@@ -553,7 +553,7 @@ pub(crate) fn user_handle_matches(
 /// use. Returns the sign-in's `amr`. A counter that did not increase is
 /// audited as a suspected clone.
 pub(crate) async fn verify_sign_in(
-    state: &AppState,
+    state: &SignInKit,
     credential: &PublicKeyCredential,
     authentication: DiscoverableAuthentication,
     record: &mut PasskeyRecord,
@@ -576,7 +576,7 @@ pub(crate) async fn verify_sign_in(
 
 /// Maps a failed verification, auditing a suspected clone.
 async fn verification_failure(
-    state: &AppState,
+    state: &SignInKit,
     record: &PasskeyRecord,
     error: WebauthnError,
     origin: &Origin,
@@ -603,7 +603,7 @@ async fn verification_failure(
 /// Updates the stored counter and backup flags (as webauthn-rs advises) and
 /// the last-used time.
 async fn note_use(
-    state: &AppState,
+    state: &SignInKit,
     record: &mut PasskeyRecord,
     result: &AuthenticationResult,
     now: UnixTime,
@@ -619,7 +619,7 @@ async fn note_use(
 /// password): `allowCredentials` lists that user's passkeys. `binding` is
 /// whatever the caller's half-done sign-in is bound to.
 pub async fn start_second_factor(
-    state: &AppState,
+    state: &SignInKit,
     user_id: &str,
     binding: &ChallengeBinding,
 ) -> Result<Started<RequestChallengeResponse>, PasskeyError> {
@@ -649,7 +649,7 @@ pub async fn start_second_factor(
 /// Verifies a second-factor answer for `user_id`. Records the use (counter,
 /// flags) and audits a suspected clone; the caller audits the sign-in itself.
 pub async fn finish_second_factor(
-    state: &AppState,
+    state: &SignInKit,
     user_id: &str,
     ceremony: &str,
     credential: &PublicKeyCredential,
@@ -688,7 +688,7 @@ pub async fn finish_second_factor(
 
 /// Renames one of the user's passkeys.
 pub async fn rename(
-    state: &AppState,
+    state: &SignInKit,
     user: &User,
     id: &str,
     name: &PasskeyName,
@@ -723,7 +723,7 @@ pub fn is_last_sign_in_method(user: &User, passkeys: &[PasskeyRecord], id: &str)
 /// Deletes one of the user's passkeys. Deleting the last way to sign in needs
 /// `confirmed`.
 pub async fn delete(
-    state: &AppState,
+    state: &SignInKit,
     user: &User,
     id: &str,
     confirmed: bool,

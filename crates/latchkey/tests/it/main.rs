@@ -15,6 +15,7 @@ mod email_lookalikes;
 mod forwarded_for;
 mod import_examples;
 mod keys;
+mod layering;
 mod login;
 mod mfa;
 mod observability;

@@ -17,8 +17,8 @@
 //! answers `invalid_grant` too. Each writes an audit record of what it did.
 
 use super::TokenResponse;
-use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
+use crate::core::Core;
 use crate::crypto::SecretToken;
 use crate::identity;
 use crate::oauth::authorize::{self, IssuedFromCode, Redemption};
@@ -30,7 +30,7 @@ use crate::revocation::{Cause, Initiator};
 use crate::tokens::{self, CodeIssueRevoked};
 
 pub async fn grant(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     code: &str,
     redirect_uri: Option<&str>,
@@ -146,7 +146,7 @@ pub async fn grant(
 
 /// Revokes what a code issued, in one transaction.
 async fn revoke(
-    state: &AppState,
+    state: &Core,
     user_id: &str,
     issued: &IssuedFromCode,
 ) -> Result<CodeIssueRevoked, OAuthError> {
@@ -175,7 +175,7 @@ async fn revoke(
 }
 
 async fn audit_replay(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     user_id: String,
     detail: String,

@@ -3,14 +3,14 @@
 //! refresh token is issued.
 
 use super::TokenResponse;
-use crate::app::AppState;
+use crate::core::Core;
 use crate::oauth::clients::Client;
 use crate::oauth::scope::Scope;
 use crate::oauth::{OAuthError, OAuthErrorCode};
 use crate::tokens::{self, AccessTokenSpec};
 
 pub async fn grant(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     requested: Option<Scope>,
 ) -> Result<TokenResponse, OAuthError> {

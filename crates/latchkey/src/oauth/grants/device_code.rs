@@ -5,7 +5,7 @@
 //! approval at `/device` checked it, and the client may have changed since.
 
 use super::TokenResponse;
-use crate::app::AppState;
+use crate::core::Core;
 use crate::crypto::SecretToken;
 use crate::identity;
 use crate::oauth::clients::Client;
@@ -22,7 +22,7 @@ fn err(code: &str, description: &str) -> OAuthError {
 }
 
 pub async fn grant(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     device_code: &str,
 ) -> Result<TokenResponse, OAuthError> {

@@ -62,7 +62,7 @@ pub(crate) struct IssuedUserTokens {
 /// `acr`), a refresh token when `offline_access` was granted and the client
 /// may refresh, and an ID token when `openid` was granted.
 pub(crate) async fn issue_user_tokens(
-    state: &crate::app::AppState,
+    state: &crate::core::Core,
     grant: UserGrant<'_>,
 ) -> Result<IssuedUserTokens, super::OAuthError> {
     use crate::tokens::{self, refresh, AccessTokenSpec};

@@ -2,8 +2,8 @@
 //! detection (RFC 9700 §4.14): see `tokens::refresh`.
 
 use super::TokenResponse;
-use crate::app::AppState;
 use crate::audit::{self, Event, EventKind};
+use crate::core::Core;
 use crate::crypto::SecretToken;
 use crate::identity;
 use crate::oauth::clients::Client;
@@ -13,7 +13,7 @@ use crate::tokens::refresh::RefreshError;
 use crate::tokens::{self, AccessTokenSpec};
 
 pub async fn grant(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     presented: &str,
     requested: Option<Scope>,
