@@ -86,8 +86,9 @@ enum Command {
     Client {
         #[command(flatten)]
         config: ConfigArg,
+        // Boxed: the client options make it the largest variant by far.
         #[command(subcommand)]
-        action: crate::cli_admin::ClientAction,
+        action: Box<crate::cli_admin::ClientAction>,
     },
     /// Inspect tokens locally.
     Token {
@@ -316,7 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys { action } => crate::cli_admin::keys(action_into(action)?).await,
         Command::Client { config, action } => {
-            crate::cli_admin::client(&resolve_config(&config)?, action).await
+            crate::cli_admin::client(&resolve_config(&config)?, *action).await
         }
         Command::Token { action } => crate::cli_admin::token(action).await,
     }

@@ -132,14 +132,11 @@ impl KeyRing {
         }
     }
 
-    /// Algorithms this deployment keeps keys for (the default first).
+    /// Algorithms this deployment keeps keys for (the default first; RS256,
+    /// the ID tokens' default, always among them: see
+    /// [`TokenConfig::key_algorithms`]).
     pub fn algorithms(&self) -> Vec<Algorithm> {
-        let mut algs: Vec<Algorithm> = std::iter::once(&self.config.signing_algorithm)
-            .chain(&self.config.additional_algorithms)
-            .filter_map(|a| Algorithm::parse(a))
-            .collect();
-        algs.dedup();
-        algs
+        self.config.key_algorithms()
     }
 
     pub fn default_algorithm(&self) -> Algorithm {

@@ -383,6 +383,7 @@ async fn rp(app: &TestApp, signing_algorithm: Option<&str>) -> TestClient {
             redirect_uris: vec![REDIRECT.into()],
             first_party: true,
             signing_algorithm: signing_algorithm.map(str::to_owned),
+            id_token_signed_response_alg: signing_algorithm.map(str::to_owned),
             ..client_spec(
                 "rp",
                 true,

@@ -175,17 +175,28 @@ backend_test!(
             "caches must refresh within the pre-publication window: max-age={max_age}"
         );
         let keys = jwks["keys"].as_array().expect("keys");
-        assert_eq!(keys.len(), 1, "{jwks}");
+        let algs: Vec<&str> = keys
+            .iter()
+            .map(|k| k["alg"].as_str().expect("alg"))
+            .collect();
+        assert_eq!(
+            algs,
+            ["ES256", "RS256"],
+            "ES256 (the default, for access tokens) and RS256 (for ID tokens) from the first start: {jwks}"
+        );
         let key = &keys[0];
         assert_eq!(key["kty"], "EC");
         assert_eq!(key["crv"], "P-256");
         assert_eq!(key["alg"], "ES256", "ES256 is the default");
-        assert_eq!(key["use"], "sig");
-        for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
-            assert!(
-                key.get(private).is_none(),
-                "no private member {private}: {key}"
-            );
+        assert_eq!(keys[1]["kty"], "RSA");
+        for key in keys {
+            assert_eq!(key["use"], "sig");
+            for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+                assert!(
+                    key.get(private).is_none(),
+                    "no private member {private}: {key}"
+                );
+            }
         }
         let theirs: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.clone()).expect("a JWK");
         let thumbprint = theirs

@@ -12,6 +12,7 @@ mod discovery;
 mod docs;
 mod email_lookalikes;
 mod forwarded_for;
+mod id_token_algorithms;
 mod keys;
 mod login;
 mod mfa;
