@@ -4,8 +4,9 @@
 //! Run with `cargo bench -p latchkey-verify --bench extractor`. For ES256 and
 //! EdDSA:
 //!
-//! - `<alg>/verify_bare`: the bare primitive (p256 ECDSA / ed25519-dalek
-//!   `verify_strict`) over the token's signing input;
+//! - `<alg>/verify_bare`: the bare primitive of the backend `jose` uses
+//!   (aws-lc-rs ECDSA P-256 / Ed25519, public key parsed in advance) over the
+//!   token's signing input;
 //! - `<alg>/jose_verify`: `jose::verify` into the default `Claims`;
 //! - `<alg>/extractor`: `Authenticated::<Claims>::from_request_parts` on the
 //!   parts of an `http::Request` carrying `Authorization: Bearer <token>`,
@@ -94,60 +95,31 @@ fn revocations() -> Vec<Revocation> {
         .collect()
 }
 
-fn bare_verify(alg: Algorithm, key_bytes: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    match alg {
-        Algorithm::ES256 => {
-            use p256::ecdsa::signature::Verifier as _;
-            let key = p256::ecdsa::SigningKey::from_slice(key_bytes).expect("P-256 key");
-            let sig = p256::ecdsa::Signature::from_slice(signature).expect("signature");
-            key.verifying_key().verify(message, &sig).is_ok()
-        }
-        _ => {
-            let seed: [u8; 32] = key_bytes.try_into().expect("seed");
-            let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-            let sig = ed25519_dalek::Signature::from_slice(signature).expect("signature");
-            key.verify_strict(message, &sig).is_ok()
-        }
-    }
-}
-
 fn bench_algorithm(c: &mut Criterion<CpuTime>, runtime: &tokio::runtime::Runtime, alg: Algorithm) {
-    let mut rng = rand::rngs::OsRng;
-    let key_bytes = match alg {
-        Algorithm::ES256 => p256::ecdsa::SigningKey::random(&mut rng)
-            .to_bytes()
-            .to_vec(),
-        _ => ed25519_dalek::SigningKey::generate(&mut rng)
-            .to_bytes()
-            .to_vec(),
-    };
-    let key = SigningKey::from_bytes(alg, &key_bytes).expect("key");
+    let key = SigningKey::generate(alg, jose::RsaBits::B2048).expect("key");
     let token = key.sign("at+jwt", &claims()).expect("sign");
     let dot = token.rfind('.').expect("JWS");
     let message = token.as_bytes()[..dot].to_vec();
     let signature = jose::b64_decode(&token[dot + 1..]).expect("signature");
 
-    // The bare primitive with a prepared key (as `jose` holds it).
-    let bare: BareVerify = match alg {
+    // The bare primitive with a prepared key (as `jose` holds it): the
+    // public key from the JWK, parsed once.
+    let jwk = key.public_jwk().expect("public JWK");
+    let public = match alg {
         Algorithm::ES256 => {
-            use p256::ecdsa::signature::Verifier as _;
-            let vk = *p256::ecdsa::SigningKey::from_slice(&key_bytes)
-                .expect("key")
-                .verifying_key();
-            Box::new(move |m, s| {
-                p256::ecdsa::Signature::from_slice(s).is_ok_and(|s| vk.verify(m, &s).is_ok())
-            })
+            let x = jose::b64_decode(jwk.x.as_deref().expect("x")).expect("x");
+            let y = jose::b64_decode(jwk.y.as_deref().expect("y")).expect("y");
+            [&[4u8][..], &x, &y].concat()
         }
-        _ => {
-            let seed: [u8; 32] = key_bytes.as_slice().try_into().expect("seed");
-            let vk = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-            Box::new(move |m, s| {
-                ed25519_dalek::Signature::from_slice(s)
-                    .is_ok_and(|s| vk.verify_strict(m, &s).is_ok())
-            })
-        }
+        _ => jose::b64_decode(jwk.x.as_deref().expect("x")).expect("x"),
     };
-    assert!(bare_verify(alg, &key_bytes, &message, &signature));
+    let algorithm: &'static dyn aws_lc_rs::signature::VerificationAlgorithm = match alg {
+        Algorithm::ES256 => &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        _ => &aws_lc_rs::signature::ED25519,
+    };
+    let parsed = aws_lc_rs::signature::ParsedPublicKey::new(algorithm, public).expect("public key");
+    let bare: BareVerify = Box::new(move |m, s| parsed.verify_sig(m, s).is_ok());
+    assert!(bare(&message, &signature));
 
     let keys = KeySet::new(vec![key.verifying_key()]);
     let validation = Validation {

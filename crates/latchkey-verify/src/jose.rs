@@ -1,14 +1,20 @@
 //! JWS compact serialization, JWKs and JWT claim validation.
 //!
-//! Why hand-written on top of RustCrypto primitives rather than a JWT crate:
+//! Why hand-written on top of bare signature primitives rather than a JWT crate:
 //! the security rule we need — pick the key by `kid`, then let *the key*
 //! decide the algorithm, and refuse any header whose `alg` disagrees — is the
 //! opposite of the header-driven dispatch general-purpose JWT crates are built
 //! around, and the code that enforces it must be small enough to audit and
-//! shared verbatim with `latchkey-verify`'s users. The primitives (ECDSA P-256,
-//! Ed25519, RSA PKCS#1 v1.5, HMAC) all come from RustCrypto crates. Tests
-//! cross-check every algorithm against an independent JOSE implementation
-//! (`jsonwebtoken`) and the RFC 7515 / 7638 / 8037 vectors.
+//! shared verbatim with `latchkey-verify`'s users.
+//!
+//! The primitives (ECDSA P-256, Ed25519, RSA PKCS#1 v1.5 with SHA-256,
+//! HMAC-SHA-256, SHA-256, key generation) all come from one backend,
+//! `aws-lc-rs` (AWS-LC: constant-time, assembly-optimised, FIPS-validated
+//! lineage); `docs/performance.md` has the measurements that chose it over
+//! `ring` and RustCrypto. Public keys are parsed once, when a key enters a
+//! [`KeySet`], not per token. Tests cross-check every algorithm against an
+//! independent JOSE implementation (`jsonwebtoken`) and the RFC 7515 / 7638 /
+//! 8037 vectors.
 //!
 //! Header parameters `jku`, `x5u`, `jwk` and `x5c` are never read: a token
 //! cannot bring its own key. A `crit` header is refused (we implement no
@@ -16,12 +22,17 @@
 
 use std::fmt;
 
+use aws_lc_rs::encoding::{AsBigEndian as _, AsDer as _};
+use aws_lc_rs::signature::{self as sig, KeyPair as _};
+use aws_lc_rs::{digest, hmac, rand::SystemRandom, rsa};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+fn sha256(bytes: &[u8]) -> digest::Digest {
+    digest::digest(&digest::SHA256, bytes)
+}
 
 /// The signature algorithms Latchkey uses. There is no `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -140,7 +151,7 @@ impl Jwk {
             ),
             other => return Err(KeyError::Invalid(format!("unsupported kty {other:?}"))),
         };
-        Ok(b64(&Sha256::digest(canonical.as_bytes())))
+        Ok(b64(sha256(canonical.as_bytes()).as_ref()))
     }
 }
 
@@ -168,10 +179,9 @@ pub enum KeyError {
 
 #[derive(Clone)]
 enum PublicKind {
-    Es256(p256::ecdsa::VerifyingKey),
-    EdDsa(ed25519_dalek::VerifyingKey),
-    Rs256(Box<rsa::pkcs1v15::VerifyingKey<Sha256>>),
-    Hs256(Vec<u8>),
+    /// ES256, EdDSA and RS256: a public key parsed (and validated) once.
+    Asymmetric(sig::ParsedPublicKey),
+    Hs256(Box<hmac::Key>),
 }
 
 /// A key that verifies signatures, with its one algorithm and its `kid`.
@@ -220,22 +230,17 @@ impl VerifyingKey {
             ("EC", Some("P-256")) => {
                 let x = coordinate(jwk.x.as_deref(), "x", 32)?;
                 let y = coordinate(jwk.y.as_deref(), "y", 32)?;
-                let point = p256::EncodedPoint::from_affine_coordinates(
-                    p256::FieldBytes::from_slice(&x),
-                    p256::FieldBytes::from_slice(&y),
-                    false,
-                );
-                let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
+                // SEC 1 uncompressed point: 0x04 || x || y.
+                let point = [&[4u8][..], &x, &y].concat();
+                let key = sig::ParsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point)
                     .map_err(|_| KeyError::Invalid("EC point is not on P-256".into()))?;
-                (check(Algorithm::ES256)?, PublicKind::Es256(key))
+                (check(Algorithm::ES256)?, PublicKind::Asymmetric(key))
             }
             ("OKP", Some("Ed25519")) => {
                 let x = coordinate(jwk.x.as_deref(), "x", 32)?;
-                let mut arr = [0u8; 32];
-                arr.copy_from_slice(&x);
-                let key = ed25519_dalek::VerifyingKey::from_bytes(&arr)
+                let key = sig::ParsedPublicKey::new(&sig::ED25519, x)
                     .map_err(|_| KeyError::Invalid("not an Ed25519 public key".into()))?;
-                (check(Algorithm::EdDSA)?, PublicKind::EdDsa(key))
+                (check(Algorithm::EdDSA)?, PublicKind::Asymmetric(key))
             }
             ("RSA", _) => {
                 let n = jwk
@@ -253,15 +258,8 @@ impl VerifyingKey {
                         "RSA keys shorter than 2048 bits are refused".into(),
                     ));
                 }
-                let public = rsa::RsaPublicKey::new(
-                    rsa::BigUint::from_bytes_be(&n),
-                    rsa::BigUint::from_bytes_be(&e),
-                )
-                .map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))?;
-                (
-                    check(Algorithm::RS256)?,
-                    PublicKind::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(public))),
-                )
+                let key = rsa_public_key(&n, &e)?;
+                (check(Algorithm::RS256)?, PublicKind::Asymmetric(key))
             }
             (kty, crv) => {
                 return Err(KeyError::Invalid(format!(
@@ -282,7 +280,7 @@ impl VerifyingKey {
         Ok(VerifyingKey {
             kid: kid.into(),
             alg: Algorithm::HS256,
-            kind: PublicKind::Hs256(secret.to_vec()),
+            kind: PublicKind::Hs256(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))),
         })
     }
 
@@ -298,33 +296,51 @@ impl VerifyingKey {
 
     /// Verifies `signature` over `message` with this key's own algorithm.
     pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> bool {
-        use rsa::signature::Verifier as _;
         match &self.kind {
-            PublicKind::Es256(key) => p256::ecdsa::Signature::from_slice(signature)
-                .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
-            PublicKind::EdDsa(key) => ed25519_dalek::Signature::from_slice(signature)
-                .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
-            PublicKind::Rs256(key) => rsa::pkcs1v15::Signature::try_from(signature)
-                .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
-            PublicKind::Hs256(secret) => {
-                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-                    return false;
-                };
-                mac.update(message);
-                mac.verify_slice(signature).is_ok()
-            }
+            // The parsed key carries its one algorithm (fixed-size r || s for
+            // ES256; RFC 8032 with a canonical S for Ed25519; PKCS#1 v1.5 with
+            // SHA-256 and a 2048..8192-bit modulus for RS256).
+            PublicKind::Asymmetric(key) => key.verify_sig(message, signature).is_ok(),
+            // Constant-time comparison of the tag.
+            PublicKind::Hs256(key) => hmac::verify(key, message, signature).is_ok(),
         }
     }
 }
 
+/// An RS256 verification key from its modulus and exponent (big-endian).
+fn rsa_public_key(n: &[u8], e: &[u8]) -> Result<sig::ParsedPublicKey, KeyError> {
+    rsa::PublicKeyComponents { n, e }
+        .to_parsed_public_key(&sig::RSA_PKCS1_2048_8192_SHA256)
+        .map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))
+}
+
 enum PrivateKind {
-    Es256(p256::ecdsa::SigningKey),
-    EdDsa(ed25519_dalek::SigningKey),
-    Rs256(
-        Box<rsa::pkcs1v15::SigningKey<Sha256>>,
-        Box<rsa::RsaPrivateKey>,
-    ),
+    Es256(sig::EcdsaKeyPair),
+    EdDsa(sig::Ed25519KeyPair),
+    /// The key and its encoding as it was given (PKCS#1 `RSAPrivateKey` for
+    /// keys written by earlier releases, PKCS#8 for keys generated now).
+    Rs256(Box<rsa::KeyPair>, Vec<u8>),
     Hs256(Vec<u8>),
+}
+
+/// RFC 5915 `ECPrivateKey` for a P-256 scalar, without the optional public
+/// key (the backend derives it): SEQUENCE { INTEGER 1, OCTET STRING d,
+/// [0] OID prime256v1 }.
+fn p256_private_key_der(d: &[u8; 32]) -> Vec<u8> {
+    const HEAD: [u8; 7] = [0x30, 0x31, 0x02, 0x01, 0x01, 0x04, 0x20];
+    const CURVE: [u8; 12] = [
+        0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ];
+    [&HEAD[..], d, &CURVE[..]].concat()
+}
+
+/// The key sizes RS256 keys are generated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RsaBits {
+    /// 2048-bit modulus.
+    B2048,
+    /// 3072-bit modulus.
+    B3072,
 }
 
 /// A private key that signs tokens. No `Debug` output of the secret.
@@ -345,24 +361,32 @@ impl SigningKey {
     /// the RFC 7638 thumbprint of the public key (for HS256: a hash of the secret).
     pub fn from_bytes(alg: Algorithm, bytes: &[u8]) -> Result<SigningKey, KeyError> {
         let kind = match alg {
-            Algorithm::ES256 => PrivateKind::Es256(
-                p256::ecdsa::SigningKey::from_slice(bytes)
-                    .map_err(|_| KeyError::Invalid("bad P-256 private key".into()))?,
-            ),
-            Algorithm::EdDSA => {
-                let seed: [u8; 32] = bytes
+            Algorithm::ES256 => {
+                let d: &[u8; 32] = bytes
                     .try_into()
-                    .map_err(|_| KeyError::Invalid("an Ed25519 seed is 32 bytes".into()))?;
-                PrivateKind::EdDsa(ed25519_dalek::SigningKey::from_bytes(&seed))
+                    .map_err(|_| KeyError::Invalid("a P-256 private key is 32 bytes".into()))?;
+                PrivateKind::Es256(
+                    sig::EcdsaKeyPair::from_private_key_der(
+                        &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+                        &p256_private_key_der(d),
+                    )
+                    .map_err(|_| KeyError::Invalid("bad P-256 private key".into()))?,
+                )
+            }
+            Algorithm::EdDSA => {
+                if bytes.len() != 32 {
+                    return Err(KeyError::Invalid("an Ed25519 seed is 32 bytes".into()));
+                }
+                PrivateKind::EdDsa(
+                    sig::Ed25519KeyPair::from_seed_unchecked(bytes)
+                        .map_err(|_| KeyError::Invalid("bad Ed25519 seed".into()))?,
+                )
             }
             Algorithm::RS256 => {
-                use rsa::pkcs1::DecodeRsaPrivateKey as _;
-                let private = rsa::RsaPrivateKey::from_pkcs1_der(bytes)
+                let key = rsa::KeyPair::from_der(bytes)
+                    .or_else(|_| rsa::KeyPair::from_pkcs8(bytes))
                     .map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))?;
-                PrivateKind::Rs256(
-                    Box::new(rsa::pkcs1v15::SigningKey::new(private.clone())),
-                    Box::new(private),
-                )
+                PrivateKind::Rs256(Box::new(key), bytes.to_vec())
             }
             Algorithm::HS256 => {
                 if bytes.len() < 32 {
@@ -383,9 +407,7 @@ impl SigningKey {
             None => match &key.kind {
                 PrivateKind::Hs256(secret) => format!(
                     "hs256-{}",
-                    &b64(&Sha256::digest(
-                        [b"latchkey-kid|".as_slice(), secret].concat()
-                    ))[..16]
+                    &b64(sha256(&[b"latchkey-kid|".as_slice(), secret].concat()).as_ref())[..16]
                 ),
                 _ => unreachable!("only HS256 has no public JWK"),
             },
@@ -393,18 +415,61 @@ impl SigningKey {
         Ok(key)
     }
 
-    /// The private key material (sealed by the server before storage).
+    /// A fresh key of `alg` from the operating system's CSPRNG (RSA:
+    /// `rsa_bits`, public exponent 65537). HS256 secrets are not generated
+    /// here: they come from configuration.
+    pub fn generate(alg: Algorithm, rsa_bits: RsaBits) -> Result<SigningKey, KeyError> {
+        let failed = |what: &str| KeyError::Invalid(format!("{what} key generation failed"));
+        let bytes = match alg {
+            Algorithm::ES256 => {
+                let pair = sig::EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|_| failed("P-256"))?;
+                let d = pair
+                    .private_key()
+                    .as_be_bytes()
+                    .map_err(|_| failed("P-256"))?;
+                d.as_ref().to_vec()
+            }
+            Algorithm::EdDSA => {
+                let pair = sig::Ed25519KeyPair::generate().map_err(|_| failed("Ed25519"))?;
+                let seed = pair.seed().map_err(|_| failed("Ed25519"))?;
+                let seed = seed.as_be_bytes().map_err(|_| failed("Ed25519"))?;
+                seed.as_ref().to_vec()
+            }
+            Algorithm::RS256 => {
+                let size = match rsa_bits {
+                    RsaBits::B2048 => rsa::KeySize::Rsa2048,
+                    RsaBits::B3072 => rsa::KeySize::Rsa3072,
+                };
+                let pair = rsa::KeyPair::generate(size).map_err(|_| failed("RSA"))?;
+                let der = pair.as_der().map_err(|_| failed("RSA"))?;
+                der.as_ref().to_vec()
+            }
+            Algorithm::HS256 => {
+                return Err(KeyError::Invalid(
+                    "HS256 secrets come from configuration".into(),
+                ))
+            }
+        };
+        SigningKey::from_bytes(alg, &bytes)
+    }
+
+    /// The private key material (sealed by the server before storage): the
+    /// P-256 scalar (32 bytes), the Ed25519 seed (32 bytes), the RSA key as
+    /// DER (PKCS#1 or PKCS#8, as it was given), the HS256 secret.
     pub fn to_bytes(&self) -> Vec<u8> {
         match &self.kind {
-            PrivateKind::Es256(k) => k.to_bytes().to_vec(),
-            PrivateKind::EdDsa(k) => k.to_bytes().to_vec(),
-            PrivateKind::Rs256(_, private) => {
-                use rsa::pkcs1::EncodeRsaPrivateKey as _;
-                private
-                    .to_pkcs1_der()
-                    .map(|d| d.as_bytes().to_vec())
-                    .unwrap_or_default()
-            }
+            PrivateKind::Es256(k) => k
+                .private_key()
+                .as_be_bytes()
+                .map(|d| d.as_ref().to_vec())
+                .unwrap_or_default(),
+            PrivateKind::EdDsa(k) => k
+                .seed()
+                .and_then(|s| s.as_be_bytes())
+                .map(|s| s.as_ref().to_vec())
+                .unwrap_or_default(),
+            PrivateKind::Rs256(_, der) => der.clone(),
             PrivateKind::Hs256(secret) => secret.clone(),
         }
     }
@@ -434,27 +499,28 @@ impl SigningKey {
         };
         let mut jwk = match &self.kind {
             PrivateKind::Es256(k) => {
-                let point = k.verifying_key().to_encoded_point(false);
+                // Uncompressed SEC 1 point: 0x04 || x || y.
+                let point = k.public_key().as_ref();
                 Jwk {
                     kty: "EC".into(),
                     crv: Some("P-256".into()),
-                    x: point.x().map(|x| b64(x)),
-                    y: point.y().map(|y| b64(y)),
+                    x: point.get(1..33).map(b64),
+                    y: point.get(33..65).map(b64),
                     ..base
                 }
             }
             PrivateKind::EdDsa(k) => Jwk {
                 kty: "OKP".into(),
                 crv: Some("Ed25519".into()),
-                x: Some(b64(k.verifying_key().as_bytes())),
+                x: Some(b64(k.public_key().as_ref())),
                 ..base
             },
-            PrivateKind::Rs256(_, private) => {
-                use rsa::traits::PublicKeyParts as _;
+            PrivateKind::Rs256(k, _) => {
+                let public = k.public_key();
                 Jwk {
                     kty: "RSA".into(),
-                    n: Some(b64(&private.n().to_bytes_be())),
-                    e: Some(b64(&private.e().to_bytes_be())),
+                    n: Some(b64(public.modulus().big_endian_without_leading_zero())),
+                    e: Some(b64(public.exponent().big_endian_without_leading_zero())),
                     ..base
                 }
             }
@@ -468,47 +534,62 @@ impl SigningKey {
 
     /// The matching verifying key.
     pub fn verifying_key(&self) -> VerifyingKey {
-        match &self.kind {
-            PrivateKind::Hs256(secret) => VerifyingKey {
-                kid: self.kid.clone(),
-                alg: Algorithm::HS256,
-                kind: PublicKind::Hs256(secret.clone()),
-            },
-            PrivateKind::Es256(k) => VerifyingKey {
-                kid: self.kid.clone(),
-                alg: self.alg,
-                kind: PublicKind::Es256(*k.verifying_key()),
-            },
-            PrivateKind::EdDsa(k) => VerifyingKey {
-                kid: self.kid.clone(),
-                alg: self.alg,
-                kind: PublicKind::EdDsa(k.verifying_key()),
-            },
-            PrivateKind::Rs256(_, private) => VerifyingKey {
-                kid: self.kid.clone(),
-                alg: self.alg,
-                kind: PublicKind::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(
-                    private.to_public_key(),
-                ))),
-            },
+        let asymmetric = |algorithm: &'static dyn sig::VerificationAlgorithm, public: &[u8]| {
+            // A key pair's own public key always parses.
+            sig::ParsedPublicKey::new(algorithm, public)
+                .map(PublicKind::Asymmetric)
+                .unwrap_or_else(|_| unreachable!("the public key of a valid key pair"))
+        };
+        let kind = match &self.kind {
+            PrivateKind::Hs256(secret) => {
+                PublicKind::Hs256(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret)))
+            }
+            PrivateKind::Es256(k) => {
+                asymmetric(&sig::ECDSA_P256_SHA256_FIXED, k.public_key().as_ref())
+            }
+            PrivateKind::EdDsa(k) => asymmetric(&sig::ED25519, k.public_key().as_ref()),
+            PrivateKind::Rs256(k, _) => {
+                let public = k.public_key();
+                rsa_public_key(
+                    public.modulus().big_endian_without_leading_zero(),
+                    public.exponent().big_endian_without_leading_zero(),
+                )
+                .map(PublicKind::Asymmetric)
+                .unwrap_or_else(|_| unreachable!("the public key of a valid RSA key pair"))
+            }
+        };
+        VerifyingKey {
+            kid: self.kid.clone(),
+            alg: self.alg,
+            kind,
         }
     }
 
     fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
-        use rsa::signature::{SignatureEncoding as _, Signer as _};
+        // Signing with a valid key into a buffer of the right size cannot
+        // fail; the backend reports errors only for invalid inputs.
         match &self.kind {
-            PrivateKind::Es256(k) => {
-                let sig: p256::ecdsa::Signature = k.sign(message);
-                sig.to_bytes().to_vec()
+            PrivateKind::Es256(k) => k
+                .sign(&SystemRandom::new(), message)
+                .map(|s| s.as_ref().to_vec())
+                .unwrap_or_default(),
+            PrivateKind::EdDsa(k) => k.sign(message).as_ref().to_vec(),
+            PrivateKind::Rs256(k, _) => {
+                let mut signature = vec![0; k.public_modulus_len()];
+                match k.sign(
+                    &sig::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                ) {
+                    Ok(()) => signature,
+                    Err(_) => Vec::new(),
+                }
             }
-            PrivateKind::EdDsa(k) => ed25519_dalek::Signer::sign(k, message).to_bytes().to_vec(),
-            PrivateKind::Rs256(k, _) => k.sign(message).to_vec(),
             PrivateKind::Hs256(secret) => {
-                // HMAC accepts any key length; construction cannot fail.
-                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-                    .unwrap_or_else(|_| unreachable!());
-                mac.update(message);
-                mac.finalize().into_bytes().to_vec()
+                hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), message)
+                    .as_ref()
+                    .to_vec()
             }
         }
     }

@@ -433,3 +433,67 @@ fn weak_or_mismatched_jwks_are_refused() {
     off_curve.y = off_curve.x.clone();
     assert!(VerifyingKey::from_jwk(&off_curve).is_err());
 }
+
+#[test]
+fn generated_keys_round_trip_through_their_sealed_bytes_and_rustcrypto_reads_them() {
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
+        let key = SigningKey::generate(alg, jose::RsaBits::B2048).expect("generate");
+        // What the server seals is what it loads again: same kid, same public key.
+        let again = SigningKey::from_bytes(alg, &key.to_bytes()).expect("reload");
+        assert_eq!(again.kid(), key.kid(), "{alg}");
+        assert_eq!(again.public_jwk(), key.public_jwk(), "{alg}");
+        // An independent implementation derives the same public key from the bytes.
+        let jwk = key.public_jwk().expect("jwk");
+        let bytes = key.to_bytes();
+        match alg {
+            Algorithm::ES256 => {
+                let theirs = p256::SecretKey::from_slice(&bytes).expect("p256 reads the scalar");
+                let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                    &theirs.public_key(),
+                    false,
+                );
+                assert_eq!(jwk.x.as_deref(), point.x().map(|x| b64(x)).as_deref());
+                assert_eq!(jwk.y.as_deref(), point.y().map(|y| b64(y)).as_deref());
+            }
+            Algorithm::EdDSA => {
+                let seed: [u8; 32] = bytes.as_slice().try_into().expect("a 32-byte seed");
+                let theirs = ed25519_dalek::SigningKey::from_bytes(&seed);
+                assert_eq!(jwk.x, Some(b64(theirs.verifying_key().as_bytes())));
+            }
+            _ => {
+                let theirs = rsa::RsaPrivateKey::from_pkcs8_der(&bytes).expect("rsa reads PKCS#8");
+                assert_eq!(theirs.n().bits(), 2048);
+                assert_eq!(jwk.n, Some(b64(&theirs.n().to_bytes_be())));
+                assert_eq!(jwk.e, Some(b64(&theirs.e().to_bytes_be())));
+            }
+        }
+    }
+    assert!(
+        SigningKey::generate(Algorithm::HS256, jose::RsaBits::B2048).is_err(),
+        "HS256 secrets come from configuration"
+    );
+}
+
+#[test]
+fn malformed_private_key_bytes_are_refused() {
+    assert!(
+        SigningKey::from_bytes(Algorithm::ES256, &[0u8; 32]).is_err(),
+        "zero scalar"
+    );
+    assert!(
+        SigningKey::from_bytes(Algorithm::ES256, &[0xffu8; 32]).is_err(),
+        "scalar ≥ n"
+    );
+    assert!(
+        SigningKey::from_bytes(Algorithm::ES256, &[1u8; 31]).is_err(),
+        "short"
+    );
+    assert!(
+        SigningKey::from_bytes(Algorithm::EdDSA, &[1u8; 33]).is_err(),
+        "long seed"
+    );
+    assert!(SigningKey::from_bytes(Algorithm::RS256, b"not DER").is_err());
+    assert!(SigningKey::from_bytes(Algorithm::RS256, &[]).is_err());
+}

@@ -86,7 +86,7 @@ enum Command {
     /// Manage OAuth clients.
     Client {
         #[command(subcommand)]
-        action: crate::cli_admin::ClientAction,
+        action: Box<crate::cli_admin::ClientAction>,
     },
     /// Inspect tokens locally.
     Token {
@@ -357,7 +357,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys { action } => crate::cli_admin::keys(action_into(action, &arg)?).await,
         Command::Client { action } => {
-            crate::cli_admin::client(&resolve_config(&arg)?, action).await
+            crate::cli_admin::client(&resolve_config(&arg)?, *action).await
         }
         Command::Token { action } => crate::cli_admin::token(action).await,
     }

@@ -138,6 +138,9 @@ pub enum ClientAction {
         /// ES256, EdDSA or RS256 (must be among the deployment's algorithms).
         #[arg(long)]
         signing_algorithm: Option<String>,
+        /// The algorithm of its ID tokens: RS256 (the default), ES256 or EdDSA (must be among the deployment's algorithms).
+        #[arg(long)]
+        id_token_signed_response_alg: Option<String>,
         /// Where RP-initiated logout may return to (repeatable, exact match).
         #[arg(long = "post-logout-redirect-uri")]
         post_logout_redirect_uris: Vec<String>,
@@ -191,6 +194,9 @@ pub enum ClientAction {
         /// An algorithm, or "default".
         #[arg(long)]
         signing_algorithm: Option<String>,
+        /// The algorithm of its ID tokens, or "default" (RS256).
+        #[arg(long)]
+        id_token_signed_response_alg: Option<String>,
         /// A URI, or "none" to remove it.
         #[arg(long)]
         backchannel_logout_uri: Option<String>,
@@ -306,11 +312,27 @@ fn registration_error(e: clients::RegistrationError) -> anyhow::Error {
 }
 
 fn check_algorithm(config: &Config, alg: &str) -> anyhow::Result<()> {
-    let known = std::iter::once(&config.tokens.signing_algorithm)
-        .chain(&config.tokens.additional_algorithms)
-        .any(|a| a == alg);
-    if !known {
-        bail!("--signing-algorithm {alg}: the deployment keeps keys for {} only (tokens.additional_algorithms)", config.tokens.signing_algorithm);
+    let kept = config.tokens.key_algorithms();
+    if !kept.iter().any(|a| a.as_str() == alg) {
+        let names: Vec<&str> = kept.iter().map(|a| a.as_str()).collect();
+        bail!(
+            "--signing-algorithm {alg}: the deployment keeps keys for {} only (tokens.additional_algorithms)",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn check_id_token_algorithm(config: &Config, alg: &str) -> anyhow::Result<()> {
+    let kept = config.tokens.key_algorithms();
+    let allowed: Vec<&str> = clients::id_token_algorithms(&kept)
+        .map(|a| a.as_str())
+        .collect();
+    if !allowed.contains(&alg) {
+        bail!(
+            "--id-token-signed-response-alg {alg}: ID tokens can be signed with {} only (tokens.signing_algorithm and tokens.additional_algorithms)",
+            allowed.join(", ")
+        );
     }
     Ok(())
 }
@@ -330,6 +352,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             token_format,
             access_token_lifetime,
             signing_algorithm,
+            id_token_signed_response_alg,
             post_logout_redirect_uris,
             backchannel_logout_uri,
             jwks_file,
@@ -362,6 +385,9 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             if let Some(alg) = &signing_algorithm {
                 check_algorithm(config, alg)?;
             }
+            if let Some(alg) = &id_token_signed_response_alg {
+                check_id_token_algorithm(config, alg)?;
+            }
             let new = NewClient {
                 name,
                 confidential: !public,
@@ -373,6 +399,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                 access_token_format,
                 access_token_lifetime_secs: access_token_lifetime.filter(|l| *l > 0),
                 signing_algorithm,
+                id_token_signed_response_alg,
                 first_party,
                 backchannel_logout_uri,
                 jwks,
@@ -408,6 +435,7 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
             token_format,
             access_token_lifetime,
             signing_algorithm,
+            id_token_signed_response_alg,
             backchannel_logout_uri,
             require_mfa,
             require_pkce,
@@ -442,6 +470,14 @@ pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<Exi
                     Some(a) if a == "default" => Some(None),
                     Some(a) => {
                         check_algorithm(config, &a)?;
+                        Some(Some(a))
+                    }
+                },
+                id_token_signed_response_alg: match id_token_signed_response_alg {
+                    None => None,
+                    Some(a) if a == "default" => Some(None),
+                    Some(a) => {
+                        check_id_token_algorithm(config, &a)?;
                         Some(Some(a))
                     }
                 },

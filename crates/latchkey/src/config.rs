@@ -417,6 +417,32 @@ pub enum ConfigError {
     Refused(Vec<ConfigError>),
 }
 
+/// The algorithm of ID tokens (and logout tokens) for a client that names
+/// none: RS256, which OpenID Connect Core §15.1 requires every OP to support
+/// and which relying parties accept without configuration. Access tokens keep
+/// `tokens.signing_algorithm`.
+pub const DEFAULT_ID_TOKEN_ALGORITHM: latchkey_verify::jose::Algorithm =
+    latchkey_verify::jose::Algorithm::RS256;
+
+impl TokenConfig {
+    /// Every algorithm the deployment keeps signing keys for: the default
+    /// (`signing_algorithm`) first, then `additional_algorithms`, then RS256
+    /// for ID tokens if not already named. Unknown names are skipped
+    /// (validation refuses them before this is used).
+    pub fn key_algorithms(&self) -> Vec<latchkey_verify::jose::Algorithm> {
+        let mut algs = Vec::new();
+        let named = std::iter::once(&self.signing_algorithm)
+            .chain(&self.additional_algorithms)
+            .filter_map(|a| latchkey_verify::jose::Algorithm::parse(a));
+        for alg in named.chain([DEFAULT_ID_TOKEN_ALGORITHM]) {
+            if !algs.contains(&alg) {
+                algs.push(alg);
+            }
+        }
+        algs
+    }
+}
+
 fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         option,

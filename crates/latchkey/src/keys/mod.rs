@@ -27,7 +27,7 @@ use std::sync::{Arc, RwLock};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use latchkey_verify::jose::{Algorithm, JwkSet, KeySet, SigningKey};
+use latchkey_verify::jose::{Algorithm, JwkSet, KeySet, RsaBits, SigningKey};
 use sqlx::Row as _;
 
 use crate::clock::UnixTime;
@@ -132,14 +132,11 @@ impl KeyRing {
         }
     }
 
-    /// Algorithms this deployment keeps keys for (the default first).
+    /// Algorithms this deployment keeps keys for (the default first; RS256,
+    /// the ID tokens' default, always among them: see
+    /// [`TokenConfig::key_algorithms`]).
     pub fn algorithms(&self) -> Vec<Algorithm> {
-        let mut algs: Vec<Algorithm> = std::iter::once(&self.config.signing_algorithm)
-            .chain(&self.config.additional_algorithms)
-            .filter_map(|a| Algorithm::parse(a))
-            .collect();
-        algs.dedup();
-        algs
+        self.config.key_algorithms()
     }
 
     pub fn default_algorithm(&self) -> Algorithm {
@@ -209,39 +206,15 @@ impl KeyRing {
 
 /// A fresh private key of `alg` (RSA with `rsa_bits`).
 fn generate_key(alg: Algorithm, rsa_bits: u32) -> Result<SigningKey, KeyError> {
-    {
-        let bytes = match alg {
-            Algorithm::ES256 => p256::SecretKey::random(&mut rand::rngs::OsRng)
-                .to_bytes()
-                .to_vec(),
-            Algorithm::EdDSA => random_bytes::<32>().to_vec(),
-            Algorithm::RS256 => {
-                use rsa::pkcs1::EncodeRsaPrivateKey as _;
-                let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, rsa_bits as usize)
-                    .map_err(|e| KeyError::Corrupt {
-                        kid: String::new(),
-                        reason: e.to_string(),
-                    })?;
-                key.to_pkcs1_der()
-                    .map_err(|e| KeyError::Corrupt {
-                        kid: String::new(),
-                        reason: e.to_string(),
-                    })?
-                    .as_bytes()
-                    .to_vec()
-            }
-            Algorithm::HS256 => {
-                return Err(KeyError::Corrupt {
-                    kid: String::new(),
-                    reason: "HS256 keys come from configuration".into(),
-                })
-            }
-        };
-        SigningKey::from_bytes(alg, &bytes).map_err(|e| KeyError::Corrupt {
-            kid: String::new(),
-            reason: e.to_string(),
-        })
-    }
+    let bits = if rsa_bits >= 3072 {
+        RsaBits::B3072
+    } else {
+        RsaBits::B2048
+    };
+    SigningKey::generate(alg, bits).map_err(|e| KeyError::Corrupt {
+        kid: String::new(),
+        reason: e.to_string(),
+    })
 }
 
 impl KeyRing {

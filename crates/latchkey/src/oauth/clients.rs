@@ -67,6 +67,15 @@ pub fn assertion_algorithms() -> impl Iterator<Item = latchkey_verify::jose::Alg
         .filter(|a| a.is_asymmetric())
 }
 
+/// The algorithms a client's ID tokens may be signed with, given the
+/// algorithms the deployment keeps keys for: the asymmetric ones (a relying
+/// party cannot verify our shared secret). RS256 is always kept.
+pub fn id_token_algorithms(
+    kept: &[latchkey_verify::jose::Algorithm],
+) -> impl Iterator<Item = latchkey_verify::jose::Algorithm> + '_ {
+    kept.iter().copied().filter(|a| a.is_asymmetric())
+}
+
 /// Grant types a client may be allowed (and the token endpoint serves).
 pub const GRANT_TYPES: &[&str] = &[
     "authorization_code",
@@ -89,6 +98,9 @@ pub struct Client {
     pub access_token_format: AccessTokenFormat,
     pub access_token_lifetime_secs: Option<i64>,
     pub signing_algorithm: Option<String>,
+    /// `id_token_signed_response_alg` (OIDC Dynamic Registration §2): the
+    /// algorithm of its ID tokens; `None` = RS256.
+    pub id_token_signed_response_alg: Option<String>,
     pub first_party: bool,
     pub backchannel_logout_uri: Option<String>,
     /// Public keys for `private_key_jwt` authentication (a JWK Set).
@@ -191,6 +203,9 @@ pub struct NewClient {
     pub access_token_format: AccessTokenFormat,
     pub access_token_lifetime_secs: Option<i64>,
     pub signing_algorithm: Option<String>,
+    /// `id_token_signed_response_alg` (OIDC Dynamic Registration §2): the
+    /// algorithm of its ID tokens; `None` = RS256.
+    pub id_token_signed_response_alg: Option<String>,
     pub first_party: bool,
     pub backchannel_logout_uri: Option<String>,
     /// Public keys for `private_key_jwt`: such a client is confidential and
@@ -200,7 +215,7 @@ pub struct NewClient {
     pub require_pkce: bool,
 }
 
-const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at, jwks, require_mfa, require_pkce";
+const COLUMNS: &str = "id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, audience, access_token_format, access_token_lifetime_secs, signing_algorithm, first_party, backchannel_logout_uri, created_at, jwks, require_mfa, require_pkce, id_token_signed_response_alg";
 
 fn split(text: String) -> Vec<String> {
     text.split(' ')
@@ -228,6 +243,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, sqlx::Error> {
         },
         access_token_lifetime_secs: row.try_get("access_token_lifetime_secs")?,
         signing_algorithm: row.try_get("signing_algorithm")?,
+        id_token_signed_response_alg: row.try_get("id_token_signed_response_alg")?,
         first_party: row.try_get::<i64, _>("first_party")? != 0,
         backchannel_logout_uri: row.try_get("backchannel_logout_uri")?,
         jwks: row
@@ -265,7 +281,7 @@ pub async fn create_with_mfa_policy(
     }
     let id = format!("lk_{}", uuid::Uuid::new_v4().simple());
     let secret = (new.confidential && new.jwks.is_none()).then(SecretToken::generate);
-    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $14)"))
+    sqlx::query(&format!("INSERT INTO clients ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $14)"))
         .bind(&id)
         .bind(&new.name)
         .bind(secret.as_ref().map(|s| s.hash().as_str().to_owned()))
@@ -286,6 +302,7 @@ pub async fn create_with_mfa_policy(
         .bind(new.jwks.as_ref().map(|j| serde_json::to_string(j).unwrap_or_default()))
         .bind(i64::from(require_mfa))
         .bind(i64::from(new.require_pkce))
+        .bind(new.id_token_signed_response_alg.clone())
         .execute(pool)
         .await?;
     let client = find(pool, &id)
@@ -323,6 +340,7 @@ pub struct ClientUpdate {
     pub access_token_format: Option<AccessTokenFormat>,
     pub access_token_lifetime_secs: Option<Option<i64>>,
     pub signing_algorithm: Option<Option<String>>,
+    pub id_token_signed_response_alg: Option<Option<String>>,
     pub first_party: Option<bool>,
     pub backchannel_logout_uri: Option<Option<String>>,
     pub require_mfa: Option<bool>,
@@ -377,6 +395,9 @@ pub async fn update(
     if let Some(v) = update.signing_algorithm {
         c.signing_algorithm = v;
     }
+    if let Some(v) = update.id_token_signed_response_alg {
+        c.id_token_signed_response_alg = v;
+    }
     if let Some(v) = update.first_party {
         c.first_party = v;
     }
@@ -394,7 +415,7 @@ pub async fn update(
     }
     sqlx::query(
         "UPDATE clients SET name = $2, redirect_uris = $3, post_logout_redirect_uris = $4, grant_types = $5, scopes = $6, audience = $7,
-         access_token_format = $8, access_token_lifetime_secs = $9, signing_algorithm = $10, first_party = $11, backchannel_logout_uri = $12, updated_at = $13, require_mfa = $14, require_pkce = $15
+         access_token_format = $8, access_token_lifetime_secs = $9, signing_algorithm = $10, first_party = $11, backchannel_logout_uri = $12, updated_at = $13, require_mfa = $14, require_pkce = $15, id_token_signed_response_alg = $16
          WHERE id = $1",
     )
     .bind(id)
@@ -415,6 +436,7 @@ pub async fn update(
     .bind(now)
     .bind(i64::from(c.require_mfa))
     .bind(i64::from(c.require_pkce))
+    .bind(c.id_token_signed_response_alg.clone())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -57,7 +57,8 @@ pub async fn session_ended(
             "jti": uuid::Uuid::now_v7().to_string(), "sub": user_id, "sid": session_handle,
             "events": { EVENT: {} },
         });
-        let alg = crate::tokens::algorithm_for(state, &client);
+        // Signed like the client's ID tokens (Back-Channel Logout 1.0 §2.4: the same keys).
+        let alg = crate::tokens::id_token_algorithm_for(state, &client);
         let Ok(key) = state.keys.signing_key(alg, now) else {
             continue;
         };

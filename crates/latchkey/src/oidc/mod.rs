@@ -24,7 +24,7 @@ use crate::crypto::b64url;
 use crate::identity::User;
 use crate::oauth::clients::Client;
 use crate::oauth::scope::Scope;
-use crate::tokens::{algorithm_for, TokenError};
+use crate::tokens::{id_token_algorithm_for, TokenError};
 
 /// ID tokens live one hour (they prove a sign-in; they are not API credentials).
 pub const ID_TOKEN_LIFETIME_SECS: i64 = 3600;
@@ -90,7 +90,7 @@ pub struct IdTokenSpec<'a> {
 
 pub fn issue_id_token(state: &Core, spec: IdTokenSpec<'_>) -> Result<String, TokenError> {
     let now = state.clock.now();
-    let alg = algorithm_for(state, spec.client);
+    let alg = id_token_algorithm_for(state, spec.client);
     let mut claims = user_claims(spec.user, spec.scope);
     claims.insert("iss".into(), json!(state.config.issuer_str()));
     claims.insert("aud".into(), json!(spec.client.id));
@@ -182,14 +182,12 @@ pub fn metadata(state: &Core) -> Value {
     use crate::oauth::authorize::{ResponseMode, PROMPT_VALUES, RESPONSE_TYPES};
     use crate::oauth::clients::{self, AuthMethod};
     let issuer = state.config.issuer_str();
-    // ID tokens are signed with the keys the deployment keeps (configuration).
-    let id_token_algs: Vec<&str> = state
-        .keys
-        .algorithms()
-        .into_iter()
-        .filter(|a| a.is_asymmetric())
-        .map(Algorithm::as_str)
-        .collect();
+    // ID tokens are signed with the asymmetric keys the deployment keeps
+    // (configuration); RS256, their default, is always among them.
+    let id_token_algs: Vec<&str> =
+        crate::oauth::clients::id_token_algorithms(&state.keys.algorithms())
+            .map(Algorithm::as_str)
+            .collect();
     let auth_methods: Vec<&str> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();
     let confidential_methods: Vec<&str> = AuthMethod::ALL
         .iter()

@@ -202,12 +202,9 @@ impl RevocationFeed {
         let issuer = state.config.issuer_str();
         // SETs are verified with the JWKS, so an asymmetric key signs them
         // even when access tokens use HS256.
-        let alg = state
-            .keys
-            .algorithms()
-            .into_iter()
-            .find(|a| a.is_asymmetric())
-            .unwrap_or_else(|| state.keys.default_algorithm());
+        // The deployment's default algorithm, the one its APIs verify access
+        // tokens with (an HS256 deployment's verifiers know only that secret).
+        let alg = state.keys.default_algorithm();
         loop {
             let head = self.head();
             let events = events_after(&state.pool, head, now - retention, PAGE).await?;

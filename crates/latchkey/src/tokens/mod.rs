@@ -124,6 +124,19 @@ pub fn algorithm_for(state: &Core, client: &Client) -> Algorithm {
         .unwrap_or_else(|| state.keys.default_algorithm())
 }
 
+/// The algorithm that signs ID tokens (and back-channel logout tokens) for
+/// `client`: its `id_token_signed_response_alg`, else RS256 (OIDC Core §15.1;
+/// the key ring always keeps an RS256 key). Never HS256: a relying party
+/// cannot verify our shared secret.
+pub fn id_token_algorithm_for(state: &Core, client: &Client) -> Algorithm {
+    client
+        .id_token_signed_response_alg
+        .as_deref()
+        .and_then(Algorithm::parse)
+        .filter(|a| a.is_asymmetric() && state.keys.algorithms().contains(a))
+        .unwrap_or(crate::config::DEFAULT_ID_TOKEN_ALGORITHM)
+}
+
 /// Issues an access token in the client's configured format.
 pub async fn issue_access_token(
     state: &Core,

@@ -72,23 +72,12 @@ async fn answer_of(response: reqwest::Response) -> Answer {
 
 /// A private key of `alg` for a client's JWK Set.
 fn client_key(alg: Algorithm) -> SigningKey {
-    let bytes = match alg {
-        Algorithm::ES256 => p256::SecretKey::random(&mut rand::rngs::OsRng)
-            .to_bytes()
-            .to_vec(),
-        Algorithm::EdDSA => latchkey::crypto::random_bytes::<32>().to_vec(),
-        Algorithm::RS256 => {
-            use rsa::pkcs1::EncodeRsaPrivateKey as _;
-            rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
-                .expect("rsa")
-                .to_pkcs1_der()
-                .expect("der")
-                .as_bytes()
-                .to_vec()
+    match alg {
+        Algorithm::HS256 => {
+            SigningKey::from_bytes(alg, &latchkey::crypto::random_bytes::<32>()).expect("key")
         }
-        Algorithm::HS256 => latchkey::crypto::random_bytes::<32>().to_vec(),
-    };
-    SigningKey::from_bytes(alg, &bytes).expect("key")
+        _ => SigningKey::generate(alg, latchkey_verify::jose::RsaBits::B2048).expect("key"),
+    }
 }
 
 /// A client (`client_credentials`, `refresh_token`) whose JWK Set holds `key`'s public part.
@@ -383,6 +372,7 @@ async fn rp(app: &TestApp, signing_algorithm: Option<&str>) -> TestClient {
             redirect_uris: vec![REDIRECT.into()],
             first_party: true,
             signing_algorithm: signing_algorithm.map(str::to_owned),
+            id_token_signed_response_alg: signing_algorithm.map(str::to_owned),
             ..client_spec(
                 "rp",
                 true,

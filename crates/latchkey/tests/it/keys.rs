@@ -53,6 +53,17 @@ fn kids(jwks: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The `kid`s of the published keys of one algorithm.
+fn kids_of(jwks: &Value, alg: &str) -> BTreeSet<String> {
+    jwks["keys"]
+        .as_array()
+        .expect("keys array")
+        .iter()
+        .filter(|k| k["alg"] == alg)
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect()
+}
+
 /// The stored rows of `signing_keys`: (alg, generation, kid), by generation.
 async fn stored_keys(pool: &latchkey::store::Pool) -> Vec<(String, i64, String)> {
     sqlx::query("SELECT alg, generation, kid FROM signing_keys ORDER BY alg, generation")
@@ -99,17 +110,28 @@ backend_test!(
             "caches must refresh within the pre-publication window: max-age={max_age}"
         );
         let keys = jwks["keys"].as_array().expect("keys");
-        assert_eq!(keys.len(), 1, "{jwks}");
+        let algs: Vec<&str> = keys
+            .iter()
+            .map(|k| k["alg"].as_str().expect("alg"))
+            .collect();
+        assert_eq!(
+            algs,
+            ["ES256", "RS256"],
+            "ES256 (the default, for access tokens) and RS256 (for ID tokens) from the first start: {jwks}"
+        );
         let key = &keys[0];
         assert_eq!(key["kty"], "EC");
         assert_eq!(key["crv"], "P-256");
         assert_eq!(key["alg"], "ES256", "ES256 is the default");
-        assert_eq!(key["use"], "sig");
-        for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
-            assert!(
-                key.get(private).is_none(),
-                "no private member {private}: {key}"
-            );
+        assert_eq!(keys[1]["kty"], "RSA");
+        for key in keys {
+            assert_eq!(key["use"], "sig");
+            for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+                assert!(
+                    key.get(private).is_none(),
+                    "no private member {private}: {key}"
+                );
+            }
         }
         let theirs: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.clone()).expect("a JWK");
         let thumbprint = theirs
@@ -157,15 +179,21 @@ backend_test!(
     },
     |app: TestApp| async move {
         let (jwks, headers) = fetch_jwks(&app).await;
-        assert_eq!(
-            jwks,
-            serde_json::json!({ "keys": [] }),
-            "a shared secret is never published"
+        let published: Vec<&Value> = jwks["keys"].as_array().expect("keys").iter().collect();
+        assert!(
+            published
+                .iter()
+                .all(|k| k["kty"] == "RSA" && k["alg"] == "RS256" && k.get("k").is_none()),
+            "a shared secret is never published, only the ID tokens' RS256 key: {jwks}"
         );
+        assert_eq!(published.len(), 1, "{jwks}");
         jwks_max_age(&headers);
         assert!(
-            stored_keys(&app.state.pool).await.is_empty(),
-            "no key pairs generated"
+            stored_keys(&app.state.pool)
+                .await
+                .iter()
+                .all(|(alg, _, _)| alg == "RS256"),
+            "no key pairs generated for access tokens"
         );
 
         let machine = machine_client(&app, "read").await;
@@ -400,7 +428,11 @@ backend_test!(
                         .expect("maintenance succeeds on every instance");
                 }
                 let stored = stored_keys(&app.state.pool).await;
-                let generations: Vec<i64> = stored.iter().map(|(_, g, _)| *g).collect();
+                let generations: Vec<i64> = stored
+                    .iter()
+                    .filter(|(alg, _, _)| alg == "ES256")
+                    .map(|(_, g, _)| *g)
+                    .collect();
                 assert_eq!(
                     generations,
                     (1..=round).collect::<Vec<i64>>(),
@@ -661,7 +693,7 @@ backend_test!(
             .expect("rotate");
         assert_ne!(k2, k1);
         assert_eq!(
-            kids(&fetch_jwks(&app).await.0),
+            kids_of(&fetch_jwks(&app).await.0, "ES256"),
             BTreeSet::from([k1.clone(), k2.clone()])
         );
         assert_eq!(
@@ -693,18 +725,18 @@ backend_test!(
 
         // K1 stays published, so what it signed still verifies...
         let (jwks, _) = fetch_jwks(&app).await;
-        assert!(kids(&jwks).contains(&k1));
+        assert!(kids_of(&jwks, "ES256").contains(&k1));
         verify_independently(&t1, &jwks, &issuer, &machine.id, retired_at)
             .expect("a token of the retired key");
         assert_eq!(introspect(&app, &machine, &t1).await["active"], true);
         // ...until the retention ends, and not a second longer.
         app.clock.set(retired_at + retention - 1);
         maintain(&app).await;
-        assert!(kids(&fetch_jwks(&app).await.0).contains(&k1));
+        assert!(kids_of(&fetch_jwks(&app).await.0, "ES256").contains(&k1));
         app.clock.set(retired_at + retention);
         maintain(&app).await;
         let (jwks, _) = fetch_jwks(&app).await;
-        assert_eq!(kids(&jwks), BTreeSet::from([k2.clone()]));
+        assert_eq!(kids_of(&jwks, "ES256"), BTreeSet::from([k2.clone()]));
         assert!(stored_keys(&app.state.pool)
             .await
             .iter()
@@ -721,7 +753,10 @@ backend_test!(
         let t3 = machine_token(&app, &machine).await;
         assert_eq!(jwt_header(&t3)["kid"], k3.as_str());
         let (jwks, _) = fetch_jwks(&app).await;
-        assert_eq!(kids(&jwks), BTreeSet::from([k2.clone(), k3.clone()]));
+        assert_eq!(
+            kids_of(&jwks, "ES256"),
+            BTreeSet::from([k2.clone(), k3.clone()])
+        );
         verify_independently(&t3, &jwks, &issuer, &machine.id, app.clock.now_secs())
             .expect("the new key's token");
 

@@ -405,6 +405,7 @@ async fn mfa_client(app: &TestApp) -> String {
         access_token_format: AccessTokenFormat::Jwt,
         access_token_lifetime_secs: None,
         signing_algorithm: None,
+        id_token_signed_response_alg: None,
         first_party: true,
         backchannel_logout_uri: None,
         jwks: None,

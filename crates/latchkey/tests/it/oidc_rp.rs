@@ -105,6 +105,8 @@ struct Registration {
     port: u16,
     post_logout_redirect_uris: Vec<String>,
     backchannel_logout_uri: Option<String>,
+    /// `id_token_signed_response_alg`; `None` = the default (RS256).
+    id_token_alg: Option<&'static str>,
 }
 
 impl Registration {
@@ -116,6 +118,7 @@ impl Registration {
             port,
             post_logout_redirect_uris: Vec::new(),
             backchannel_logout_uri: None,
+            id_token_alg: None,
         }
     }
     fn public(mut self) -> Self {
@@ -140,6 +143,7 @@ async fn register_rp(app: &TestApp, metadata: &ProviderMetadataWithLogout, r: Re
     spec.first_party = r.first_party;
     spec.post_logout_redirect_uris = r.post_logout_redirect_uris;
     spec.backchannel_logout_uri = r.backchannel_logout_uri;
+    spec.id_token_signed_response_alg = r.id_token_alg.map(str::to_owned);
     let (client, secret) =
         latchkey::oauth::clients::create(&app.state.pool, spec, app.clock.now_secs())
             .await
@@ -1424,5 +1428,113 @@ backend_test!(
             deliveries.try_recv().is_err(),
             "one token for one client and session"
         );
+    }
+);
+
+// ------------------------------------------------------------ ID token algorithms
+
+/// The `alg` of a JWS's protected header.
+fn header_alg(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .map(|h| format!("{:?}", h.alg))
+        .expect("JOSE header")
+}
+
+/// An RP that configured nothing about algorithms: `openidconnect`'s own
+/// default, which accepts RS256 only (OIDC Core §15.1 makes RS256 the one
+/// algorithm every OP must support), with the JWKS from discovery.
+fn unconfigured_verifier(rp: &Rp) -> openidconnect::core::CoreIdTokenVerifier<'static> {
+    openidconnect::core::CoreIdTokenVerifier::new_confidential_client(
+        ClientId::new(rp.id.clone()),
+        ClientSecret::new(rp.secret.clone().expect("a confidential RP")),
+        rp.metadata.issuer().clone(),
+        rp.metadata.jwks().clone(),
+    )
+}
+
+backend_test!(
+    id_tokens_are_rs256_by_default_and_verify_in_an_rp_that_configured_no_algorithm,
+    |app: TestApp| async move {
+        create_named_user(&app, "rsa@example.com", "Ronald Rivest").await;
+        let metadata = discover(&app).await;
+        let advertised: Vec<String> = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect();
+        assert!(
+            advertised.iter().any(|a| a == "RsaSsaPkcs1V15Sha256"),
+            "Discovery §3: RS256 MUST be listed: {advertised:?}"
+        );
+        let rp = register_rp(&app, &metadata, Registration::new("Ledger", 8601)).await;
+        let browser = Browser::new(&app);
+        let pending = rp.authorize(&["email"], |r| r);
+        let login = browser.open(pending.url.as_str()).await.login_page();
+        let callback = match browser.sign_in(&login, "rsa@example.com").await {
+            Landing::Consent(html) => browser.decide(&html, "allow").await.callback(),
+            other => other.callback(),
+        };
+        let response = rp
+            .exchange(callback.require("code"), pending.verifier)
+            .await
+            .expect("code redeemed");
+        let id_token = response.id_token().expect("an ID token");
+        assert_eq!(header_alg(&id_token.to_string()), "RS256");
+        // Access tokens keep the deployment's default algorithm.
+        assert_eq!(header_alg(response.access_token().secret()), "ES256");
+        let claims = id_token
+            .claims(&unconfigured_verifier(&rp), &pending.nonce)
+            .unwrap_or_else(|e| panic!("an RS256-only RP rejected the ID token: {e:?}"));
+        assert_eq!(
+            claims.email().map(|e| e.to_string()).as_deref(),
+            Some("rsa@example.com")
+        );
+        // at_hash and the rest, with the discovered algorithms.
+        rp.verify_id_token(&response, &pending.nonce);
+    }
+);
+
+backend_test!(
+    a_client_picks_its_id_token_algorithm_with_id_token_signed_response_alg,
+    config = |c: &mut latchkey::Config| {
+        c.tokens.additional_algorithms = vec!["EdDSA".into()];
+    },
+    |app: TestApp| async move {
+        create_named_user(&app, "ec@example.com", "Neal Koblitz").await;
+        let metadata = discover(&app).await;
+        for (i, alg) in ["ES256", "EdDSA", "RS256"].into_iter().enumerate() {
+            let mut registration = Registration::new("Curves", 8611 + i as u16);
+            registration.id_token_alg = Some(alg);
+            let rp = register_rp(&app, &metadata, registration).await;
+            let browser = Browser::new(&app);
+            let pending = rp.authorize(&[], |r| r);
+            let login = browser.open(pending.url.as_str()).await.login_page();
+            let callback = match browser.sign_in(&login, "ec@example.com").await {
+                Landing::Consent(html) => browser.decide(&html, "allow").await.callback(),
+                other => other.callback(),
+            };
+            let response = rp
+                .exchange(callback.require("code"), pending.verifier)
+                .await
+                .expect("code redeemed");
+            let id_token = response.id_token().expect("an ID token").to_string();
+            assert_eq!(header_alg(&id_token), alg, "{alg} chosen");
+            assert_eq!(
+                header_alg(response.access_token().secret()),
+                "ES256",
+                "the ID token's algorithm does not change the access token's"
+            );
+            // openidconnect verifies it with the algorithms discovery lists ...
+            rp.verify_id_token(&response, &pending.nonce);
+            // ... and an RS256-only RP accepts exactly the RS256 one.
+            let parsed: LatchkeyIdToken = id_token.parse().expect("ID token parses");
+            assert_eq!(
+                parsed
+                    .claims(&unconfigured_verifier(&rp), &pending.nonce)
+                    .is_ok(),
+                alg == "RS256",
+                "{alg}"
+            );
+        }
     }
 );

@@ -47,6 +47,7 @@ fn web_client(alg: &str) -> NewClient {
         first_party: true,
         audience: AUDIENCE.into(),
         signing_algorithm: Some(alg.into()),
+        id_token_signed_response_alg: None,
         ..client_spec(
             &format!("web app ({alg})"),
             true,

@@ -451,9 +451,10 @@ async fn issuer_unreachable_cached_keys_keep_verifying() {
     // No request went to the issuer for known keys.
     assert_eq!(proxy.count("/.well-known/jwks.json"), fetched);
     let health = api.health().await;
+    // The access tokens' ES256 key and the ID tokens' RS256 key.
     assert_eq!(
         health["jwks"]["kids"].as_array().map(Vec::len),
-        Some(1),
+        Some(2),
         "{health}"
     );
 }
@@ -639,9 +640,10 @@ async fn an_empty_unusable_or_oversized_jwks_never_replaces_working_keys() {
         let health = api.health().await;
         let last_error = health["jwks"]["last_error"].as_str().unwrap_or_default();
         assert!(last_error.contains(error), "{what}: {health}");
+        // Still the two published keys (ES256 for access tokens, RS256 for ID tokens).
         assert_eq!(
             health["jwks"]["kids"].as_array().map(Vec::len),
-            Some(1),
+            Some(2),
             "{what}: {health}"
         );
     }

@@ -44,6 +44,7 @@ pub(crate) fn client_spec(
         access_token_format: AccessTokenFormat::Jwt,
         access_token_lifetime_secs: None,
         signing_algorithm: None,
+        id_token_signed_response_alg: None,
         first_party: false,
         backchannel_logout_uri: None,
         jwks: None,
