@@ -48,17 +48,6 @@ pub enum ImportError {
 /// Largest file `import` reads (a guard against feeding it the wrong file).
 pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
 
-/// Is this a password hash format we can verify?
-fn acceptable_hash(hash: &str) -> bool {
-    if super::password::parse_pbkdf2(hash).is_some() {
-        return true;
-    }
-    if super::password::is_bcrypt(hash) {
-        return hash.parse::<bcrypt::HashParts>().is_ok();
-    }
-    hash.starts_with("$argon2") && argon2::password_hash::PasswordHash::new(hash).is_ok()
-}
-
 /// Parses a JSON array or CSV text into users, rejecting the whole file on
 /// the first problem (with the record number).
 pub fn parse(text: &str, format: ImportFormat) -> Result<Vec<NewUser>, ImportError> {
@@ -85,8 +74,11 @@ pub fn parse(text: &str, format: ImportFormat) -> Result<Vec<NewUser>, ImportErr
             });
         }
         if let Some(h) = r.password_hash.as_ref().filter(|h| !h.is_empty()) {
-            if !acceptable_hash(h) {
-                return Err(ImportError::Record { record, reason: format!("password_hash is not an Argon2 PHC string, a bcrypt hash ($2a$/$2b$/$2y$) or a PBKDF2 hash (Django pbkdf2_sha256$…, $pbkdf2-sha256$ or $pbkdf2-sha512$ with at most {} iterations)", super::password::MAX_PBKDF2_ITERATIONS) });
+            if let Some(problem) = super::password::stored_hash_problem(h) {
+                return Err(ImportError::Record {
+                    record,
+                    reason: format!("password_hash is refused: {problem}"),
+                });
             }
         }
         let roles = r
@@ -456,6 +448,50 @@ mod tests {
         assert!(parse("email,colour\na@x.com,red\n", ImportFormat::Csv).is_err());
         assert!(parse("email,name\na@x.com\n", ImportFormat::Csv).is_err());
         assert!(parse("email,name\n\"a@x.com,x\n", ImportFormat::Csv).is_err());
+    }
+
+    #[test]
+    fn imports_refuse_hashes_beyond_the_cost_bounds_with_the_record_number() {
+        let salt = "c2FsdHNhbHRzYWx0c2FsdA";
+        let out = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        for (hash, reason) in [
+            (BCRYPT.replace("$05$", "$31$"), "bcrypt cost 31 exceeds 14"),
+            (
+                format!("$argon2id$v=19$m=4194304,t=1,p=1${salt}${out}"),
+                "m=4194304",
+            ),
+            (
+                format!("$argon2id$v=19$m=65536,t=100,p=1${salt}${out}"),
+                "t=100",
+            ),
+            (
+                format!("$argon2id$v=19$m=65536,t=1,p=64${salt}${out}"),
+                "p=64",
+            ),
+        ] {
+            let json = serde_json::json!([
+                { "email": "ok@example.com", "password_hash": BCRYPT },
+                { "email": "x@example.com", "password_hash": hash },
+            ])
+            .to_string();
+            let err = parse(&json, ImportFormat::Json).expect_err("refused");
+            let text = err.to_string();
+            assert!(
+                text.starts_with("record 2: password_hash is refused"),
+                "{text}"
+            );
+            assert!(text.contains(reason), "{text}");
+        }
+        // At the bounds, real-world costs import.
+        let heavy = serde_json::json!([
+            { "email": "a@example.com", "password_hash": BCRYPT.replace("$05$", "$14$") },
+            { "email": "b@example.com", "password_hash": format!("$argon2id$v=19$m=262144,t=16,p=16${salt}${out}") },
+        ])
+        .to_string();
+        assert_eq!(
+            parse(&heavy, ImportFormat::Json).expect("accepted").len(),
+            2
+        );
     }
 
     #[test]

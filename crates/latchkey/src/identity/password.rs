@@ -239,6 +239,84 @@ fn hash_with(params: &Params, password: &str) -> Result<String, HashError> {
         .map_err(|e| HashError::Hash(e.to_string()))
 }
 
+/// Largest bcrypt cost an imported hash may carry. Each step doubles the
+/// work: cost 12 (a common default) takes ~0.25 s on one core, 14 about a
+/// second — the slowest real deployments use; 31 would take days, so a
+/// hostile import row could pin a hashing thread per sign-in attempt.
+pub const MAX_BCRYPT_COST: u32 = 14;
+
+/// Largest Argon2 memory cost (KiB) a stored hash may ask for: 256 MiB,
+/// four times the heaviest OWASP/RFC 9106 profile (64 MiB) and far above the
+/// 19 MiB default. Each concurrent verification holds this much memory, so an
+/// unbounded `m` in an imported row is an out-of-memory switch.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 262_144;
+/// Largest Argon2 time cost (passes) a stored hash may ask for (RFC 9106's
+/// profiles use 1 to 3; libsodium's "sensitive" preset 4).
+pub const MAX_ARGON2_ITERATIONS: u32 = 16;
+/// Largest Argon2 parallelism (lanes) a stored hash may ask for (RFC 9106's
+/// profiles use 4; Latchkey's default is 1).
+pub const MAX_ARGON2_PARALLELISM: u32 = 16;
+
+/// Why an Argon2 PHC hash is refused: its costs exceed the bounds above
+/// (checked before any work, at import and again at every verification).
+fn argon2_cost_problem(parsed: &PasswordHash<'_>) -> Option<String> {
+    let Ok(p) = Params::try_from(parsed) else {
+        return Some("its Argon2 parameters are invalid".into());
+    };
+    if p.m_cost() > MAX_ARGON2_MEMORY_KIB
+        || p.t_cost() > MAX_ARGON2_ITERATIONS
+        || p.p_cost() > MAX_ARGON2_PARALLELISM
+    {
+        return Some(format!(
+            "its Argon2 costs m={} t={} p={} exceed the bounds m<={MAX_ARGON2_MEMORY_KIB} t<={MAX_ARGON2_ITERATIONS} p<={MAX_ARGON2_PARALLELISM}",
+            p.m_cost(),
+            p.t_cost(),
+            p.p_cost()
+        ));
+    }
+    None
+}
+
+/// Why a bcrypt hash is refused: malformed, or a cost above
+/// [`MAX_BCRYPT_COST`].
+fn bcrypt_problem(stored: &str) -> Option<String> {
+    match stored.parse::<bcrypt::HashParts>() {
+        Err(_) => Some("it is not a well-formed bcrypt hash".into()),
+        Ok(parts) if parts.get_cost() > MAX_BCRYPT_COST => Some(format!(
+            "its bcrypt cost {} exceeds {MAX_BCRYPT_COST}",
+            parts.get_cost()
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// `None` if `stored` is a hash this server verifies (Argon2 PHC, bcrypt,
+/// PBKDF2) within the cost bounds; otherwise why not. `user import` refuses
+/// such a record with this reason; verification refuses it without work.
+pub fn stored_hash_problem(stored: &str) -> Option<String> {
+    if is_bcrypt(stored) {
+        return bcrypt_problem(stored);
+    }
+    if stored.starts_with("pbkdf2_") || stored.starts_with("$pbkdf2-") {
+        return match parse_pbkdf2(stored) {
+            Some(_) => None,
+            None => Some(format!(
+                "it is not a PBKDF2 hash within bounds (Django pbkdf2_sha256$…, $pbkdf2-sha256$ or $pbkdf2-sha512$, {MIN_PBKDF2_ITERATIONS} to {MAX_PBKDF2_ITERATIONS} iterations, a 32- or 64-byte SHA-256 or 64-byte SHA-512 key)"
+            )),
+        };
+    }
+    if !stored.starts_with("$argon2") {
+        return Some(
+            "it is not an Argon2 PHC string, a bcrypt hash ($2a$/$2b$/$2y$) or a PBKDF2 hash"
+                .into(),
+        );
+    }
+    match PasswordHash::new(stored) {
+        Ok(parsed) => argon2_cost_problem(&parsed),
+        Err(e) => Some(format!("it is not a valid Argon2 PHC string: {e}")),
+    }
+}
+
 /// Is `stored` an imported bcrypt hash?
 pub fn is_bcrypt(stored: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"]
@@ -250,6 +328,9 @@ pub fn is_bcrypt(stored: &str) -> bool {
 /// them, so a hostile import must not turn one sign-in into minutes of CPU.
 /// (Django 5.1 uses 870,000 for SHA-256; Keycloak 210,000 for SHA-512.)
 pub const MAX_PBKDF2_ITERATIONS: u32 = 2_000_000;
+
+/// Fewest PBKDF2 iterations an imported hash may have.
+pub const MIN_PBKDF2_ITERATIONS: u32 = 1;
 
 /// An imported PBKDF2 hash, parsed.
 pub struct Pbkdf2Hash {
@@ -384,6 +465,12 @@ fn verify_reusing_memory(parsed: &PasswordHash<'_>, password: &[u8]) -> Option<b
 
 fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
     if is_bcrypt(stored) {
+        if bcrypt_problem(stored).is_some() {
+            return Verification {
+                matches: false,
+                needs_rehash: false,
+            };
+        }
         // bcrypt only reads the first 72 bytes; a longer password would be
         // silently truncated, so it can only match through its first 72 bytes
         // — which is what the importing app accepted too. We rehash it anyway.
@@ -406,7 +493,25 @@ fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
             needs_rehash: false,
         };
     };
-    let matches = match verify_reusing_memory(&parsed, password.as_bytes()) {
+    // A hash asking for more memory or time than any real deployment uses
+    // (written into the database by hand or by an older import) is refused
+    // without computing it.
+    if argon2_cost_problem(&parsed).is_some() {
+        return Verification {
+            matches: false,
+            needs_rehash: false,
+        };
+    }
+    // The thread's reused buffer only grows to the configured memory cost:
+    // a heavier stored hash (up to the bound) gets memory of its own, freed
+    // afterwards, instead of pinning 256 MiB on every blocking thread.
+    let heavier = Params::try_from(&parsed).is_ok_and(|p| p.m_cost() > params.m_cost());
+    let reused = if heavier {
+        None
+    } else {
+        verify_reusing_memory(&parsed, password.as_bytes())
+    };
+    let matches = match reused {
         Some(m) => m,
         None => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
@@ -487,6 +592,78 @@ mod tests {
         ] {
             assert!(parse_pbkdf2(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn bcrypt_and_argon2_hashes_beyond_the_cost_bounds_are_refused_without_work() {
+        let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
+        // bcrypt: a real cost-4 hash verifies; the same hash claiming cost 31
+        // (days of work) or 15 is refused at once, whatever the password.
+        let real = bcrypt::hash_with_result("hunter2-hunter2", 4)
+            .expect("bcrypt")
+            .format_for_version(bcrypt::Version::TwoB);
+        assert_eq!(stored_hash_problem(&real), None);
+        assert!(hasher.verify_blocking("hunter2-hunter2", &real).matches);
+        for cost in ["31", "15"] {
+            let hostile = format!("$2b${cost}${}", &real[7..]);
+            let problem = stored_hash_problem(&hostile).expect("refused");
+            assert!(
+                problem.contains(&format!("bcrypt cost {cost}")),
+                "{problem}"
+            );
+            assert_eq!(
+                hasher.verify_blocking("hunter2-hunter2", &hostile),
+                Verification {
+                    matches: false,
+                    needs_rehash: false
+                }
+            );
+        }
+        let at_bound = format!("$2b$14${}", &real[7..]);
+        assert_eq!(stored_hash_problem(&at_bound), None, "cost 14 is accepted");
+        // Argon2: the bounds (m 256 MiB, t 16, p 16) are accepted; one step
+        // beyond any of them is refused with the reason, and verification
+        // does no work (4 GiB or t=2^32-1 would not return here).
+        let salt = "c2FsdHNhbHRzYWx0c2FsdA";
+        let hash = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let phc =
+            |m: u32, t: u32, p: u32| format!("$argon2id$v=19$m={m},t={t},p={p}${salt}${hash}");
+        assert_eq!(stored_hash_problem(&phc(262_144, 16, 16)), None);
+        assert_eq!(stored_hash_problem(&phc(19_456, 2, 1)), None);
+        for hostile in [
+            phc(262_145, 1, 1),
+            phc(4_194_304, 1, 1),
+            phc(64, 17, 1),
+            phc(64, u32::MAX, 1),
+            phc(256, 1, 17),
+        ] {
+            let problem = stored_hash_problem(&hostile).expect("refused");
+            assert!(
+                problem.contains("exceed the bounds"),
+                "{hostile}: {problem}"
+            );
+            assert_eq!(
+                hasher.verify_blocking("x", &hostile),
+                Verification {
+                    matches: false,
+                    needs_rehash: false
+                },
+                "{hostile}"
+            );
+        }
+        // A hash heavier than the live parameters (but within bounds) still
+        // verifies, through memory of its own.
+        let heavy = PasswordHasher::new(&PasswordConfig {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            ..PasswordConfig::default()
+        })
+        .expect("hasher")
+        .hash_blocking("s3cret-pass")
+        .expect("hash");
+        let v = hasher.verify_blocking("s3cret-pass", &heavy);
+        assert!(v.matches && v.needs_rehash);
+        assert!(!hasher.verify_blocking("s3cret-pasS", &heavy).matches);
     }
 
     #[test]
