@@ -178,16 +178,26 @@ impl PasswordHasher {
 
     /// Hashes a new password (Argon2id, random 128-bit salt, PHC string).
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError::Closed)?;
+        let permit = self.permit().await?;
         let params = self.params.clone();
         let text = password.clone();
-        tokio::task::spawn_blocking(move || hash_with(&params, text.expose()))
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_with(&params, text.expose())
+        })
+        .await
+        .map_err(|e| HashError::Hash(e.to_string()))?
+    }
+
+    /// A permit owned by the blocking task that hashes: if the request is
+    /// cancelled (the client went away) while the thread still computes, the
+    /// permit stays taken until the computation ends, so cancelled requests
+    /// cannot run more hashes at once than the limit.
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, HashError> {
+        Arc::clone(&self.permits)
+            .acquire_owned()
             .await
-            .map_err(|e| HashError::Hash(e.to_string()))?
+            .map_err(|_| HashError::Closed)
     }
 
     /// Verifies against a stored hash; `None` (unknown user, no password)
@@ -197,11 +207,7 @@ impl PasswordHasher {
         password: &Password,
         stored: Option<&str>,
     ) -> Result<Verification, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError::Closed)?;
+        let permit = self.permit().await?;
         let params = self.params.clone();
         let text = password.clone();
         let (hash, real) = match stored {
@@ -209,6 +215,7 @@ impl PasswordHasher {
             None => (self.dummy_hash.as_str().to_owned(), false),
         };
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let v = verify_with(&params, text.expose(), &hash);
             Verification {
                 matches: v.matches && real,
@@ -324,9 +331,10 @@ pub fn is_bcrypt(stored: &str) -> bool {
         .any(|p| stored.starts_with(p))
 }
 
-/// Most PBKDF2 iterations an imported hash may ask for: each sign-in pays
-/// them, so a hostile import must not turn one sign-in into minutes of CPU.
-/// (Django 5.1 uses 870,000 for SHA-256; Keycloak 210,000 for SHA-512.)
+/// Most PBKDF2 work an imported hash may ask for, in iterations × output
+/// blocks: each sign-in pays it, so a hostile import must not turn one
+/// sign-in into minutes of CPU. (Django 5.1 uses 870,000 iterations of
+/// SHA-256, one block; Keycloak 210,000 of SHA-512, one block.)
 pub const MAX_PBKDF2_ITERATIONS: u32 = 2_000_000;
 
 /// Fewest PBKDF2 iterations an imported hash may have.
@@ -381,8 +389,19 @@ pub fn parse_pbkdf2(stored: &str) -> Option<Pbkdf2Hash> {
             return None;
         };
     let iterations: u32 = iterations.parse().ok()?;
-    if iterations > MAX_PBKDF2_ITERATIONS
-        || !(16..=128).contains(&hash.len())
+    // The derived key is what real exporters write: SHA-256 gives 32 bytes
+    // (Django) or 64 (Keycloak's default key size), SHA-512 64. A longer key
+    // multiplies the work — PBKDF2 runs every iteration once per output
+    // block — so the bound is on iterations × blocks, not iterations alone.
+    let (block, lengths): (usize, &[usize]) = if algorithm == ring::pbkdf2::PBKDF2_HMAC_SHA512 {
+        (64, &[64])
+    } else {
+        (32, &[32, 64])
+    };
+    let blocks = hash.len().div_ceil(block) as u64;
+    if !lengths.contains(&hash.len())
+        || iterations < MIN_PBKDF2_ITERATIONS
+        || u64::from(iterations) * blocks > u64::from(MAX_PBKDF2_ITERATIONS)
         || salt.is_empty()
         || salt.len() > 256
     {
@@ -664,6 +683,77 @@ mod tests {
         let v = hasher.verify_blocking("s3cret-pass", &heavy);
         assert!(v.matches && v.needs_rehash);
         assert!(!hasher.verify_blocking("s3cret-pasS", &heavy).matches);
+    }
+
+    #[test]
+    fn pbkdf2_work_counts_iterations_times_key_blocks_and_only_real_key_lengths() {
+        let salt = b"salt";
+        let phc = |alg: &str, iterations: u32, len: usize| {
+            Pbkdf2Hash::phc(alg, iterations, salt, &vec![7u8; len])
+        };
+        // Real exporters' shapes are accepted at the bound.
+        assert!(parse_pbkdf2(&phc("sha256", MAX_PBKDF2_ITERATIONS, 32)).is_some());
+        assert!(parse_pbkdf2(&phc("sha256", MAX_PBKDF2_ITERATIONS / 2, 64)).is_some());
+        assert!(parse_pbkdf2(&phc("sha512", MAX_PBKDF2_ITERATIONS, 64)).is_some());
+        // A 128-byte SHA-256 key is four blocks: four times the iterations.
+        for (alg, iterations, len) in [
+            ("sha256", MAX_PBKDF2_ITERATIONS, 64),
+            ("sha256", MAX_PBKDF2_ITERATIONS / 2 + 1, 64),
+            ("sha256", 1_000, 128),
+            ("sha256", 1_000, 96),
+            ("sha256", 1_000, 16),
+            ("sha256", 1_000, 33),
+            ("sha512", 1_000, 32),
+            ("sha512", 1_000, 128),
+        ] {
+            let hash = phc(alg, iterations, len);
+            assert!(
+                parse_pbkdf2(&hash).is_none(),
+                "{alg} i={iterations} len={len}"
+            );
+            assert!(stored_hash_problem(&hash).is_some(), "{hash}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_verification_keeps_its_permit_until_the_hash_is_done() {
+        // One permit, a hash that takes a moment (8 MiB, 3 passes).
+        let hasher = PasswordHasher::new(&PasswordConfig {
+            argon2_memory_kib: 8 * 1024,
+            argon2_iterations: 3,
+            max_concurrent_hashes: 1,
+            ..PasswordConfig::default()
+        })
+        .expect("hasher");
+        let stored = hasher.hash_blocking("s3cret-pass").expect("hash");
+        let verifying = {
+            let hasher = hasher.clone();
+            let stored = stored.clone();
+            tokio::spawn(async move {
+                hasher
+                    .verify(&Password::new("s3cret-pass"), Some(&stored))
+                    .await
+            })
+        };
+        // Wait until the blocking thread holds the permit, then cancel the
+        // request that asked for it.
+        while hasher.permits.available_permits() != 0 {
+            tokio::task::yield_now().await;
+        }
+        verifying.abort();
+        assert!(verifying.await.expect_err("aborted").is_cancelled());
+        assert_eq!(
+            hasher.permits.available_permits(),
+            0,
+            "the thread still hashes, so its permit is still taken"
+        );
+        // It comes back once the hash is done, and the next one proceeds.
+        let v = hasher
+            .verify(&Password::new("s3cret-pass"), Some(&stored))
+            .await
+            .expect("verify");
+        assert!(v.matches);
+        assert_eq!(hasher.permits.available_permits(), 1);
     }
 
     #[test]
