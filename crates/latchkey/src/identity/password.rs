@@ -209,6 +209,7 @@ impl PasswordHasher {
     ) -> Result<Verification, HashError> {
         let permit = self.permit().await?;
         let params = self.params.clone();
+        let dummy = Arc::clone(&self.dummy_hash);
         let text = password.clone();
         let (hash, real) = match stored {
             Some(h) => (h.to_owned(), true),
@@ -216,7 +217,7 @@ impl PasswordHasher {
         };
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let v = verify_with(&params, text.expose(), &hash);
+            let v = verify_with(&params, &dummy, text.expose(), &hash);
             Verification {
                 matches: v.matches && real,
                 needs_rehash: v.needs_rehash && real,
@@ -229,7 +230,7 @@ impl PasswordHasher {
     /// Synchronous verification without the semaphore (benchmarks compare it
     /// with the full sign-in path).
     pub fn verify_blocking(&self, password: &str, stored: &str) -> Verification {
-        verify_with(&self.params, password, stored)
+        verify_with(&self.params, &self.dummy_hash, password, stored)
     }
 
     pub fn hash_blocking(&self, password: &str) -> Result<String, HashError> {
@@ -337,8 +338,11 @@ pub fn is_bcrypt(stored: &str) -> bool {
 /// SHA-256, one block; Keycloak 210,000 of SHA-512, one block.)
 pub const MAX_PBKDF2_ITERATIONS: u32 = 2_000_000;
 
-/// Fewest PBKDF2 iterations an imported hash may have.
-pub const MIN_PBKDF2_ITERATIONS: u32 = 1;
+/// Fewest PBKDF2 iterations an imported hash may have: RFC 8018 §4.2's
+/// floor (Django never shipped fewer than 10,000, Keycloak 20,000). Fewer
+/// would make the hash all but free to brute-force from a leaked export,
+/// and a sign-in against it measurably faster than against Argon2.
+pub const MIN_PBKDF2_ITERATIONS: u32 = 1_000;
 
 /// An imported PBKDF2 hash, parsed.
 pub struct Pbkdf2Hash {
@@ -482,7 +486,57 @@ fn verify_reusing_memory(parsed: &PasswordHash<'_>, password: &[u8]) -> Option<b
     Some(crate::crypto::constant_time_eq(&out, expected.as_bytes()))
 }
 
-fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
+/// Verifies `password` against `stored`. Whatever does not end in an Argon2
+/// computation with the live parameters — a wrong password on an imported
+/// bcrypt or PBKDF2 hash, a hash out of bounds or unreadable — also verifies
+/// against `dummy` (an Argon2id hash with the live parameters), so a failed
+/// sign-in never costs less than one for an unknown email: timing alone does
+/// not tell that the address belongs to an imported account.
+fn verify_with(params: &Params, dummy: &str, password: &str, stored: &str) -> Verification {
+    let v = verify_stored(params, password, stored);
+    if !v.matches && !is_live_argon2(params, stored) {
+        if let Ok(parsed) = PasswordHash::new(dummy) {
+            let _ = verify_argon2(params, &parsed, password.as_bytes());
+        }
+    }
+    v
+}
+
+/// Is `stored` an Argon2 hash verified at (at least) the live cost?
+fn is_live_argon2(params: &Params, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|parsed| {
+        argon2_cost_problem(&parsed).is_none()
+            && Params::try_from(&parsed)
+                .is_ok_and(|p| p.m_cost() >= params.m_cost() && p.t_cost() >= params.t_cost())
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Argon2 computations on this thread (tests count them, not time them).
+    static ARGON2_RUNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// One Argon2 verification of a parsed PHC hash.
+fn verify_argon2(params: &Params, parsed: &PasswordHash<'_>, password: &[u8]) -> bool {
+    #[cfg(test)]
+    ARGON2_RUNS.with(|c| c.set(c.get() + 1));
+    // The thread's reused buffer only grows to the configured memory cost:
+    // a heavier stored hash (up to the bound) gets memory of its own, freed
+    // afterwards, instead of pinning 256 MiB on every blocking thread.
+    let heavier = Params::try_from(parsed).is_ok_and(|p| p.m_cost() > params.m_cost());
+    let reused = if heavier {
+        None
+    } else {
+        verify_reusing_memory(parsed, password)
+    };
+    match reused {
+        Some(m) => m,
+        None => Argon2::default().verify_password(password, parsed).is_ok(),
+    }
+}
+
+fn verify_stored(params: &Params, password: &str, stored: &str) -> Verification {
     if is_bcrypt(stored) {
         if bcrypt_problem(stored).is_some() {
             return Verification {
@@ -521,21 +575,7 @@ fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
             needs_rehash: false,
         };
     }
-    // The thread's reused buffer only grows to the configured memory cost:
-    // a heavier stored hash (up to the bound) gets memory of its own, freed
-    // afterwards, instead of pinning 256 MiB on every blocking thread.
-    let heavier = Params::try_from(&parsed).is_ok_and(|p| p.m_cost() > params.m_cost());
-    let reused = if heavier {
-        None
-    } else {
-        verify_reusing_memory(&parsed, password.as_bytes())
-    };
-    let matches = match reused {
-        Some(m) => m,
-        None => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-    };
+    let matches = verify_argon2(params, &parsed, password.as_bytes());
     let current = parsed.algorithm.as_str() == "argon2id"
         && Params::try_from(&parsed)
             .map(|p| {
@@ -569,30 +609,65 @@ mod tests {
 
     #[test]
     fn verifies_pbkdf2_hashes_from_django_and_keycloak_and_asks_for_a_rehash() {
-        let params = PasswordHasher::new(&fast_config()).expect("params").params;
-        let django = verify_with(&params, "lètmein", DJANGO);
+        let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
+        let django = hasher.verify_blocking("lètmein", DJANGO);
         assert!(django.matches && django.needs_rehash);
-        assert!(!verify_with(&params, "letmein", DJANGO).matches);
-        // RFC 7914 §11: PBKDF2-HMAC-SHA-256 of "passwd" / "salt", 1 iteration, 64 bytes.
+        assert!(!hasher.verify_blocking("letmein", DJANGO).matches);
+        // RFC 7914 §11: PBKDF2-HMAC-SHA-256 of "Password" / "NaCl", 80,000
+        // iterations, 64 bytes.
         let sha256 = Pbkdf2Hash::phc(
             "sha256",
-            1,
-            b"salt",
-            &hex::decode("55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783").expect("hex"),
+            80_000,
+            b"NaCl",
+            &hex::decode("4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56a1d425a1225833549adb841b51c9b3176a272bdebba1d078478f62b397f33c8d").expect("hex"),
         );
-        let v = verify_with(&params, "passwd", &sha256);
+        let v = hasher.verify_blocking("Password", &sha256);
         assert!(v.matches && v.needs_rehash);
-        assert!(!verify_with(&params, "password", &sha256).matches);
-        // PBKDF2-HMAC-SHA-512 of "password" / "salt", 1 iteration, 64 bytes
-        // (computed with Python's hashlib).
+        assert!(!hasher.verify_blocking("password", &sha256).matches);
+        // PBKDF2-HMAC-SHA-512 of "password" / "salt", 1,000 iterations, 64
+        // bytes (computed with Python's hashlib).
         let sha512 = Pbkdf2Hash::phc(
             "sha512",
-            1,
+            1_000,
             b"salt",
-            &hex::decode("867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252c02d470a285a0501bad999bfe943c08f050235d7d68b1da55e63f73b60a57fce").expect("hex"),
+            &hex::decode("afe6c5530785b6cc6b1c6453384731bd5ee432ee549fd42fb6695779ad8a1c5bf59de69c48f774efc4007d5298f9033c0241d5ab69305e7b64eceeb8d834cfec").expect("hex"),
         );
-        assert!(verify_with(&params, "password", &sha512).matches);
-        assert!(!verify_with(&params, "passwore", &sha512).matches);
+        assert!(hasher.verify_blocking("password", &sha512).matches);
+        assert!(!hasher.verify_blocking("passwore", &sha512).matches);
+    }
+
+    #[test]
+    fn a_wrong_password_on_any_hash_costs_at_least_one_argon2_verification() {
+        // Counted, not timed: every failed verification computes Argon2 with
+        // the live parameters at least once, as an unknown email does.
+        let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
+        let argon2 = hasher.hash_blocking("s3cret-pass").expect("hash");
+        let bcrypt = bcrypt::hash_with_result("s3cret-pass", 4)
+            .expect("bcrypt")
+            .format_for_version(bcrypt::Version::TwoB);
+        let runs = || ARGON2_RUNS.with(std::cell::Cell::get);
+        for stored in [
+            argon2.as_str(),
+            bcrypt.as_str(),
+            DJANGO,
+            "$2b$31$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
+            "not a hash",
+            "",
+            hasher.dummy_hash.as_str(),
+        ] {
+            let before = runs();
+            assert!(!hasher.verify_blocking("wrong password", stored).matches);
+            assert_eq!(runs() - before, 1, "{stored}");
+        }
+        // A right password on an imported hash needs no decoy: the sign-in
+        // goes on to rehash it with Argon2id anyway.
+        let before = runs();
+        assert!(hasher.verify_blocking("lètmein", DJANGO).matches);
+        assert_eq!(runs(), before);
+        // Fewer than 1,000 PBKDF2 iterations are refused.
+        let weak = "pbkdf2_sha256$999$seasalt$JgZryXe2Ga8ysg6XbzkLpTdyPQrHqsinbL9BnnhgX4A=";
+        assert!(parse_pbkdf2(weak).is_none());
+        assert!(stored_hash_problem(weak).is_some_and(|p| p.contains("1000 to")));
     }
 
     #[test]
