@@ -147,3 +147,77 @@ backend_test!(
         );
     }
 );
+
+backend_test!(
+    a_handed_out_password_session_is_refused_by_apis_too_except_the_ways_to_replace_it,
+    |app: TestApp| async move {
+        let user = app.create_user("ada@example.com", OLD, &[]).await;
+        latchkey::identity::set_must_change_password(
+            &app.state.pool,
+            &user.id,
+            true,
+            app.clock.now_secs(),
+        )
+        .await
+        .expect("flag");
+        let script = new_client();
+        assert_eq!(
+            app.login_with(&script, "ada@example.com", OLD)
+                .await
+                .status(),
+            303
+        );
+        // JSON (no Accept: text/html) on routes a browser is redirected from.
+        for (method, path) in [
+            (reqwest::Method::GET, "/account/sessions"),
+            (reqwest::Method::GET, "/account/mfa"),
+            (reqwest::Method::POST, "/account/mfa/totp/start"),
+            (reqwest::Method::POST, "/account/sessions/revoke-others"),
+            (reqwest::Method::GET, "/admin/api/users"),
+        ] {
+            let r = script
+                .request(method.clone(), app.url(path))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status(), 403, "{method} {path}");
+            let body: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(
+                body["error"], "password_change_required",
+                "{method} {path}: {body}"
+            );
+        }
+        // The allowlist: reading the account (it shows why), the passkey
+        // pages and the password page.
+        let account: serde_json::Value = script
+            .get(app.url("/account"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("account")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(account["user"]["must_change_password"], true, "{account}");
+        for path in ["/account/passkeys", "/account/password"] {
+            let r = script
+                .get(app.url(path))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(r.status(), 200, "{path}");
+        }
+        // Once the password is replaced, the same requests go through.
+        let r = change(&app, &script, OLD, NEW, false).await;
+        assert_eq!(r.status(), 200);
+        let r = script
+            .get(app.url("/account/sessions"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("sessions");
+        assert_eq!(r.status(), 200);
+    }
+);
