@@ -109,6 +109,7 @@ impl PasskeyApp {
                 roles: Vec::new(),
                 password_hash: Some(hash),
                 email_verified: true,
+                must_change_password: false,
             },
             self.clock.now_secs(),
         )

@@ -221,3 +221,49 @@ backend_test!(
         assert_eq!(r.status(), 200);
     }
 );
+
+backend_test!(
+    a_keycloak_user_with_update_password_is_imported_flagged_and_asked_for_a_new_password,
+    |app: TestApp| async move {
+        use latchkey::identity::import::{self, ImportFormat};
+        // The example export's Katherine, with Keycloak's UPDATE_PASSWORD.
+        let mut export: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../examples/keycloak-users.json"),
+            )
+            .expect("example"),
+        )
+        .expect("json");
+        let users = export["users"].as_array_mut().expect("users");
+        users.retain(|u| u["email"] == "katherine@example.com");
+        users[0]["requiredActions"] = serde_json::json!(["UPDATE_PASSWORD"]);
+        let parsed = import::parse(&export.to_string(), ImportFormat::Keycloak).expect("parse");
+        import::import(&app.state.pool, &parsed, app.clock.now_secs())
+            .await
+            .expect("import");
+        let stored = latchkey::identity::find(&app.state.pool, "katherine@example.com")
+            .await
+            .expect("imported");
+        assert!(stored.must_change_password);
+        let browser = new_client();
+        let r = app
+            .login_with(&browser, "katherine@example.com", "a keycloak passphrase")
+            .await;
+        assert_eq!(r.status(), 303);
+        let account = browser
+            .get(app.url("/account"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("account");
+        assert_eq!(account.status(), 303);
+        assert_eq!(
+            account
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok()),
+            Some("/account/password?required=1")
+        );
+    }
+);
