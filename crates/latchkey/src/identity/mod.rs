@@ -322,8 +322,6 @@ pub async fn delete(pool: &Pool, user_id: &str, now: UnixTime) -> Result<(), Ide
     Ok(())
 }
 
-/// Replaces a password hash, but only if it is still the one that was
-/// verified (a concurrent password change wins over a transparent rehash).
 /// Marks (or clears) that the user must choose their own password — or add
 /// a passkey — before using the pages.
 pub async fn set_must_change_password(
@@ -341,6 +339,27 @@ pub async fn set_must_change_password(
     Ok(())
 }
 
+/// A passkey replaced a handed-out password: the password is removed (it
+/// was seen by someone else, so it must not keep signing in) and the mark
+/// cleared, in one statement. Nothing happens unless the mark is still set.
+pub async fn drop_handed_out_password(
+    pool: &Pool,
+    user_id: &str,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE users SET password_hash = NULL, must_change_password = 0, updated_at = $2
+         WHERE id = $1 AND must_change_password = 1",
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Replaces a password hash, but only if it is still the one that was
+/// verified (a concurrent password change wins over a transparent rehash).
 pub async fn replace_password_hash(
     pool: &Pool,
     user_id: &str,
