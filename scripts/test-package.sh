@@ -43,7 +43,8 @@ getent passwd latchkey >/dev/null || fail "no latchkey system user"
 [ "$(stat -c '%U:%G %a' /var/lib/latchkey)" = "latchkey:latchkey 750" ] || fail "/var/lib/latchkey is not latchkey:latchkey 0750"
 unit=/lib/systemd/system/latchkey.service
 for line in User=latchkey ProtectSystem=strict StateDirectory=latchkey \
-    "ExecStartPre=/usr/bin/latchkey migrate" "ExecStart=/usr/bin/latchkey serve" NoNewPrivileges=true; do
+    "ExecStartPre=/usr/bin/latchkey migrate" "ExecStart=/usr/bin/latchkey serve" NoNewPrivileges=true \
+    PrivateUsers=true PrivateMounts=true "SystemCallFilter=~@privileged @resources" MemoryMax=2G TasksMax=1024; do
   grep -qx "$line" "$unit" || fail "$unit lacks $line"
 done
 if command -v systemd-analyze >/dev/null; then
