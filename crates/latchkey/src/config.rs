@@ -165,6 +165,10 @@ pub struct DatabaseConfig {
     pub min_connections: u32,
     /// Seconds to wait for a connection before answering 503.
     pub acquire_timeout_secs: u64,
+    /// `serve` applies pending migrations when it starts. `false` (several
+    /// instances sharing one database): it refuses to start while any is
+    /// pending, and `latchkey migrate` applies them at a moment you choose.
+    pub migrate_on_start: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -318,6 +322,7 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             min_connections: 0,
             acquire_timeout_secs: 5,
+            migrate_on_start: true,
         }
     }
 }

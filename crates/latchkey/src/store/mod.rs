@@ -105,6 +105,10 @@ pub enum ConnectError {
     NoAnswer { target: String, secs: u64 },
     #[error("cannot apply migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("{count} database migration(s) pending, from {first:04}, and database.migrate_on_start is false: run `latchkey migrate` (see the cluster upgrade order in operations.md), then start again")]
+    Pending { count: usize, first: i64 },
+    #[error("cannot read the applied migrations: {0}")]
+    ReadApplied(#[source] sqlx::Error),
 }
 
 /// Opens the pool described by `config`. Does not run migrations.
@@ -166,6 +170,38 @@ pub fn server_address(url: &str) -> String {
 /// written in SQL both engines accept; each runs in its own transaction.
 pub async fn migrate(pool: &Pool) -> Result<(), ConnectError> {
     MIGRATOR.run(pool).await.map_err(ConnectError::Migrate)
+}
+
+/// Refuses (with the count and the first version) when this binary knows
+/// migrations the database has not applied: `serve` with
+/// `database.migrate_on_start = false` calls it instead of [`migrate`].
+pub async fn require_migrated(pool: &Pool) -> Result<(), ConnectError> {
+    use sqlx::Row as _;
+    // No table yet: nothing applied.
+    let applied: std::collections::BTreeSet<i64> =
+        match sqlx::query("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| r.try_get::<i64, _>("version"))
+                .collect::<Result<_, _>>()
+                .map_err(ConnectError::ReadApplied)?,
+            Err(sqlx::Error::Database(_)) => std::collections::BTreeSet::new(),
+            Err(e) => return Err(ConnectError::ReadApplied(e)),
+        };
+    let pending: Vec<i64> = known_migrations()
+        .map(|(v, _)| v)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    match pending.first() {
+        None => Ok(()),
+        Some(&first) => Err(ConnectError::Pending {
+            count: pending.len(),
+            first,
+        }),
+    }
 }
 
 /// Versions of the migrations this binary knows, for `latchkey migrate`'s report.

@@ -213,6 +213,8 @@ fn the_shipped_configuration_trusts_no_forwarded_for_and_the_unit_is_hardened() 
         "TasksMax=1024",
         "ProtectSystem=strict",
         "NoNewPrivileges=true",
+        // Migrations before start, unless latchkey.env turns them off.
+        r#"ExecStartPre=/bin/sh -c 'if [ "$${LATCHKEY_DATABASE__MIGRATE_ON_START:-true}" != false ]; then exec /usr/bin/latchkey migrate; fi'"#,
     ] {
         assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
     }
