@@ -43,8 +43,9 @@ getent passwd latchkey >/dev/null || fail "no latchkey system user"
 [ "$(stat -c '%U:%G %a' /var/lib/latchkey)" = "latchkey:latchkey 750" ] || fail "/var/lib/latchkey is not latchkey:latchkey 0750"
 unit=/lib/systemd/system/latchkey.service
 for line in User=latchkey ProtectSystem=strict StateDirectory=latchkey \
-    "ExecStartPre=/usr/bin/latchkey migrate" "ExecStart=/usr/bin/latchkey serve" NoNewPrivileges=true; do
-  grep -qx "$line" "$unit" || fail "$unit lacks $line"
+    "ExecStartPre=/bin/sh -c 'if [ \"\$\${LATCHKEY_DATABASE__MIGRATE_ON_START:-true}\" != false ]; then exec /usr/bin/latchkey migrate; fi'" "ExecStart=/usr/bin/latchkey serve" NoNewPrivileges=true \
+    PrivateUsers=true PrivateMounts=true "SystemCallFilter=~@privileged @resources" MemoryMax=2G TasksMax=1024; do
+  grep -qxF "$line" "$unit" || fail "$unit lacks $line"
 done
 if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify "$unit" >&2 || fail "systemd-analyze verify $unit"

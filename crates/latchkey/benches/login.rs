@@ -86,6 +86,7 @@ impl Fixture {
                 roles: vec![Role::parse("user").expect("role")],
                 password_hash: Some(stored_hash.clone()),
                 email_verified: true,
+                must_change_password: false,
             },
             state.clock.now(),
         )

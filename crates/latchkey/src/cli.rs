@@ -463,13 +463,14 @@ async fn bootstrap_admin(state: &app::AppState) -> anyhow::Result<()> {
             roles: vec![Role::parse(Role::ADMIN)?],
             password_hash: Some(hash),
             email_verified: true,
+            // The printed password is for the first sign-in only: the pages
+            // then ask for one of the administrator's own (or a passkey).
+            // Set in the same INSERT: a crash cannot leave it unflagged.
+            must_change_password: true,
         },
         state.clock.now(),
     )
     .await?;
-    // The printed password is for the first sign-in only: the pages then ask
-    // for one of the administrator's own (or a passkey).
-    identity::set_must_change_password(&state.pool, &user.id, true, state.clock.now()).await?;
     audit::record(
         &state.pool,
         EventKind::UserCreated,
@@ -551,6 +552,7 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
                     roles,
                     password_hash,
                     email_verified: false,
+                    must_change_password: false,
                 },
                 now,
             )

@@ -165,6 +165,10 @@ pub struct DatabaseConfig {
     pub min_connections: u32,
     /// Seconds to wait for a connection before answering 503.
     pub acquire_timeout_secs: u64,
+    /// `serve` applies pending migrations when it starts. `false` (several
+    /// instances sharing one database): it refuses to start while any is
+    /// pending, and `latchkey migrate` applies them at a moment you choose.
+    pub migrate_on_start: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -318,6 +322,7 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             min_connections: 0,
             acquire_timeout_secs: 5,
+            migrate_on_start: true,
         }
     }
 }
@@ -702,8 +707,26 @@ impl Config {
         }
         if !ui.logo_url.is_empty() {
             let path = ui.logo_url.starts_with('/') && !ui.logo_url.starts_with("//");
+            // Its origin goes into the pages' CSP (`img-src`), so the host
+            // must be one real host: an IP address or letters, digits,
+            // hyphens and dots — never `*` (any https site) nor `;` or `,`,
+            // which would end the directive and start another.
+            let real_host = |u: &Url| match u.host() {
+                Some(url::Host::Domain(d)) => {
+                    !d.is_empty()
+                        && d.split('.').all(|label| {
+                            !label.is_empty()
+                                && label
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        })
+                }
+                Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => true,
+                None => false,
+            };
             let https = Url::parse(&ui.logo_url).is_ok_and(|u| {
-                u.scheme() == "https" || (u.scheme() == "http" && is_loopback_host(&u))
+                real_host(&u)
+                    && (u.scheme() == "https" || (u.scheme() == "http" && is_loopback_host(&u)))
             });
             if !(path || https)
                 || ui.logo_url.len() > 2048
@@ -1087,6 +1110,8 @@ mod tests {
         assert!(with(|u| u.primary_color = "#0b6e4f".into()).is_ok());
         assert!(with(|u| u.logo_url = "https://cdn.example.com/logo.svg".into()).is_ok());
         assert!(with(|u| u.logo_url = "/static/latchkey.css".into()).is_ok());
+        assert!(with(|u| u.logo_url = "https://203.0.113.7/logo.png".into()).is_ok());
+        assert!(with(|u| u.logo_url = "https://xn--bcher-kva.example/logo.png".into()).is_ok());
         for (bad, option) in [
             (
                 with(|u| u.primary_color = "#ffff00".into()),
@@ -1107,6 +1132,26 @@ mod tests {
             ),
             (
                 with(|u| u.logo_url = "http://cdn.example.com/x.png".into()),
+                "ui.logo_url",
+            ),
+            (
+                with(|u| u.logo_url = "https://*/logo.png".into()),
+                "ui.logo_url",
+            ),
+            (
+                with(|u| u.logo_url = "https://*.example.com/logo.png".into()),
+                "ui.logo_url",
+            ),
+            (
+                with(|u| u.logo_url = "https://cdn.example.com;script-src/x.png".into()),
+                "ui.logo_url",
+            ),
+            (
+                with(|u| u.logo_url = "https://a,b.example.com/x.png".into()),
+                "ui.logo_url",
+            ),
+            (
+                with(|u| u.logo_url = "https://cdn..example.com/x.png".into()),
                 "ui.logo_url",
             ),
             (with(|u| u.product_name = "  ".into()), "ui.product_name"),

@@ -61,7 +61,11 @@ impl AppState {
         deps: Dependencies,
     ) -> Result<AppState, BuildError> {
         let pool = store::connect(&config.database).await?;
-        store::migrate(&pool).await?;
+        if config.database.migrate_on_start {
+            store::migrate(&pool).await?;
+        } else {
+            store::require_migrated(&pool).await?;
+        }
         crate::identity::normalize_stored_emails(&pool)
             .await
             .map_err(BuildError::DataMigration)?;

@@ -9,7 +9,9 @@
 //!
 //! A user whose password was handed out (`must_change_password`) is sent to
 //! `/account/password` by every page but that one, the passkey pages and
-//! sign-out, until they choose their own password or add a passkey.
+//! sign-out, until they choose their own password or add a passkey; requests
+//! that do not ask for HTML get `403 {"error":"password_change_required"}`
+//! on the same routes (`GET /account` excepted: it shows the flag).
 
 use std::marker::PhantomData;
 
@@ -139,6 +141,21 @@ impl FromRequestParts<AppState> for SignedIn {
             {
                 Err(AuthRejection::Redirect(Redirect::to(
                     "/account/password?required=1",
+                )))
+            }
+            // Scripts and API clients riding the same cookie are refused the
+            // same routes (reading `GET /account`, which shows the flag, is
+            // allowed so they can tell why).
+            Some(found)
+                if found.user.must_change_password
+                    && !open_before_password_change(parts.uri.path())
+                    && !(parts.method == axum::http::Method::GET
+                        && parts.uri.path() == "/account") =>
+            {
+                Err(AuthRejection::Error(HttpError::json(
+                    StatusCode::FORBIDDEN,
+                    "password_change_required",
+                    "this account's password was handed out: choose your own at /account/password (or add a passkey) first",
                 )))
             }
             Some(found) => Ok(SignedIn(found)),

@@ -28,6 +28,10 @@ struct JsonRecord {
     roles: Vec<String>,
     #[serde(default)]
     email_verified: bool,
+    /// Set by a Keycloak export's `UPDATE_PASSWORD` required action (not a
+    /// field of the JSON or CSV formats).
+    #[serde(skip)]
+    must_change_password: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,17 +51,6 @@ pub enum ImportError {
 
 /// Largest file `import` reads (a guard against feeding it the wrong file).
 pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
-
-/// Is this a password hash format we can verify?
-fn acceptable_hash(hash: &str) -> bool {
-    if super::password::parse_pbkdf2(hash).is_some() {
-        return true;
-    }
-    if super::password::is_bcrypt(hash) {
-        return hash.parse::<bcrypt::HashParts>().is_ok();
-    }
-    hash.starts_with("$argon2") && argon2::password_hash::PasswordHash::new(hash).is_ok()
-}
 
 /// Parses a JSON array or CSV text into users, rejecting the whole file on
 /// the first problem (with the record number).
@@ -85,8 +78,11 @@ pub fn parse(text: &str, format: ImportFormat) -> Result<Vec<NewUser>, ImportErr
             });
         }
         if let Some(h) = r.password_hash.as_ref().filter(|h| !h.is_empty()) {
-            if !acceptable_hash(h) {
-                return Err(ImportError::Record { record, reason: format!("password_hash is not an Argon2 PHC string, a bcrypt hash ($2a$/$2b$/$2y$) or a PBKDF2 hash (Django pbkdf2_sha256$…, $pbkdf2-sha256$ or $pbkdf2-sha512$ with at most {} iterations)", super::password::MAX_PBKDF2_ITERATIONS) });
+            if let Some(problem) = super::password::stored_hash_problem(h) {
+                return Err(ImportError::Record {
+                    record,
+                    reason: format!("password_hash is refused: {problem}"),
+                });
             }
         }
         let roles = r
@@ -104,6 +100,7 @@ pub fn parse(text: &str, format: ImportFormat) -> Result<Vec<NewUser>, ImportErr
             roles,
             password_hash: r.password_hash.filter(|h| !h.is_empty()),
             email_verified: r.email_verified,
+            must_change_password: r.must_change_password,
         });
     }
     Ok(users)
@@ -160,6 +157,11 @@ struct KeycloakUser {
     enabled: bool,
     #[serde(default)]
     credentials: Vec<KeycloakCredential>,
+    /// An OTP authenticator is configured (older exports say only this).
+    #[serde(default)]
+    totp: bool,
+    #[serde(default)]
+    required_actions: Vec<String>,
 }
 
 fn enabled_by_default() -> bool {
@@ -217,6 +219,26 @@ fn parse_keycloak(text: &str) -> Result<Vec<JsonRecord>, ImportError> {
                 .email
                 .filter(|e| !e.trim().is_empty())
                 .ok_or_else(|| fail(format!("user {who:?} has no email address")))?;
+            // A second factor cannot be carried over (OTP secrets and
+            // WebAuthn keys are bound to Keycloak): importing the user
+            // without it would quietly weaken their sign-in.
+            if let Some(other) = user.credentials.iter().find(|c| c.kind != "password") {
+                return Err(fail(format!("user {who:?} has a {:?} credential (a second factor) in Keycloak, which cannot be imported: remove it there (the user sets up two-step sign-in again in Latchkey) or leave the user out of the file", other.kind)));
+            }
+            if user.totp {
+                return Err(fail(format!("user {who:?} has an authenticator app (totp) in Keycloak, which cannot be imported: remove it there (the user sets up two-step sign-in again in Latchkey) or leave the user out of the file")));
+            }
+            // Required actions Latchkey has an equivalent for are kept; any
+            // other is refused rather than dropped.
+            let mut must_change_password = false;
+            let mut email_verified = user.email_verified;
+            for action in &user.required_actions {
+                match action.as_str() {
+                    "UPDATE_PASSWORD" => must_change_password = true,
+                    "VERIFY_EMAIL" => email_verified = false,
+                    other => return Err(fail(format!("user {who:?} has the required action {other:?} in Keycloak, which Latchkey cannot carry over (UPDATE_PASSWORD and VERIFY_EMAIL can): complete or remove it there, or leave the user out of the file"))),
+                }
+            }
             let mut passwords = user.credentials.iter().filter(|c| c.kind == "password");
             let password_hash = match (passwords.next(), passwords.next()) {
                 (None, _) => None,
@@ -234,7 +256,8 @@ fn parse_keycloak(text: &str) -> Result<Vec<JsonRecord>, ImportError> {
                 name: Some(name),
                 password_hash,
                 roles: Vec::new(),
-                email_verified: user.email_verified,
+                email_verified,
+                must_change_password,
             })
         })
         .collect()
@@ -331,6 +354,7 @@ fn parse_csv(text: &str) -> Result<Vec<JsonRecord>, ImportError> {
                 get("email_verified").as_deref().map(str::trim),
                 Some("true" | "1" | "yes")
             ),
+            must_change_password: false,
         });
     }
     Ok(records)
@@ -378,8 +402,8 @@ pub async fn import(
     for (i, user) in users.iter().enumerate() {
         let id = uuid::Uuid::now_v7().to_string();
         let inserted = sqlx::query(
-            "INSERT INTO users (id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            "INSERT INTO users (id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at, must_change_password)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
         )
         .bind(&id)
         .bind(user.email.as_str())
@@ -388,6 +412,7 @@ pub async fn import(
         .bind(0_i64)
         .bind(i64::from(user.email_verified))
         .bind(now)
+        .bind(i64::from(user.must_change_password))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from);
@@ -459,10 +484,118 @@ mod tests {
     }
 
     #[test]
+    fn imports_refuse_hashes_beyond_the_cost_bounds_with_the_record_number() {
+        let salt = "c2FsdHNhbHRzYWx0c2FsdA";
+        let out = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        for (hash, reason) in [
+            (BCRYPT.replace("$05$", "$31$"), "bcrypt cost 31 exceeds 14"),
+            (
+                format!("$argon2id$v=19$m=4194304,t=1,p=1${salt}${out}"),
+                "m=4194304",
+            ),
+            (
+                format!("$argon2id$v=19$m=65536,t=100,p=1${salt}${out}"),
+                "t=100",
+            ),
+            (
+                format!("$argon2id$v=19$m=65536,t=1,p=64${salt}${out}"),
+                "p=64",
+            ),
+        ] {
+            let json = serde_json::json!([
+                { "email": "ok@example.com", "password_hash": BCRYPT },
+                { "email": "x@example.com", "password_hash": hash },
+            ])
+            .to_string();
+            let err = parse(&json, ImportFormat::Json).expect_err("refused");
+            let text = err.to_string();
+            assert!(
+                text.starts_with("record 2: password_hash is refused"),
+                "{text}"
+            );
+            assert!(text.contains(reason), "{text}");
+        }
+        // At the bounds, real-world costs import.
+        let heavy = serde_json::json!([
+            { "email": "a@example.com", "password_hash": BCRYPT.replace("$05$", "$14$") },
+            { "email": "b@example.com", "password_hash": format!("$argon2id$v=19$m=262144,t=16,p=16${salt}${out}") },
+        ])
+        .to_string();
+        assert_eq!(
+            parse(&heavy, ImportFormat::Json).expect("accepted").len(),
+            2
+        );
+    }
+
+    #[test]
     fn an_empty_password_hash_cell_means_no_password() {
         let users =
             parse("email,password_hash\nada@example.com,\n", ImportFormat::Csv).expect("valid");
         assert_eq!(users[0].password_hash, None);
+    }
+
+    #[test]
+    fn keycloak_second_factors_and_unknown_required_actions_are_refused_and_update_password_is_kept(
+    ) {
+        let password = serde_json::json!({
+            "type": "password",
+            "secretData": serde_json::json!({ "value": "Izwy2CmT/n6iOrXxS+n8xQotJ1Awqj23Ybq7OKLf6SvXLXECsP8+VbCi+ev6fNg/EGIS9WMKCoYb67z7UFl7+g==", "salt": "XxwqnX47TGqNDh8qO0xdbg==" }).to_string(),
+            "credentialData": serde_json::json!({ "hashIterations": 27500, "algorithm": "pbkdf2-sha256" }).to_string(),
+        });
+        let export = |user: serde_json::Value| {
+            serde_json::json!({ "users": [
+                { "username": "ok", "email": "ok@example.com", "credentials": [password.clone()] },
+                user,
+            ] })
+            .to_string()
+        };
+        for (user, needle) in [
+            (
+                serde_json::json!({ "username": "o", "email": "o@example.com", "credentials": [password.clone(), { "type": "otp", "secretData": "{}", "credentialData": "{}" }] }),
+                "user \"o\" has a \"otp\" credential (a second factor)",
+            ),
+            (
+                serde_json::json!({ "username": "w", "email": "w@example.com", "credentials": [{ "type": "webauthn" }, password.clone()] }),
+                "\"webauthn\" credential",
+            ),
+            (
+                serde_json::json!({ "username": "p", "email": "p@example.com", "credentials": [{ "type": "webauthn-passwordless" }] }),
+                "\"webauthn-passwordless\" credential",
+            ),
+            (
+                serde_json::json!({ "username": "t", "email": "t@example.com", "totp": true, "credentials": [password.clone()] }),
+                "authenticator app (totp)",
+            ),
+            (
+                serde_json::json!({ "username": "c", "email": "c@example.com", "requiredActions": ["CONFIGURE_TOTP"], "credentials": [password.clone()] }),
+                "required action \"CONFIGURE_TOTP\"",
+            ),
+            (
+                serde_json::json!({ "username": "u", "email": "u@example.com", "requiredActions": ["UPDATE_PASSWORD", "TERMS_AND_CONDITIONS"] }),
+                "required action \"TERMS_AND_CONDITIONS\"",
+            ),
+        ] {
+            let err = parse(&export(user), ImportFormat::Keycloak).expect_err(needle);
+            let text = err.to_string();
+            assert!(text.starts_with("record 2: "), "{text}");
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        // The mapped ones: UPDATE_PASSWORD asks for a new password at the
+        // first sign-in; VERIFY_EMAIL leaves the address unverified.
+        let users = parse(
+            &export(serde_json::json!({ "username": "u", "email": "u@example.com", "emailVerified": true, "totp": false, "requiredActions": ["UPDATE_PASSWORD", "VERIFY_EMAIL"], "credentials": [password.clone()] })),
+            ImportFormat::Keycloak,
+        )
+        .expect("mapped actions");
+        assert!(!users[0].must_change_password && !users[0].email_verified);
+        assert!(users[1].must_change_password);
+        assert!(!users[1].email_verified);
+        // The plain JSON format has no such field.
+        assert!(parse(
+            r#"[{"email":"a@x.com","must_change_password":true}]"#,
+            ImportFormat::Json
+        )
+        .is_err());
     }
 
     #[test]

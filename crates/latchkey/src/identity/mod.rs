@@ -57,6 +57,10 @@ pub struct NewUser {
     /// A PHC/bcrypt hash, already computed (hashing is async and bounded).
     pub password_hash: Option<String>,
     pub email_verified: bool,
+    /// The password was handed out (printed, or the source system asked for
+    /// a change): the user must choose their own before anything else.
+    /// Written in the same INSERT, so the account never exists without it.
+    pub must_change_password: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,8 +114,8 @@ pub async fn create_user(pool: &Pool, new: NewUser, now: UnixTime) -> Result<Use
     let id = uuid::Uuid::now_v7().to_string();
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO users (id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        "INSERT INTO users (id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at, must_change_password)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
     )
     .bind(&id)
     .bind(new.email.as_str())
@@ -120,6 +124,7 @@ pub async fn create_user(pool: &Pool, new: NewUser, now: UnixTime) -> Result<Use
     .bind(0_i64)
     .bind(i64::from(new.email_verified))
     .bind(now)
+    .bind(i64::from(new.must_change_password))
     .execute(&mut *tx)
     .await;
     match inserted.map_err(StoreError::from) {
@@ -141,7 +146,7 @@ pub async fn create_user(pool: &Pool, new: NewUser, now: UnixTime) -> Result<Use
         email_verified: new.email_verified,
         created_at: now,
         updated_at: now,
-        must_change_password: false,
+        must_change_password: new.must_change_password,
         password_hash: new.password_hash,
     })
 }
@@ -299,8 +304,6 @@ pub(crate) async fn delete_rows_tx(tx: &mut Tx<'_>, user_id: &str) -> Result<(),
     Ok(())
 }
 
-/// Replaces a password hash, but only if it is still the one that was
-/// verified (a concurrent password change wins over a transparent rehash).
 /// Marks (or clears) that the user must choose their own password — or add
 /// a passkey — before using the pages.
 pub async fn set_must_change_password(
@@ -318,6 +321,27 @@ pub async fn set_must_change_password(
     Ok(())
 }
 
+/// A passkey replaced a handed-out password: the password is removed (it
+/// was seen by someone else, so it must not keep signing in) and the mark
+/// cleared, in one statement. Nothing happens unless the mark is still set.
+pub async fn drop_handed_out_password(
+    pool: &Pool,
+    user_id: &str,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE users SET password_hash = NULL, must_change_password = 0, updated_at = $2
+         WHERE id = $1 AND must_change_password = 1",
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Replaces a password hash, but only if it is still the one that was
+/// verified (a concurrent password change wins over a transparent rehash).
 pub async fn replace_password_hash(
     pool: &Pool,
     user_id: &str,

@@ -178,16 +178,26 @@ impl PasswordHasher {
 
     /// Hashes a new password (Argon2id, random 128-bit salt, PHC string).
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError::Closed)?;
+        let permit = self.permit().await?;
         let params = self.params.clone();
         let text = password.clone();
-        tokio::task::spawn_blocking(move || hash_with(&params, text.expose()))
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_with(&params, text.expose())
+        })
+        .await
+        .map_err(|e| HashError::Hash(e.to_string()))?
+    }
+
+    /// A permit owned by the blocking task that hashes: if the request is
+    /// cancelled (the client went away) while the thread still computes, the
+    /// permit stays taken until the computation ends, so cancelled requests
+    /// cannot run more hashes at once than the limit.
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, HashError> {
+        Arc::clone(&self.permits)
+            .acquire_owned()
             .await
-            .map_err(|e| HashError::Hash(e.to_string()))?
+            .map_err(|_| HashError::Closed)
     }
 
     /// Verifies against a stored hash; `None` (unknown user, no password)
@@ -197,19 +207,17 @@ impl PasswordHasher {
         password: &Password,
         stored: Option<&str>,
     ) -> Result<Verification, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError::Closed)?;
+        let permit = self.permit().await?;
         let params = self.params.clone();
+        let dummy = Arc::clone(&self.dummy_hash);
         let text = password.clone();
         let (hash, real) = match stored {
             Some(h) => (h.to_owned(), true),
             None => (self.dummy_hash.as_str().to_owned(), false),
         };
         tokio::task::spawn_blocking(move || {
-            let v = verify_with(&params, text.expose(), &hash);
+            let _permit = permit;
+            let v = verify_with(&params, &dummy, text.expose(), &hash);
             Verification {
                 matches: v.matches && real,
                 needs_rehash: v.needs_rehash && real,
@@ -222,7 +230,7 @@ impl PasswordHasher {
     /// Synchronous verification without the semaphore (benchmarks compare it
     /// with the full sign-in path).
     pub fn verify_blocking(&self, password: &str, stored: &str) -> Verification {
-        verify_with(&self.params, password, stored)
+        verify_with(&self.params, &self.dummy_hash, password, stored)
     }
 
     pub fn hash_blocking(&self, password: &str) -> Result<String, HashError> {
@@ -239,6 +247,84 @@ fn hash_with(params: &Params, password: &str) -> Result<String, HashError> {
         .map_err(|e| HashError::Hash(e.to_string()))
 }
 
+/// Largest bcrypt cost an imported hash may carry. Each step doubles the
+/// work: cost 12 (a common default) takes ~0.25 s on one core, 14 about a
+/// second — the slowest real deployments use; 31 would take days, so a
+/// hostile import row could pin a hashing thread per sign-in attempt.
+pub const MAX_BCRYPT_COST: u32 = 14;
+
+/// Largest Argon2 memory cost (KiB) a stored hash may ask for: 256 MiB,
+/// four times the heaviest OWASP/RFC 9106 profile (64 MiB) and far above the
+/// 19 MiB default. Each concurrent verification holds this much memory, so an
+/// unbounded `m` in an imported row is an out-of-memory switch.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 262_144;
+/// Largest Argon2 time cost (passes) a stored hash may ask for (RFC 9106's
+/// profiles use 1 to 3; libsodium's "sensitive" preset 4).
+pub const MAX_ARGON2_ITERATIONS: u32 = 16;
+/// Largest Argon2 parallelism (lanes) a stored hash may ask for (RFC 9106's
+/// profiles use 4; Latchkey's default is 1).
+pub const MAX_ARGON2_PARALLELISM: u32 = 16;
+
+/// Why an Argon2 PHC hash is refused: its costs exceed the bounds above
+/// (checked before any work, at import and again at every verification).
+fn argon2_cost_problem(parsed: &PasswordHash<'_>) -> Option<String> {
+    let Ok(p) = Params::try_from(parsed) else {
+        return Some("its Argon2 parameters are invalid".into());
+    };
+    if p.m_cost() > MAX_ARGON2_MEMORY_KIB
+        || p.t_cost() > MAX_ARGON2_ITERATIONS
+        || p.p_cost() > MAX_ARGON2_PARALLELISM
+    {
+        return Some(format!(
+            "its Argon2 costs m={} t={} p={} exceed the bounds m<={MAX_ARGON2_MEMORY_KIB} t<={MAX_ARGON2_ITERATIONS} p<={MAX_ARGON2_PARALLELISM}",
+            p.m_cost(),
+            p.t_cost(),
+            p.p_cost()
+        ));
+    }
+    None
+}
+
+/// Why a bcrypt hash is refused: malformed, or a cost above
+/// [`MAX_BCRYPT_COST`].
+fn bcrypt_problem(stored: &str) -> Option<String> {
+    match stored.parse::<bcrypt::HashParts>() {
+        Err(_) => Some("it is not a well-formed bcrypt hash".into()),
+        Ok(parts) if parts.get_cost() > MAX_BCRYPT_COST => Some(format!(
+            "its bcrypt cost {} exceeds {MAX_BCRYPT_COST}",
+            parts.get_cost()
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// `None` if `stored` is a hash this server verifies (Argon2 PHC, bcrypt,
+/// PBKDF2) within the cost bounds; otherwise why not. `user import` refuses
+/// such a record with this reason; verification refuses it without work.
+pub fn stored_hash_problem(stored: &str) -> Option<String> {
+    if is_bcrypt(stored) {
+        return bcrypt_problem(stored);
+    }
+    if stored.starts_with("pbkdf2_") || stored.starts_with("$pbkdf2-") {
+        return match parse_pbkdf2(stored) {
+            Some(_) => None,
+            None => Some(format!(
+                "it is not a PBKDF2 hash within bounds (Django pbkdf2_sha256$…, $pbkdf2-sha256$ or $pbkdf2-sha512$, {MIN_PBKDF2_ITERATIONS} to {MAX_PBKDF2_ITERATIONS} iterations, a 32- or 64-byte SHA-256 or 64-byte SHA-512 key)"
+            )),
+        };
+    }
+    if !stored.starts_with("$argon2") {
+        return Some(
+            "it is not an Argon2 PHC string, a bcrypt hash ($2a$/$2b$/$2y$) or a PBKDF2 hash"
+                .into(),
+        );
+    }
+    match PasswordHash::new(stored) {
+        Ok(parsed) => argon2_cost_problem(&parsed),
+        Err(e) => Some(format!("it is not a valid Argon2 PHC string: {e}")),
+    }
+}
+
 /// Is `stored` an imported bcrypt hash?
 pub fn is_bcrypt(stored: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"]
@@ -246,10 +332,17 @@ pub fn is_bcrypt(stored: &str) -> bool {
         .any(|p| stored.starts_with(p))
 }
 
-/// Most PBKDF2 iterations an imported hash may ask for: each sign-in pays
-/// them, so a hostile import must not turn one sign-in into minutes of CPU.
-/// (Django 5.1 uses 870,000 for SHA-256; Keycloak 210,000 for SHA-512.)
+/// Most PBKDF2 work an imported hash may ask for, in iterations × output
+/// blocks: each sign-in pays it, so a hostile import must not turn one
+/// sign-in into minutes of CPU. (Django 5.1 uses 870,000 iterations of
+/// SHA-256, one block; Keycloak 210,000 of SHA-512, one block.)
 pub const MAX_PBKDF2_ITERATIONS: u32 = 2_000_000;
+
+/// Fewest PBKDF2 iterations an imported hash may have: RFC 8018 §4.2's
+/// floor (Django never shipped fewer than 10,000, Keycloak 20,000). Fewer
+/// would make the hash all but free to brute-force from a leaked export,
+/// and a sign-in against it measurably faster than against Argon2.
+pub const MIN_PBKDF2_ITERATIONS: u32 = 1_000;
 
 /// An imported PBKDF2 hash, parsed.
 pub struct Pbkdf2Hash {
@@ -300,8 +393,19 @@ pub fn parse_pbkdf2(stored: &str) -> Option<Pbkdf2Hash> {
             return None;
         };
     let iterations: u32 = iterations.parse().ok()?;
-    if iterations > MAX_PBKDF2_ITERATIONS
-        || !(16..=128).contains(&hash.len())
+    // The derived key is what real exporters write: SHA-256 gives 32 bytes
+    // (Django) or 64 (Keycloak's default key size), SHA-512 64. A longer key
+    // multiplies the work — PBKDF2 runs every iteration once per output
+    // block — so the bound is on iterations × blocks, not iterations alone.
+    let (block, lengths): (usize, &[usize]) = if algorithm == ring::pbkdf2::PBKDF2_HMAC_SHA512 {
+        (64, &[64])
+    } else {
+        (32, &[32, 64])
+    };
+    let blocks = hash.len().div_ceil(block) as u64;
+    if !lengths.contains(&hash.len())
+        || iterations < MIN_PBKDF2_ITERATIONS
+        || u64::from(iterations) * blocks > u64::from(MAX_PBKDF2_ITERATIONS)
         || salt.is_empty()
         || salt.len() > 256
     {
@@ -382,8 +486,64 @@ fn verify_reusing_memory(parsed: &PasswordHash<'_>, password: &[u8]) -> Option<b
     Some(crate::crypto::constant_time_eq(&out, expected.as_bytes()))
 }
 
-fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
+/// Verifies `password` against `stored`. Whatever does not end in an Argon2
+/// computation with the live parameters — a wrong password on an imported
+/// bcrypt or PBKDF2 hash, a hash out of bounds or unreadable — also verifies
+/// against `dummy` (an Argon2id hash with the live parameters), so a failed
+/// sign-in never costs less than one for an unknown email: timing alone does
+/// not tell that the address belongs to an imported account.
+fn verify_with(params: &Params, dummy: &str, password: &str, stored: &str) -> Verification {
+    let v = verify_stored(params, password, stored);
+    if !v.matches && !is_live_argon2(params, stored) {
+        if let Ok(parsed) = PasswordHash::new(dummy) {
+            let _ = verify_argon2(params, &parsed, password.as_bytes());
+        }
+    }
+    v
+}
+
+/// Is `stored` an Argon2 hash verified at (at least) the live cost?
+fn is_live_argon2(params: &Params, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|parsed| {
+        argon2_cost_problem(&parsed).is_none()
+            && Params::try_from(&parsed)
+                .is_ok_and(|p| p.m_cost() >= params.m_cost() && p.t_cost() >= params.t_cost())
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Argon2 computations on this thread (tests count them, not time them).
+    static ARGON2_RUNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// One Argon2 verification of a parsed PHC hash.
+fn verify_argon2(params: &Params, parsed: &PasswordHash<'_>, password: &[u8]) -> bool {
+    #[cfg(test)]
+    ARGON2_RUNS.with(|c| c.set(c.get() + 1));
+    // The thread's reused buffer only grows to the configured memory cost:
+    // a heavier stored hash (up to the bound) gets memory of its own, freed
+    // afterwards, instead of pinning 256 MiB on every blocking thread.
+    let heavier = Params::try_from(parsed).is_ok_and(|p| p.m_cost() > params.m_cost());
+    let reused = if heavier {
+        None
+    } else {
+        verify_reusing_memory(parsed, password)
+    };
+    match reused {
+        Some(m) => m,
+        None => Argon2::default().verify_password(password, parsed).is_ok(),
+    }
+}
+
+fn verify_stored(params: &Params, password: &str, stored: &str) -> Verification {
     if is_bcrypt(stored) {
+        if bcrypt_problem(stored).is_some() {
+            return Verification {
+                matches: false,
+                needs_rehash: false,
+            };
+        }
         // bcrypt only reads the first 72 bytes; a longer password would be
         // silently truncated, so it can only match through its first 72 bytes
         // — which is what the importing app accepted too. We rehash it anyway.
@@ -406,12 +566,16 @@ fn verify_with(params: &Params, password: &str, stored: &str) -> Verification {
             needs_rehash: false,
         };
     };
-    let matches = match verify_reusing_memory(&parsed, password.as_bytes()) {
-        Some(m) => m,
-        None => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-    };
+    // A hash asking for more memory or time than any real deployment uses
+    // (written into the database by hand or by an older import) is refused
+    // without computing it.
+    if argon2_cost_problem(&parsed).is_some() {
+        return Verification {
+            matches: false,
+            needs_rehash: false,
+        };
+    }
+    let matches = verify_argon2(params, &parsed, password.as_bytes());
     let current = parsed.algorithm.as_str() == "argon2id"
         && Params::try_from(&parsed)
             .map(|p| {
@@ -445,30 +609,65 @@ mod tests {
 
     #[test]
     fn verifies_pbkdf2_hashes_from_django_and_keycloak_and_asks_for_a_rehash() {
-        let params = PasswordHasher::new(&fast_config()).expect("params").params;
-        let django = verify_with(&params, "lètmein", DJANGO);
+        let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
+        let django = hasher.verify_blocking("lètmein", DJANGO);
         assert!(django.matches && django.needs_rehash);
-        assert!(!verify_with(&params, "letmein", DJANGO).matches);
-        // RFC 7914 §11: PBKDF2-HMAC-SHA-256 of "passwd" / "salt", 1 iteration, 64 bytes.
+        assert!(!hasher.verify_blocking("letmein", DJANGO).matches);
+        // RFC 7914 §11: PBKDF2-HMAC-SHA-256 of "Password" / "NaCl", 80,000
+        // iterations, 64 bytes.
         let sha256 = Pbkdf2Hash::phc(
             "sha256",
-            1,
-            b"salt",
-            &hex::decode("55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783").expect("hex"),
+            80_000,
+            b"NaCl",
+            &hex::decode("4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56a1d425a1225833549adb841b51c9b3176a272bdebba1d078478f62b397f33c8d").expect("hex"),
         );
-        let v = verify_with(&params, "passwd", &sha256);
+        let v = hasher.verify_blocking("Password", &sha256);
         assert!(v.matches && v.needs_rehash);
-        assert!(!verify_with(&params, "password", &sha256).matches);
-        // PBKDF2-HMAC-SHA-512 of "password" / "salt", 1 iteration, 64 bytes
-        // (computed with Python's hashlib).
+        assert!(!hasher.verify_blocking("password", &sha256).matches);
+        // PBKDF2-HMAC-SHA-512 of "password" / "salt", 1,000 iterations, 64
+        // bytes (computed with Python's hashlib).
         let sha512 = Pbkdf2Hash::phc(
             "sha512",
-            1,
+            1_000,
             b"salt",
-            &hex::decode("867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252c02d470a285a0501bad999bfe943c08f050235d7d68b1da55e63f73b60a57fce").expect("hex"),
+            &hex::decode("afe6c5530785b6cc6b1c6453384731bd5ee432ee549fd42fb6695779ad8a1c5bf59de69c48f774efc4007d5298f9033c0241d5ab69305e7b64eceeb8d834cfec").expect("hex"),
         );
-        assert!(verify_with(&params, "password", &sha512).matches);
-        assert!(!verify_with(&params, "passwore", &sha512).matches);
+        assert!(hasher.verify_blocking("password", &sha512).matches);
+        assert!(!hasher.verify_blocking("passwore", &sha512).matches);
+    }
+
+    #[test]
+    fn a_wrong_password_on_any_hash_costs_at_least_one_argon2_verification() {
+        // Counted, not timed: every failed verification computes Argon2 with
+        // the live parameters at least once, as an unknown email does.
+        let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
+        let argon2 = hasher.hash_blocking("s3cret-pass").expect("hash");
+        let bcrypt = bcrypt::hash_with_result("s3cret-pass", 4)
+            .expect("bcrypt")
+            .format_for_version(bcrypt::Version::TwoB);
+        let runs = || ARGON2_RUNS.with(std::cell::Cell::get);
+        for stored in [
+            argon2.as_str(),
+            bcrypt.as_str(),
+            DJANGO,
+            "$2b$31$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
+            "not a hash",
+            "",
+            hasher.dummy_hash.as_str(),
+        ] {
+            let before = runs();
+            assert!(!hasher.verify_blocking("wrong password", stored).matches);
+            assert_eq!(runs() - before, 1, "{stored}");
+        }
+        // A right password on an imported hash needs no decoy: the sign-in
+        // goes on to rehash it with Argon2id anyway.
+        let before = runs();
+        assert!(hasher.verify_blocking("lètmein", DJANGO).matches);
+        assert_eq!(runs(), before);
+        // Fewer than 1,000 PBKDF2 iterations are refused.
+        let weak = "pbkdf2_sha256$999$seasalt$JgZryXe2Ga8ysg6XbzkLpTdyPQrHqsinbL9BnnhgX4A=";
+        assert!(parse_pbkdf2(weak).is_none());
+        assert!(stored_hash_problem(weak).is_some_and(|p| p.contains("1000 to")));
     }
 
     #[test]
@@ -487,6 +686,149 @@ mod tests {
         ] {
             assert!(parse_pbkdf2(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn bcrypt_and_argon2_hashes_beyond_the_cost_bounds_are_refused_without_work() {
+        let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
+        // bcrypt: a real cost-4 hash verifies; the same hash claiming cost 31
+        // (days of work) or 15 is refused at once, whatever the password.
+        let real = bcrypt::hash_with_result("hunter2-hunter2", 4)
+            .expect("bcrypt")
+            .format_for_version(bcrypt::Version::TwoB);
+        assert_eq!(stored_hash_problem(&real), None);
+        assert!(hasher.verify_blocking("hunter2-hunter2", &real).matches);
+        for cost in ["31", "15"] {
+            let hostile = format!("$2b${cost}${}", &real[7..]);
+            let problem = stored_hash_problem(&hostile).expect("refused");
+            assert!(
+                problem.contains(&format!("bcrypt cost {cost}")),
+                "{problem}"
+            );
+            assert_eq!(
+                hasher.verify_blocking("hunter2-hunter2", &hostile),
+                Verification {
+                    matches: false,
+                    needs_rehash: false
+                }
+            );
+        }
+        let at_bound = format!("$2b$14${}", &real[7..]);
+        assert_eq!(stored_hash_problem(&at_bound), None, "cost 14 is accepted");
+        // Argon2: the bounds (m 256 MiB, t 16, p 16) are accepted; one step
+        // beyond any of them is refused with the reason, and verification
+        // does no work (4 GiB or t=2^32-1 would not return here).
+        let salt = "c2FsdHNhbHRzYWx0c2FsdA";
+        let hash = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let phc =
+            |m: u32, t: u32, p: u32| format!("$argon2id$v=19$m={m},t={t},p={p}${salt}${hash}");
+        assert_eq!(stored_hash_problem(&phc(262_144, 16, 16)), None);
+        assert_eq!(stored_hash_problem(&phc(19_456, 2, 1)), None);
+        for hostile in [
+            phc(262_145, 1, 1),
+            phc(4_194_304, 1, 1),
+            phc(64, 17, 1),
+            phc(64, u32::MAX, 1),
+            phc(256, 1, 17),
+        ] {
+            let problem = stored_hash_problem(&hostile).expect("refused");
+            assert!(
+                problem.contains("exceed the bounds"),
+                "{hostile}: {problem}"
+            );
+            assert_eq!(
+                hasher.verify_blocking("x", &hostile),
+                Verification {
+                    matches: false,
+                    needs_rehash: false
+                },
+                "{hostile}"
+            );
+        }
+        // A hash heavier than the live parameters (but within bounds) still
+        // verifies, through memory of its own.
+        let heavy = PasswordHasher::new(&PasswordConfig {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            ..PasswordConfig::default()
+        })
+        .expect("hasher")
+        .hash_blocking("s3cret-pass")
+        .expect("hash");
+        let v = hasher.verify_blocking("s3cret-pass", &heavy);
+        assert!(v.matches && v.needs_rehash);
+        assert!(!hasher.verify_blocking("s3cret-pasS", &heavy).matches);
+    }
+
+    #[test]
+    fn pbkdf2_work_counts_iterations_times_key_blocks_and_only_real_key_lengths() {
+        let salt = b"salt";
+        let phc = |alg: &str, iterations: u32, len: usize| {
+            Pbkdf2Hash::phc(alg, iterations, salt, &vec![7u8; len])
+        };
+        // Real exporters' shapes are accepted at the bound.
+        assert!(parse_pbkdf2(&phc("sha256", MAX_PBKDF2_ITERATIONS, 32)).is_some());
+        assert!(parse_pbkdf2(&phc("sha256", MAX_PBKDF2_ITERATIONS / 2, 64)).is_some());
+        assert!(parse_pbkdf2(&phc("sha512", MAX_PBKDF2_ITERATIONS, 64)).is_some());
+        // A 128-byte SHA-256 key is four blocks: four times the iterations.
+        for (alg, iterations, len) in [
+            ("sha256", MAX_PBKDF2_ITERATIONS, 64),
+            ("sha256", MAX_PBKDF2_ITERATIONS / 2 + 1, 64),
+            ("sha256", 1_000, 128),
+            ("sha256", 1_000, 96),
+            ("sha256", 1_000, 16),
+            ("sha256", 1_000, 33),
+            ("sha512", 1_000, 32),
+            ("sha512", 1_000, 128),
+        ] {
+            let hash = phc(alg, iterations, len);
+            assert!(
+                parse_pbkdf2(&hash).is_none(),
+                "{alg} i={iterations} len={len}"
+            );
+            assert!(stored_hash_problem(&hash).is_some(), "{hash}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_verification_keeps_its_permit_until_the_hash_is_done() {
+        // One permit, a hash that takes a moment (8 MiB, 3 passes).
+        let hasher = PasswordHasher::new(&PasswordConfig {
+            argon2_memory_kib: 8 * 1024,
+            argon2_iterations: 3,
+            max_concurrent_hashes: 1,
+            ..PasswordConfig::default()
+        })
+        .expect("hasher");
+        let stored = hasher.hash_blocking("s3cret-pass").expect("hash");
+        let verifying = {
+            let hasher = hasher.clone();
+            let stored = stored.clone();
+            tokio::spawn(async move {
+                hasher
+                    .verify(&Password::new("s3cret-pass"), Some(&stored))
+                    .await
+            })
+        };
+        // Wait until the blocking thread holds the permit, then cancel the
+        // request that asked for it.
+        while hasher.permits.available_permits() != 0 {
+            tokio::task::yield_now().await;
+        }
+        verifying.abort();
+        assert!(verifying.await.expect_err("aborted").is_cancelled());
+        assert_eq!(
+            hasher.permits.available_permits(),
+            0,
+            "the thread still hashes, so its permit is still taken"
+        );
+        // It comes back once the hash is done, and the next one proceeds.
+        let v = hasher
+            .verify(&Password::new("s3cret-pass"), Some(&stored))
+            .await
+            .expect("verify");
+        assert!(v.matches);
+        assert_eq!(hasher.permits.available_permits(), 1);
     }
 
     #[test]

@@ -403,6 +403,9 @@ pub struct Authentication {
     /// ... and to the millisecond (to order it against the request).
     pub auth_time_ms: UnixMillis,
     pub amr: Vec<String>,
+    /// The user still holds a handed-out password (`must_change_password`):
+    /// no code and no consent page until they replace it.
+    pub must_change_password: bool,
 }
 
 impl Authentication {
@@ -422,6 +425,10 @@ pub enum Decision {
     Login(SignInPrompt),
     /// The user must approve the client and scopes.
     Consent,
+    /// The user signed in with a handed-out password and must choose their
+    /// own (or add a passkey) before any client gets a code; the request
+    /// waits and continues afterwards.
+    ChangePassword,
     /// Issue the code.
     Issue,
     /// The request ends with an error at the client (and its pending
@@ -467,7 +474,8 @@ impl Failure {
 /// sign-in made after the request arrived (`policy::signed_in_after`), so
 /// a slow return from the sign-in page never loops; (2) the user an
 /// `id_token_hint` names; (3) the client's policy (`policy::judge`, the one
-/// rule every path to a token calls); (4) consent. With `prompt=none`, any
+/// rule every path to a token calls); (4) a handed-out password to replace
+/// (`must_change_password`); (5) consent. With `prompt=none`, any
 /// step that needs the user is an error instead.
 pub async fn decide(
     pool: &Pool,
@@ -529,7 +537,16 @@ pub async fn decide(
             }))
         }
     }
-    // (4) Consent.
+    // (4) A handed-out password is replaced before anything is issued or
+    // consented to: the person holding it may not be its owner.
+    if who.must_change_password {
+        return Ok(if silent {
+            Decision::Fail(Failure::interaction("interaction_required"))
+        } else {
+            Decision::ChangePassword
+        });
+    }
+    // (5) Consent.
     if client.first_party && !request.prompts("consent") {
         return Ok(Decision::Issue);
     }

@@ -1,6 +1,6 @@
 //! `/account`: the signed-in user's page, and their sessions (page and JSON).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -246,6 +246,14 @@ pub struct PasswordForm {
     current_password: String,
     new_password: String,
     end_other_sessions: Option<String>,
+    /// Where to go once the password is changed (a sign-in request that
+    /// waited for a handed-out password to be replaced).
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PasswordQuery {
+    next: Option<String>,
 }
 
 impl CsrfField for PasswordForm {
@@ -260,14 +268,19 @@ fn password_page(
     status: StatusCode,
     error: &str,
     notice: &str,
+    next: Option<&str>,
 ) -> Result<Response, HttpError> {
+    // Only a local path is carried along (never another site).
+    let next = next
+        .map(|n| crate::routes::login::safe_next(Some(n)))
+        .unwrap_or_default();
     let csrf_token = csrf_token(state, who);
     // A handed-out password still to be replaced (not once it just was).
     let required = who.user.must_change_password && notice.is_empty();
     let html = render(
         state,
         "password.html",
-        minijinja::context! { csrf_token, signed_in => true, error, notice, required, email => who.user.email.as_str() },
+        minijinja::context! { csrf_token, signed_in => true, error, notice, required, next, email => who.user.email.as_str() },
     )?;
     Ok((status, html).into_response())
 }
@@ -276,8 +289,9 @@ fn password_page(
 pub async fn password_form(
     State(state): State<AppState>,
     SignedIn(who): SignedIn,
+    Query(query): Query<PasswordQuery>,
 ) -> Result<Response, HttpError> {
-    password_page(&state, &who, StatusCode::OK, "", "")
+    password_page(&state, &who, StatusCode::OK, "", "", query.next.as_deref())
 }
 
 /// `POST /account/password`: needs the current password; the new one must
@@ -288,6 +302,7 @@ pub async fn change_password(
     CsrfPageForm { who, form }: CsrfPageForm<PasswordForm>,
 ) -> Result<Response, HttpError> {
     let end_others = form.end_other_sessions.is_some();
+    let next = form.next.as_deref().filter(|n| !n.is_empty());
     let current = crate::identity::Password::new(form.current_password);
     let new = crate::identity::Password::new(form.new_password);
     match crate::login::change_password(
@@ -301,12 +316,17 @@ pub async fn change_password(
     )
     .await
     {
+        // A request that waited for the change continues.
+        Ok(_) if next.is_some() => {
+            Ok(Redirect::to(&crate::routes::login::safe_next(next)).into_response())
+        }
         Ok(ended) => password_page(
             &state,
             &who,
             StatusCode::OK,
             "",
             &format!("Password changed. {ended} other session(s) signed out."),
+            None,
         ),
         Err(crate::login::ChangePasswordError::WrongCurrentPassword) => password_page(
             &state,
@@ -314,6 +334,7 @@ pub async fn change_password(
             StatusCode::BAD_REQUEST,
             "The current password is not correct.",
             "",
+            next,
         ),
         Err(crate::login::ChangePasswordError::Policy(v)) => password_page(
             &state,
@@ -321,6 +342,7 @@ pub async fn change_password(
             StatusCode::BAD_REQUEST,
             &format!("The new password was refused: {}.", v.0.join("; ")),
             "",
+            next,
         ),
         Err(crate::login::ChangePasswordError::Store(e)) => Err(HttpError::from(e).as_page()),
         Err(crate::login::ChangePasswordError::Hash(e)) => Err(HttpError::from(e).as_page()),

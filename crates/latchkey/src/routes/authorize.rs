@@ -38,6 +38,7 @@ fn authentication(who: &SignedInUser) -> Authentication {
         auth_time: who.session.auth_time,
         auth_time_ms: who.session.auth_time_ms,
         amr: who.session.amr.clone(),
+        must_change_password: who.user.must_change_password,
     }
 }
 
@@ -189,7 +190,7 @@ async fn proceed(
             Err(e) => return authorize_error(state, AuthorizeError::Store(e.to_string())),
         };
     let pending_id = match (&decision, pending_id) {
-        (Decision::Login(_) | Decision::Consent, None) => {
+        (Decision::Login(_) | Decision::Consent | Decision::ChangePassword, None) => {
             match authorize::store_pending(&state.pool, &request, arrival).await {
                 Ok(p) => Some(p.id),
                 Err(e) => return authorize_error(state, e.into()),
@@ -207,6 +208,14 @@ async fn proceed(
         }
         Decision::Login(prompt) => {
             sign_in_redirect(&request, &pending_id.unwrap_or_default(), &prompt)
+        }
+        Decision::ChangePassword => {
+            let resume = format!(
+                "/oauth2/authorize/resume?id={}",
+                pending_id.unwrap_or_default()
+            );
+            let next: String = url::form_urlencoded::byte_serialize(resume.as_bytes()).collect();
+            Redirect::to(&format!("/account/password?required=1&next={next}")).into_response()
         }
         Decision::Consent => match who {
             Some(who) => consent_page(

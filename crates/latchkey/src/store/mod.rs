@@ -105,6 +105,10 @@ pub enum ConnectError {
     NoAnswer { target: String, secs: u64 },
     #[error("cannot apply migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("{count} database migration(s) pending, from {first:04}, and database.migrate_on_start is false: run `latchkey migrate` (see the cluster upgrade order in operations.md), then start again")]
+    Pending { count: usize, first: i64 },
+    #[error("cannot read the applied migrations: {0}")]
+    ReadApplied(#[source] sqlx::Error),
 }
 
 /// Opens the pool described by `config`. Does not run migrations.
@@ -168,6 +172,38 @@ pub async fn migrate(pool: &Pool) -> Result<(), ConnectError> {
     MIGRATOR.run(pool).await.map_err(ConnectError::Migrate)
 }
 
+/// Refuses (with the count and the first version) when this binary knows
+/// migrations the database has not applied: `serve` with
+/// `database.migrate_on_start = false` calls it instead of [`migrate`].
+pub async fn require_migrated(pool: &Pool) -> Result<(), ConnectError> {
+    use sqlx::Row as _;
+    // No table yet: nothing applied.
+    let applied: std::collections::BTreeSet<i64> =
+        match sqlx::query("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| r.try_get::<i64, _>("version"))
+                .collect::<Result<_, _>>()
+                .map_err(ConnectError::ReadApplied)?,
+            Err(sqlx::Error::Database(_)) => std::collections::BTreeSet::new(),
+            Err(e) => return Err(ConnectError::ReadApplied(e)),
+        };
+    let pending: Vec<i64> = known_migrations()
+        .map(|(v, _)| v)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    match pending.first() {
+        None => Ok(()),
+        Some(&first) => Err(ConnectError::Pending {
+            count: pending.len(),
+            first,
+        }),
+    }
+}
+
 /// Versions of the migrations this binary knows, for `latchkey migrate`'s report.
 pub fn known_migrations() -> impl Iterator<Item = (i64, &'static str)> {
     MIGRATOR.iter().map(|m| (m.version, &*m.description))
@@ -178,15 +214,34 @@ pub async fn ping(pool: &Pool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
 
-/// Removes a password from a database URL before it is shown anywhere.
+/// A database URL as it may be shown anywhere (errors, logs, `config
+/// show`): the password in the user-info part and the query parameters that
+/// carry one (`password`, `sslpassword`, `passfile` — any name containing
+/// "pass") become `***`. A URL that does not parse is never echoed, since
+/// where its password would be cannot be known.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparseable database URL>".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    let secret = |name: &str| name.to_ascii_lowercase().contains("pass");
+    if parsed.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]
@@ -214,6 +269,28 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[test]
+    fn redacts_passwords_in_query_parameters_and_never_prints_an_unparseable_url() {
+        let shown = redact_url(
+            "postgres://u@h/db?sslmode=require&password=hunter2&PassFile=/home/u/.pgpass&sslpassword=k3y",
+        );
+        assert_eq!(
+            shown,
+            "postgres://u@h/db?sslmode=require&password=***&PassFile=***&sslpassword=***"
+        );
+        for secret in ["hunter2", "pgpass", "k3y"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let both = redact_url("postgres://u:s3cret@h/db?password=s3cret");
+        assert!(!both.contains("s3cret"), "{both}");
+        for unparseable in ["postgres://u:s3cret@h:notaport/db", "not a url s3cret", ""] {
+            assert_eq!(redact_url(unparseable), "<unparseable database URL>");
+        }
+        // server_address falls back to the redacted form, never the raw URL.
+        assert!(!server_address("postgres:///db?host=/run/pg&password=s3cret").contains("s3cret"));
     }
 
     #[test]

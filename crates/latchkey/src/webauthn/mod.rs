@@ -475,10 +475,11 @@ pub async fn finish_registration(
         detail: format!("passkey {} ({})", record.id, record.storage()),
     };
     audit::record(&state.pool, EventKind::PasskeyRegistered, event, now).await?;
-    // A passkey is the user's own way in: a handed-out password no longer
-    // needs replacing first.
+    // A passkey is the user's own way in: the handed-out password is
+    // removed rather than kept working. The account is then passkey-only
+    // (`latchkey user set-password` gives it a password again).
     if user.must_change_password {
-        crate::identity::set_must_change_password(&state.pool, &user.id, false, now).await?;
+        crate::identity::drop_handed_out_password(&state.pool, &user.id, now).await?;
     }
     Ok(record)
 }

@@ -1369,3 +1369,118 @@ backend_test!(
         assert_eq!(refreshed.status, 200, "{refreshed:?}");
     }
 );
+
+backend_test!(
+    a_session_that_must_change_its_password_gets_no_code_or_consent_until_it_does,
+    |app: TestApp| async move {
+        let user = app.create_user("ada@example.com", PASSWORD, &[]).await;
+        latchkey::identity::set_must_change_password(
+            &app.state.pool,
+            &user.id,
+            true,
+            app.clock.now_secs(),
+        )
+        .await
+        .expect("flag");
+        let browser = new_client();
+        assert_eq!(
+            app.login_with(&browser, "ada@example.com", PASSWORD)
+                .await
+                .status(),
+            303
+        );
+        let first_party = spa(&app).await;
+        let third_party = register(
+            &app,
+            web_app("partner", false, &["authorization_code"], false),
+        )
+        .await;
+        let before = issued(&app).await;
+        for (what, client) in [("first-party", &first_party), ("third-party", &third_party)] {
+            let pkce = Pkce::random();
+            let response = get_authorize(&app, &browser, &request(client, &pkce, "s1")).await;
+            assert_eq!(response.status(), 303, "{what}");
+            let location = header(response.headers(), "location").expect("location");
+            assert!(
+                location.starts_with(
+                    "/account/password?required=1&next=%2Foauth2%2Fauthorize%2Fresume%3Fid%3D"
+                ),
+                "{what}: {location}"
+            );
+            // prompt=none cannot show the page: an error at the client, no code.
+            let silent = with(&request(client, &pkce, "s2"), "prompt", Some("none"));
+            let (base, query) = client_redirect(&get_authorize(&app, &browser, &silent).await);
+            assert_eq!(base, REDIRECT, "{what}");
+            assert_eq!(
+                query.get("error").map(String::as_str),
+                Some("interaction_required"),
+                "{what}: {query:?}"
+            );
+            assert!(!query.contains_key("code"), "{what}: {query:?}");
+        }
+        let after = issued(&app).await;
+        assert_eq!(after.codes, before.codes, "no code for a flagged session");
+        assert_eq!(after.consents, before.consents, "no consent either");
+
+        // The resume link waits too; after the change the request continues.
+        let pkce = Pkce::random();
+        let response = get_authorize(&app, &browser, &request(&first_party, &pkce, "s3")).await;
+        let location = header(response.headers(), "location")
+            .expect("location")
+            .to_owned();
+        let resume = url::Url::parse(&app.url(&location))
+            .expect("url")
+            .query_pairs()
+            .find(|(k, _)| k == "next")
+            .map(|(_, v)| v.to_string())
+            .expect("next");
+        let waiting = browser
+            .get(app.url(&resume))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("resume");
+        assert_eq!(waiting.status(), 303);
+        assert!(header(waiting.headers(), "location")
+            .expect("location")
+            .starts_with("/account/password?required=1"));
+        assert_eq!(issued(&app).await.codes, before.codes);
+
+        let html = browser
+            .get(app.url(&location))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("password page")
+            .text()
+            .await
+            .expect("html");
+        assert!(html.contains("id=\"password-required\""), "{html}");
+        assert_eq!(input_value(&html, "next").as_deref(), Some(resume.as_str()));
+        let csrf = extract_input(&html, "csrf_token").expect("csrf");
+        let changed = browser
+            .post(app.url("/account/password"))
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("current_password", PASSWORD),
+                ("new_password", "a passphrase of my own"),
+                ("next", resume.as_str()),
+            ])
+            .send()
+            .await
+            .expect("change");
+        assert_eq!(changed.status(), 303);
+        assert_eq!(header(changed.headers(), "location"), Some(resume.as_str()));
+        let response = browser
+            .get(app.url(&resume))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("resume");
+        let (base, query) = client_redirect(&response);
+        assert_eq!(base, REDIRECT);
+        assert!(query.contains_key("code"), "{query:?}");
+        assert_eq!(query.get("state").map(String::as_str), Some("s3"));
+        assert_eq!(issued(&app).await.codes, before.codes + 1);
+    }
+);

@@ -185,6 +185,42 @@ fn configuration_doc_example_passes_serve_and_doctor() {
 }
 
 #[test]
+fn the_shipped_configuration_trusts_no_forwarded_for_and_the_unit_is_hardened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("master.key");
+    std::fs::write(
+        &key,
+        format!("{}\n", latchkey::crypto::MasterKey::generate().encode()),
+    )
+    .expect("write key");
+    let env = BTreeMap::from([(
+        "LATCHKEY_MASTER_KEY_FILE".to_owned(),
+        key.display().to_string(),
+    )]);
+    let file = repo_root().join("packaging/debian/latchkey.toml");
+    let config = Config::load(Some(&file), &env).expect("the shipped latchkey.toml loads");
+    assert!(
+        !config.http.trust_forwarded_for,
+        "a fresh install must not let clients choose their address"
+    );
+    let unit = read("packaging/debian/latchkey.service");
+    for line in [
+        "PrivateUsers=true",
+        "PrivateMounts=true",
+        "SystemCallFilter=~@privileged @resources",
+        "SystemCallErrorNumber=EPERM",
+        "MemoryMax=2G",
+        "TasksMax=1024",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=true",
+        // Migrations before start, unless latchkey.env turns them off.
+        r#"ExecStartPre=/bin/sh -c 'if [ "$${LATCHKEY_DATABASE__MIGRATE_ON_START:-true}" != false ]; then exec /usr/bin/latchkey migrate; fi'"#,
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+}
+
+#[test]
 fn readme_test_command_is_what_ci_runs() {
     let readme = read("README.md");
     let run = fenced_block_after(&readme, "Run Latchkey locally", "sh")

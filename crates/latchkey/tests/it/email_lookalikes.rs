@@ -28,6 +28,7 @@ async fn create(app: &TestApp, email: Email) -> Result<identity::User, IdentityE
             roles: Vec::new(),
             password_hash: None,
             email_verified: false,
+            must_change_password: false,
         },
         app.clock.now_secs(),
     )

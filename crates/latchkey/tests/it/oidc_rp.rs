@@ -555,6 +555,7 @@ async fn create_named_user(app: &TestApp, email: &str, name: &str) -> identity::
             roles: Vec::new(),
             password_hash: Some(hash),
             email_verified: true,
+            must_change_password: false,
         },
         app.clock.now_secs(),
     )

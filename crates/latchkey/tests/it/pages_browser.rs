@@ -470,6 +470,21 @@ page_test!(
             .await
             .expect("user");
         assert!(!stored.must_change_password);
+        // The handed-out password no longer signs in: the passkey replaced it.
+        assert_eq!(stored.password_hash, None);
+        let client = crate::support::app::new_client();
+        let csrf = app.login_csrf(&client).await;
+        let refused = client
+            .post(app.url("/login"))
+            .form(&[
+                ("email", "ada@example.com"),
+                ("password", PASSWORD),
+                ("csrf_token", csrf.as_str()),
+            ])
+            .send()
+            .await
+            .expect("post login");
+        assert_eq!(refused.status(), 401);
     }
 );
 

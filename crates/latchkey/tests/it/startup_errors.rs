@@ -94,3 +94,52 @@ async fn serve_lists_every_refused_setting_at_once() {
     // Nothing was created: the refusals come before the database is touched.
     assert!(!dir.path().join("x.db").exists());
 }
+
+/// With `database.migrate_on_start = false` (several instances, one
+/// database), `serve` applies nothing: pending migrations stop it with the
+/// count and the command to run; after `latchkey migrate` it builds — on
+/// SQLite and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_migrate_on_start_refuses_pending_migrations_and_names_latchkey_migrate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut urls = vec![sqlite(dir.path())];
+    if let Some(admin) = crate::support::app::postgres_url() {
+        urls.push(crate::support::app::fresh_postgres_database(&admin).await);
+    }
+    let known = latchkey::store::known_migrations().count();
+    for url in urls {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let vars = env(&[
+            ("LATCHKEY_DATABASE_URL", &url),
+            ("LATCHKEY_DATABASE__MIGRATE_ON_START", "false"),
+            ("LATCHKEY_BIND", &bind),
+            ("LATCHKEY_ISSUER", &format!("http://{bind}")),
+            ("LATCHKEY_MASTER_KEY", &key()),
+        ]);
+        let out = latchkey(dir.path(), &vars, &["serve"], None).await;
+        out.assert_failure(
+            "serve on an unmigrated database",
+            &[
+                &format!("{known} database migration(s) pending, from 0001"),
+                "latchkey migrate",
+            ],
+        );
+        // Nothing was applied by the refused start.
+        let mut config = crate::support::app::test_config(url.clone());
+        config.database.migrate_on_start = false;
+        let pool = latchkey::store::connect(&config.database)
+            .await
+            .expect("open");
+        assert!(latchkey::store::require_migrated(&pool).await.is_err());
+        latchkey::store::migrate(&pool).await.expect("migrate");
+        pool.close().await;
+        // Migrated: the same configuration builds a server.
+        latchkey::app::AppState::new(
+            config,
+            latchkey::crypto::MasterKey::generate(),
+            latchkey::app::Dependencies::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}

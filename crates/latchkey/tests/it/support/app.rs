@@ -217,6 +217,7 @@ impl TestApp {
                     .collect(),
                 password_hash: Some(hash),
                 email_verified: true,
+                must_change_password: false,
             },
             self.clock.now_secs(),
         )
