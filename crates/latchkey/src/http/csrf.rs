@@ -135,6 +135,28 @@ pub fn session_token_for(state: &AppState, who: &SignedInUser) -> String {
     token_for(&state.csrf_key, Binding::Session(&who.session.id_hash))
 }
 
+/// The session (as [`SignedIn`] finds it: a redirect or 401 when there is
+/// none), the headers and the body `B`, in that order — the session is
+/// checked before the body is read.
+async fn signed_in_with_body<B>(
+    req: Request,
+    state: &AppState,
+) -> Result<(SignedInUser, HeaderMap, B), Response>
+where
+    B: FromRequest<AppState>,
+    B::Rejection: IntoResponse,
+{
+    let (mut parts, body) = req.into_parts();
+    let SignedIn(who) = SignedIn::from_request_parts(&mut parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let headers = parts.headers.clone();
+    let body = B::from_request(Request::from_parts(parts, body), state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((who, headers, body))
+}
+
 /// A signed-in state change whose body is a form or JSON: the session (as
 /// [`SignedIn`] finds it), the body, and `is_json` so the handler answers
 /// in kind. Rejected — a page for a form, JSON otherwise — when the origin
@@ -152,15 +174,8 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = req.into_parts();
-        let SignedIn(who) = SignedIn::from_request_parts(&mut parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let headers = parts.headers.clone();
-        let FormOrJson { value, is_json } =
-            FormOrJson::<T>::from_request(Request::from_parts(parts, body), state)
-                .await
-                .map_err(IntoResponse::into_response)?;
+        let (who, headers, FormOrJson { value, is_json }) =
+            signed_in_with_body::<FormOrJson<T>>(req, state).await?;
         verify_for_session(state, &headers, &who, value.csrf_token())
             .map_err(|e| if is_json { e } else { e.as_page() }.into_response())?;
         Ok(CsrfForm {
@@ -185,15 +200,8 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = req.into_parts();
-        let SignedIn(who) = SignedIn::from_request_parts(&mut parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let headers = parts.headers.clone();
-        let axum::Form(form) =
-            axum::Form::<T>::from_request(Request::from_parts(parts, body), state)
-                .await
-                .map_err(IntoResponse::into_response)?;
+        let (who, headers, axum::Form(form)) =
+            signed_in_with_body::<axum::Form<T>>(req, state).await?;
         verify_for_session(state, &headers, &who, form.csrf_token())
             .map_err(|e| e.as_page().into_response())?;
         Ok(CsrfPageForm { who, form })
