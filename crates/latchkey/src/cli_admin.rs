@@ -13,8 +13,8 @@ use crate::clock::{format_utc, Clock as _, SystemClock};
 use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::oauth::clients::{self, AccessTokenFormat, NewClient, GRANT_TYPES};
-use crate::oauth::scope::Scope;
 use crate::revocation::{Cause, Initiator};
+use crate::scope::Scope;
 
 pub enum KeysCommand {
     List { config: Config, json: bool },

@@ -22,6 +22,7 @@ pub mod oidc;
 pub mod policy;
 pub mod revocation;
 pub mod routes;
+pub mod scope;
 pub mod session;
 pub mod state;
 pub mod store;

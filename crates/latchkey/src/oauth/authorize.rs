@@ -20,11 +20,11 @@ use sqlx::Row as _;
 use super::clients::{self, Client};
 use super::pkce::{self, CodeChallenge, PkcePolicy};
 use super::redirect_uri;
-use super::scope::Scope;
 use crate::clock::{seconds_of, UnixMillis, UnixTime};
 use crate::crypto::{SecretToken, TokenHash};
 use crate::policy::{self, Arrival, SignInFacts, Verdict};
 use crate::revocation::{self, Cause, Revoked};
+use crate::scope::Scope;
 use crate::store::{Pool, StoreError};
 
 /// Lifetime of an authorization code (RFC 9700: as short as possible; ≤ 60 s).

@@ -15,10 +15,10 @@
 
 use sqlx::Row as _;
 
-use super::scope::Scope;
 use crate::clock::UnixTime;
 use crate::crypto::{SecretToken, TokenHash};
 use crate::revocation::{self, Cause, Revoked};
+use crate::scope::Scope;
 use crate::store::{Pool, StoreError};
 
 /// How a client authenticates, by its RFC 7591 / OIDC Discovery name. The

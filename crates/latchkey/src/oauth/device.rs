@@ -9,10 +9,10 @@
 
 use sqlx::Row as _;
 
-use super::scope::Scope;
 use crate::clock::{seconds_of, UnixTime};
 use crate::crypto::{random_bytes, SecretToken, TokenHash};
 use crate::policy::{self, Arrival, Refusal, SignInFacts, Verdict};
+use crate::scope::Scope;
 use crate::store::{Pool, StoreError};
 
 pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";

@@ -13,7 +13,6 @@ pub mod device;
 pub mod grants;
 pub mod pkce;
 pub mod redirect_uri;
-pub mod scope;
 
 /// RFC 6749 §5.2 / RFC 7009 / RFC 6750 error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

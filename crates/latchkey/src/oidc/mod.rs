@@ -23,7 +23,7 @@ use crate::core::Core;
 use crate::crypto::b64url;
 use crate::identity::User;
 use crate::oauth::clients::Client;
-use crate::oauth::scope::Scope;
+use crate::scope::Scope;
 use crate::tokens::{id_token_algorithm_for, TokenError};
 
 /// ID tokens live one hour (they prove a sign-in; they are not API credentials).

@@ -17,8 +17,8 @@ use crate::app::AppState;
 use crate::http::client::Caller;
 use crate::oauth::clients::{self, Client, ClientCredentials};
 use crate::oauth::grants;
-use crate::oauth::scope::Scope;
 use crate::oauth::{OAuthError, OAuthErrorCode};
+use crate::scope::Scope;
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {

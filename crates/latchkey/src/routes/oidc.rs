@@ -16,7 +16,7 @@ use crate::http::HttpError;
 use crate::identity;
 use crate::oauth::authorize::collect_params;
 use crate::oauth::clients;
-use crate::oauth::scope::Scope;
+use crate::scope::Scope;
 
 /// `GET /.well-known/openid-configuration` and `/.well-known/oauth-authorization-server`.
 pub async fn discovery(State(state): State<AppState>) -> Response {

@@ -21,8 +21,8 @@ use crate::core::Core;
 use crate::crypto::{SecretToken, TokenHash};
 use crate::keys::KeyError;
 use crate::oauth::clients::{AccessTokenFormat, Client};
-use crate::oauth::scope::Scope;
 use crate::revocation::{self, Cause, Initiator, Revoked, TokenFacts};
+use crate::scope::Scope;
 use crate::store::{Pool, StoreError, Tx};
 
 /// The header `typ` of access tokens (RFC 9068 §2.1).

@@ -17,7 +17,7 @@ use sqlx::Row as _;
 use crate::clock::UnixTime;
 use crate::config::TokenConfig;
 use crate::crypto::{SecretToken, TokenHash};
-use crate::oauth::scope::Scope;
+use crate::scope::Scope;
 use crate::store::{Pool, StoreError, Tx};
 use crate::tokens::SignInClaims;
 

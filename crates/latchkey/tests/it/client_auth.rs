@@ -2,7 +2,7 @@
 //! with `jti` replay protection, next to the secret-based methods.
 
 use latchkey::oauth::clients::{self, AccessTokenFormat, NewClient};
-use latchkey::oauth::scope::Scope;
+use latchkey::scope::Scope;
 use latchkey_verify::jose::{Algorithm, JwkSet, SigningKey};
 use serde_json::json;
 

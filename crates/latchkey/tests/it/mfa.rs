@@ -400,7 +400,7 @@ async fn mfa_client(app: &TestApp) -> String {
         redirect_uris: vec!["http://127.0.0.1/cb".into()],
         post_logout_redirect_uris: vec![],
         grant_types: vec!["authorization_code".into()],
-        scopes: latchkey::oauth::scope::Scope::parse("openid").expect("scope"),
+        scopes: latchkey::scope::Scope::parse("openid").expect("scope"),
         audience: String::new(),
         access_token_format: AccessTokenFormat::Jwt,
         access_token_lifetime_secs: None,

@@ -2,7 +2,7 @@
 //! with `--issuer`, verifies it against that issuer's JWKS, saying why it fails.
 
 use latchkey::oauth::clients::{self, AccessTokenFormat, NewClient};
-use latchkey::oauth::scope::Scope;
+use latchkey::scope::Scope;
 
 use crate::backend_test;
 use crate::support::app::*;

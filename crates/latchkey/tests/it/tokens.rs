@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use latchkey::oauth::clients::AccessTokenFormat;
-use latchkey::oauth::scope::Scope;
+use latchkey::scope::Scope;
 use latchkey_verify::jose::{self, Algorithm, SigningKey};
 use serde_json::{json, Value};
 use sqlx::Row as _;

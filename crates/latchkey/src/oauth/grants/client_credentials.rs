@@ -5,8 +5,8 @@
 use super::TokenResponse;
 use crate::core::Core;
 use crate::oauth::clients::Client;
-use crate::oauth::scope::Scope;
 use crate::oauth::{OAuthError, OAuthErrorCode};
+use crate::scope::Scope;
 use crate::tokens::{self, AccessTokenSpec};
 
 pub async fn grant(

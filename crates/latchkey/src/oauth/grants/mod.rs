@@ -42,7 +42,7 @@ impl From<crate::tokens::TokenError> for super::OAuthError {
 pub(crate) struct UserGrant<'a> {
     pub client: &'a crate::oauth::clients::Client,
     pub user: &'a crate::identity::User,
-    pub scope: &'a crate::oauth::scope::Scope,
+    pub scope: &'a crate::scope::Scope,
     pub session_handle: Option<&'a str>,
     pub nonce: Option<&'a str>,
     pub auth_time: i64,

@@ -7,8 +7,8 @@ use crate::core::Core;
 use crate::crypto::SecretToken;
 use crate::identity;
 use crate::oauth::clients::Client;
-use crate::oauth::scope::Scope;
 use crate::oauth::{OAuthError, OAuthErrorCode};
+use crate::scope::Scope;
 use crate::tokens::refresh::RefreshError;
 use crate::tokens::{self, AccessTokenSpec};
 

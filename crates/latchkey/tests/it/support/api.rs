@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt as _;
 use latchkey::oauth::clients::NewClient;
-use latchkey::oauth::scope::Scope;
+use latchkey::scope::Scope;
 use latchkey_verify::ws::{close_policy_violation, WebSocketAuth};
 use latchkey_verify::{
     require_scope, Authenticated, RequireRole, RequireScope, Verifier, VerifierBuilder,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use latchkey::mfa::totp::Totp;
 use latchkey::oauth::clients::{self, AccessTokenFormat, ClientUpdate, NewClient};
-use latchkey::oauth::scope::Scope;
+use latchkey::scope::Scope;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -1,4 +1,6 @@
-//! `Scope`: a parsed set of RFC 6749 scope tokens.
+//! `Scope`: a parsed set of RFC 6749 scope tokens, shared by `oauth`,
+//! `tokens`, `oidc` and the grants (its own module, so `tokens` needs no
+//! `oauth` for it).
 
 use std::collections::BTreeSet;
 use std::fmt;
