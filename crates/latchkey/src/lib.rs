@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod crypto;
 pub mod doctor;
+pub mod grants;
 pub mod http;
 pub mod identity;
 pub mod keys;

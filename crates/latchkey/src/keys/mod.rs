@@ -110,6 +110,8 @@ struct Snapshot {
 /// database by [`KeyRing::maintain`]. Cheap to read concurrently.
 pub struct KeyRing {
     config: TokenConfig,
+    /// `config.key_algorithms()`, computed once: read on every token issued.
+    algorithms: Vec<Algorithm>,
     sealing_key: [u8; 32],
     snapshot: RwLock<Arc<Snapshot>>,
     /// Serializes reloads, so a slow reload that read the table earlier can
@@ -126,6 +128,7 @@ impl KeyRing {
     pub fn new(config: &TokenConfig, master: &MasterKey) -> KeyRing {
         KeyRing {
             config: config.clone(),
+            algorithms: config.key_algorithms(),
             sealing_key: master.derive("latchkey/signing-key-seal/v1"),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -135,12 +138,32 @@ impl KeyRing {
     /// Algorithms this deployment keeps keys for (the default first; RS256,
     /// the ID tokens' default, always among them: see
     /// [`TokenConfig::key_algorithms`]).
-    pub fn algorithms(&self) -> Vec<Algorithm> {
-        self.config.key_algorithms()
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
     }
 
     pub fn default_algorithm(&self) -> Algorithm {
         Algorithm::parse(&self.config.signing_algorithm).unwrap_or(Algorithm::ES256)
+    }
+
+    /// The algorithm that signs access tokens for a client that asked for
+    /// `requested` (its registration's override): that one when this
+    /// deployment keeps keys of it, else the default.
+    pub fn access_token_algorithm(&self, requested: Option<Algorithm>) -> Algorithm {
+        requested
+            .filter(|a| self.algorithms.contains(a))
+            .unwrap_or_else(|| self.default_algorithm())
+    }
+
+    /// The algorithm that signs ID tokens (and back-channel logout tokens)
+    /// for a client that asked for `requested` (its
+    /// `id_token_signed_response_alg`): that one when it is asymmetric and
+    /// kept here, else RS256 (OIDC Core §15.1; the ring always keeps an RS256
+    /// key). Never HS256: a relying party cannot verify our shared secret.
+    pub fn id_token_algorithm(&self, requested: Option<Algorithm>) -> Algorithm {
+        requested
+            .filter(|a| a.is_asymmetric() && self.algorithms.contains(a))
+            .unwrap_or(crate::config::DEFAULT_ID_TOKEN_ALGORITHM)
     }
 
     /// The longest lifetime of a token signed by these keys (per-client
@@ -352,7 +375,12 @@ impl KeyRing {
     /// reloads. Run at start-up and periodically; safe on every instance.
     pub async fn maintain(&self, pool: &Pool, now: UnixTime) -> Result<(), KeyError> {
         self.reload(pool).await?;
-        for alg in self.algorithms().into_iter().filter(|a| a.is_asymmetric()) {
+        for alg in self
+            .algorithms()
+            .iter()
+            .copied()
+            .filter(|a| a.is_asymmetric())
+        {
             let snapshot = self.snapshot();
             let of_alg: Vec<&RingKey> = snapshot
                 .keys

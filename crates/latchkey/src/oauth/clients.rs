@@ -10,9 +10,10 @@
 //! authenticates nothing. A public client must use PKCE (`require_pkce`);
 //! only a confidential one may opt out ([`RegistrationError`]).
 //!
-//! Must not: know about HTTP (the handler extracts credentials from the
-//! `Authorization` header or the form and passes a [`ClientCredentials`]).
+//! Must not: know about HTTP (`grants::client_auth` reads the credentials out
+//! of a request and passes a [`ClientCredentials`]).
 
+use latchkey_verify::jose::Algorithm;
 use sqlx::Row as _;
 
 use crate::clock::UnixTime;
@@ -120,12 +121,7 @@ fn scope_as_string<S: serde::Serializer>(scope: &Scope, s: S) -> Result<S::Ok, S
     s.serialize_str(&scope.to_string())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessTokenFormat {
-    Jwt,
-    Opaque,
-}
+pub use crate::tokens::AccessTokenFormat;
 
 impl Client {
     pub fn allows_grant(&self, grant: &str) -> bool {
@@ -139,6 +135,26 @@ impl Client {
         } else {
             &self.audience
         }
+    }
+
+    /// How this client's access tokens are made: what `tokens` needs of
+    /// the registration, and nothing else.
+    pub fn token_policy(&self) -> crate::tokens::TokenPolicy<'_> {
+        crate::tokens::TokenPolicy {
+            client_id: &self.id,
+            audience: self.token_audience(),
+            format: self.access_token_format,
+            lifetime_secs: self.access_token_lifetime_secs,
+            algorithm: self.signing_algorithm.as_deref().and_then(Algorithm::parse),
+        }
+    }
+
+    /// The algorithm asked for this client's ID tokens
+    /// (`id_token_signed_response_alg`); the key ring decides.
+    pub fn id_token_algorithm(&self) -> Option<Algorithm> {
+        self.id_token_signed_response_alg
+            .as_deref()
+            .and_then(Algorithm::parse)
     }
 }
 

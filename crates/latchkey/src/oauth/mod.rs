@@ -1,16 +1,18 @@
-//! OAuth 2.1: clients, scopes, and the token-endpoint grants.
+//! OAuth 2.1: clients, authorization requests, PKCE, redirect URIs, the
+//! device flow's records, and the RFC 6749 error shape.
 //!
-//! Owns: client registration and authentication ([`clients`]), scope parsing
-//! ([`scope`]), and one module per grant type ([`grants`]). The HTTP shape
-//! (form parsing, RFC 6749 §5.2 error objects) lives in `routes::oauth`.
+//! Owns: client registration and credential checks ([`clients`]), the
+//! authorization request and its codes ([`authorize`]), [`pkce`],
+//! [`redirect_uri`], [`device`] codes, and [`OAuthError`]. The token
+//! endpoint's grants sit a floor above, in `grants`; the HTTP shape (RFC 6749
+//! §5.2 error objects) lives in `routes::oauth`.
 //!
-//! Must not: sign tokens itself (that is `tokens`), or touch sessions beyond
-//! reading who is signed in.
+//! Must not: sign tokens itself (that is `tokens`), name `grants`, or touch
+//! sessions beyond reading who is signed in.
 
 pub mod authorize;
 pub mod clients;
 pub mod device;
-pub mod grants;
 pub mod pkce;
 pub mod redirect_uri;
 

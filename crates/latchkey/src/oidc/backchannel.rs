@@ -58,7 +58,7 @@ pub async fn session_ended(
             "events": { EVENT: {} },
         });
         // Signed like the client's ID tokens (Back-Channel Logout 1.0 §2.4: the same keys).
-        let alg = crate::tokens::id_token_algorithm_for(state, &client);
+        let alg = state.keys.id_token_algorithm(client.id_token_algorithm());
         let Ok(key) = state.keys.signing_key(alg, now) else {
             continue;
         };

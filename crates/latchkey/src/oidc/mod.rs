@@ -24,7 +24,7 @@ use crate::crypto::b64url;
 use crate::identity::User;
 use crate::oauth::clients::Client;
 use crate::scope::Scope;
-use crate::tokens::{id_token_algorithm_for, TokenError};
+use crate::tokens::TokenError;
 
 /// ID tokens live one hour (they prove a sign-in; they are not API credentials).
 pub const ID_TOKEN_LIFETIME_SECS: i64 = 3600;
@@ -90,7 +90,9 @@ pub struct IdTokenSpec<'a> {
 
 pub fn issue_id_token(state: &Core, spec: IdTokenSpec<'_>) -> Result<String, TokenError> {
     let now = state.clock.now();
-    let alg = id_token_algorithm_for(state, spec.client);
+    let alg = state
+        .keys
+        .id_token_algorithm(spec.client.id_token_algorithm());
     let mut claims = user_claims(spec.user, spec.scope);
     claims.insert("iss".into(), json!(state.config.issuer_str()));
     claims.insert("aud".into(), json!(spec.client.id));
@@ -185,7 +187,7 @@ pub fn metadata(state: &Core) -> Value {
     // ID tokens are signed with the asymmetric keys the deployment keeps
     // (configuration); RS256, their default, is always among them.
     let id_token_algs: Vec<&str> =
-        crate::oauth::clients::id_token_algorithms(&state.keys.algorithms())
+        crate::oauth::clients::id_token_algorithms(state.keys.algorithms())
             .map(Algorithm::as_str)
             .collect();
     let auth_methods: Vec<&str> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();

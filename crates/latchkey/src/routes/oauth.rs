@@ -1,24 +1,21 @@
 //! `/oauth2/token`, `/oauth2/revoke`, `/oauth2/introspect` and
 //! `/.well-known/jwks.json`.
 //!
-//! The token endpoint parses the form itself so that duplicated parameters
-//! are refused (`invalid_request`, RFC 6749 §3.2), and answers every error as
-//! an RFC 6749 §5.2 object with `Cache-Control: no-store`.
-
-use std::collections::BTreeMap;
+//! The handlers hand the body and the `Authorization` value to `grants`
+//! (parameters, client authentication, grant dispatch), keep the per-client
+//! and per-address rate limits, and answer every error as an RFC 6749 §5.2
+//! object with `Cache-Control: no-store`.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 
 use crate::app::AppState;
+use crate::grants::{self, Params};
 use crate::http::client::Caller;
-use crate::oauth::clients::{self, Client, ClientCredentials};
-use crate::oauth::grants;
+use crate::oauth::clients::Client;
 use crate::oauth::{OAuthError, OAuthErrorCode};
-use crate::scope::Scope;
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
@@ -50,158 +47,27 @@ impl IntoResponse for OAuthError {
     }
 }
 
-/// A form body with each parameter at most once.
-pub struct OAuthForm(BTreeMap<String, String>);
-
-impl OAuthForm {
-    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<OAuthForm, OAuthError> {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        {
-            return Err(OAuthError::invalid_request(
-                "send the parameters as application/x-www-form-urlencoded",
-            ));
-        }
-        if std::str::from_utf8(body).is_err() {
-            return Err(OAuthError::invalid_request("the body is not UTF-8"));
-        }
-        let mut map = BTreeMap::new();
-        for (k, v) in url::form_urlencoded::parse(body) {
-            if map.insert(k.to_string(), v.to_string()).is_some() {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {k} appears more than once"
-                )));
-            }
-        }
-        Ok(OAuthForm(map))
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn require(&self, name: &str) -> Result<&str, OAuthError> {
-        self.get(name)
-            .ok_or_else(|| OAuthError::invalid_request(format!("missing parameter {name}")))
-    }
-
-    fn scope(&self) -> Result<Option<Scope>, OAuthError> {
-        self.get("scope")
-            .map(Scope::parse)
-            .transpose()
-            .map_err(|e| OAuthError::new(OAuthErrorCode::InvalidScope, e.to_string()))
-    }
+/// The request's parameters (each at most once: a duplicate is
+/// `invalid_request`, RFC 6749 §3.2).
+fn params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    Params::parse(content_type, body)
 }
 
-/// Reads client credentials from HTTP Basic or the form (never both).
-fn credentials(headers: &HeaderMap, form: &OAuthForm) -> Result<ClientCredentials, OAuthError> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("basic")
-                .then(|| rest.trim().to_owned())
-        });
-    let form_secret = form.get("client_secret");
-    match (basic, form_secret) {
-        (Some(_), Some(_)) => Err(OAuthError::invalid_request(
-            "use one client authentication method, not two",
-        )),
-        (Some(encoded), None) => {
-            let invalid = || OAuthError {
-                code: OAuthErrorCode::InvalidClient,
-                description: "malformed Basic credentials".into(),
-                via_basic: true,
-                extension: None,
-                retry_after: None,
-            };
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .map_err(|_| invalid())?;
-            let text = String::from_utf8(decoded).map_err(|_| invalid())?;
-            let (id, secret) = text.split_once(':').ok_or_else(invalid)?;
-            // RFC 6749 §2.3.1: both parts are form-urlencoded.
-            let decode = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default()
-            };
-            let client_id = decode(id);
-            if form.get("client_id").is_some_and(|f| f != client_id) {
-                return Err(OAuthError::invalid_request(
-                    "client_id in the form differs from the Basic credentials",
-                ));
-            }
-            Ok(ClientCredentials::Secret {
-                client_id,
-                secret: decode(secret),
-                via_basic: true,
-            })
-        }
-        (None, Some(secret)) => Ok(ClientCredentials::Secret {
-            client_id: form.require("client_id")?.to_owned(),
-            secret: secret.to_owned(),
-            via_basic: false,
-        }),
-        (None, None) => match form.get("client_id") {
-            Some(id) => Ok(ClientCredentials::PublicId {
-                client_id: id.to_owned(),
-            }),
-            None => Err(OAuthError::new(
-                OAuthErrorCode::InvalidClient,
-                "client authentication is required",
-            )),
-        },
-    }
-}
-
+/// Authenticates the request's client (see `grants::client_auth`). An
+/// `Authorization` header that is not text still counts as present.
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    form: &OAuthForm,
+    params: &Params,
     endpoint: &str,
 ) -> Result<Client, OAuthError> {
-    if let Some(assertion_type) = form.get("client_assertion_type") {
-        if assertion_type != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
-            return Err(OAuthError::invalid_request("client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer"));
-        }
-        if form.get("client_secret").is_some() || headers.contains_key(header::AUTHORIZATION) {
-            return Err(OAuthError::invalid_request(
-                "use one client authentication method, not two",
-            ));
-        }
-        let assertion = form.require("client_assertion")?;
-        let issuer = state.config.issuer_str();
-        let ctx = clients::AssertionContext {
-            audiences: vec![issuer.to_owned(), format!("{issuer}{endpoint}")],
-            now: state.clock.now(),
-            leeway_secs: state.config.tokens.leeway_secs,
-            pool: &state.pool,
-        };
-        let client = clients::authenticate_assertion(assertion, &ctx).await?;
-        if form.get("client_id").is_some_and(|id| id != client.id) {
-            return Err(OAuthError::invalid_request(
-                "client_id differs from the client assertion",
-            ));
-        }
-        return Ok(client);
-    }
-    let creds = credentials(headers, form)?;
-    Ok(clients::authenticate(&state.pool, &creds).await?)
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default());
+    grants::client_auth::authenticate(state, authorization, params, endpoint).await
 }
 
 fn no_store(body: impl serde::Serialize) -> Response {
@@ -221,49 +87,16 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = OAuthForm::parse(&headers, &body)?;
-    let grant_type = form.require("grant_type")?;
-    let client = authenticate(&state, &headers, &form, "/oauth2/token").await?;
+    let params = params(&headers, &body)?;
+    params.require("grant_type")?;
+    let client = authenticate(&state, &headers, &params, "/oauth2/token").await?;
     if let Err(retry_after) = state.token_rate.check(&client.id, state.clock.now()) {
         return Err(OAuthError::rate_limited(
             "token requests from this client",
             retry_after,
         ));
     }
-    let response = match grant_type {
-        "client_credentials" => {
-            grants::client_credentials::grant(&state, &client, form.scope()?).await?
-        }
-        "refresh_token" => {
-            grants::refresh_token::grant(
-                &state,
-                &client,
-                form.require("refresh_token")?,
-                form.scope()?,
-            )
-            .await?
-        }
-        "authorization_code" => {
-            grants::authorization_code::grant(
-                &state,
-                &client,
-                form.require("code")?,
-                form.get("redirect_uri"),
-                form.get("code_verifier"),
-            )
-            .await?
-        }
-        grants::device_code::GRANT_TYPE => {
-            grants::device_code::grant(&state, &client, form.require("device_code")?).await?
-        }
-        // Not offered (yet or ever): password, implicit, and grants this server does not implement.
-        other => {
-            return Err(OAuthError::new(
-                OAuthErrorCode::UnsupportedGrantType,
-                format!("grant_type {other:?} is not supported"),
-            ))
-        }
-    };
+    let response = grants::dispatch(&state, &client, &params).await?;
     Ok(no_store(response))
 }
 
@@ -273,10 +106,10 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = OAuthForm::parse(&headers, &body)?;
+    let form = params(&headers, &body)?;
     let token = form.require("token")?.to_owned();
     let client = authenticate(&state, &headers, &form, "/oauth2/revoke").await?;
-    crate::tokens::revoke(&state, &client, &token).await?;
+    crate::tokens::revoke(&state, &client.id, &token).await?;
     Ok(no_store(serde_json::json!({})))
 }
 
@@ -286,7 +119,7 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = OAuthForm::parse(&headers, &body)?;
+    let form = params(&headers, &body)?;
     let token = form.require("token")?.to_owned();
     let client = authenticate(&state, &headers, &form, "/oauth2/introspect").await?;
     if !client.confidential {
@@ -295,9 +128,13 @@ pub async fn introspect(
             "introspection needs a confidential client",
         ));
     }
-    let result =
-        crate::tokens::introspect(&state, Some(&client), &token, form.get("token_type_hint"))
-            .await?;
+    let result = crate::tokens::introspect(
+        &state,
+        Some(&client.id),
+        &token,
+        form.get("token_type_hint"),
+    )
+    .await?;
     Ok(no_store(result))
 }
 
@@ -333,7 +170,7 @@ pub async fn device_authorization(
             retry_after,
         ));
     }
-    let form = OAuthForm::parse(&headers, &body)?;
+    let form = params(&headers, &body)?;
     let client = authenticate(&state, &headers, &form, "/oauth2/device_authorization").await?;
     if let Err(retry_after) = state.device_rate_per_client.check(&client.id, now) {
         return Err(OAuthError::rate_limited(

@@ -7,8 +7,9 @@
 //! recorded as a `revocation` event (in the same transaction), and
 //! introspection treats a token that any revocation event covers as inactive.
 //!
-//! Must not: parse HTTP requests or authenticate clients (the OAuth layer
-//! hands over an authenticated [`Client`]).
+//! Must not: parse HTTP requests, authenticate clients, or know what a
+//! client is: the grants hand over a [`TokenPolicy`] (built from the client's
+//! registration by `oauth::clients::Client::token_policy`) and a client id.
 
 pub mod refresh;
 
@@ -20,7 +21,6 @@ use crate::clock::UnixTime;
 use crate::core::Core;
 use crate::crypto::{SecretToken, TokenHash};
 use crate::keys::KeyError;
-use crate::oauth::clients::{AccessTokenFormat, Client};
 use crate::revocation::{self, Cause, Initiator, Revoked, TokenFacts};
 use crate::scope::Scope;
 use crate::store::{Pool, StoreError, Tx};
@@ -54,10 +54,32 @@ pub struct SignInClaims {
     pub amr: Vec<String>,
 }
 
+/// The format of a client's access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessTokenFormat {
+    Jwt,
+    Opaque,
+}
+
+/// How one client's access tokens are made, as its registration says.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenPolicy<'a> {
+    pub client_id: &'a str,
+    /// The tokens' `aud`.
+    pub audience: &'a str,
+    pub format: AccessTokenFormat,
+    /// Overrides `tokens.access_token_lifetime_secs` when positive.
+    pub lifetime_secs: Option<i64>,
+    /// The signing algorithm asked for (the key ring decides: see
+    /// `KeyRing::access_token_algorithm`).
+    pub algorithm: Option<Algorithm>,
+}
+
 /// What an access token is for.
 #[derive(Debug, Clone)]
 pub struct AccessTokenSpec<'a> {
-    pub client: &'a Client,
+    pub policy: TokenPolicy<'a>,
     /// The user id, or the client id for client credentials (RFC 9068 §2.2).
     pub subject: String,
     pub scope: Scope,
@@ -101,40 +123,17 @@ pub struct AccessClaims {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-fn lifetime(state: &Core, client: &Client) -> i64 {
-    let lifetime = client
-        .access_token_lifetime_secs
+fn lifetime(state: &Core, policy: &TokenPolicy<'_>) -> i64 {
+    let lifetime = policy
+        .lifetime_secs
         .filter(|l| *l > 0)
         .unwrap_or(state.config.tokens.access_token_lifetime_secs);
     // A JWT must verify until it expires, and its key stays in the JWKS only
     // for `KeyRing::retention_secs` after it stops signing.
-    match client.access_token_format {
+    match policy.format {
         AccessTokenFormat::Jwt => lifetime.min(state.keys.max_token_lifetime_secs()),
         AccessTokenFormat::Opaque => lifetime,
     }
-}
-
-/// The algorithm that signs tokens for `client` (its override, else the default).
-pub fn algorithm_for(state: &Core, client: &Client) -> Algorithm {
-    client
-        .signing_algorithm
-        .as_deref()
-        .and_then(Algorithm::parse)
-        .filter(|a| state.keys.algorithms().contains(a))
-        .unwrap_or_else(|| state.keys.default_algorithm())
-}
-
-/// The algorithm that signs ID tokens (and back-channel logout tokens) for
-/// `client`: its `id_token_signed_response_alg`, else RS256 (OIDC Core §15.1;
-/// the key ring always keeps an RS256 key). Never HS256: a relying party
-/// cannot verify our shared secret.
-pub fn id_token_algorithm_for(state: &Core, client: &Client) -> Algorithm {
-    client
-        .id_token_signed_response_alg
-        .as_deref()
-        .and_then(Algorithm::parse)
-        .filter(|a| a.is_asymmetric() && state.keys.algorithms().contains(a))
-        .unwrap_or(crate::config::DEFAULT_ID_TOKEN_ALGORITHM)
 }
 
 /// Issues an access token in the client's configured format.
@@ -143,7 +142,7 @@ pub async fn issue_access_token(
     spec: AccessTokenSpec<'_>,
 ) -> Result<IssuedAccessToken, TokenError> {
     let now = state.clock.now();
-    let expires_in = lifetime(state, spec.client);
+    let expires_in = lifetime(state, &spec.policy);
     let exp = now + expires_in;
     let jti = uuid::Uuid::now_v7().to_string();
     let amr = spec
@@ -154,7 +153,7 @@ pub async fn issue_access_token(
     // Invariant 13: a role that needs a second factor never rides in a
     // token of a sign-in without one.
     let roles = crate::policy::token_roles(&state.config.mfa, &spec.roles, amr);
-    match spec.client.access_token_format {
+    match spec.policy.format {
         AccessTokenFormat::Jwt => {
             let mut extra = serde_json::Map::new();
             if !roles.is_empty() {
@@ -169,19 +168,18 @@ pub async fn issue_access_token(
             let claims = AccessClaims {
                 iss: state.config.issuer_str().to_owned(),
                 sub: spec.subject,
-                aud: Audience::One(spec.client.token_audience().to_owned()),
+                aud: Audience::One(spec.policy.audience.to_owned()),
                 exp,
                 iat: now,
                 nbf: now,
                 jti: jti.clone(),
-                client_id: spec.client.id.clone(),
+                client_id: spec.policy.client_id.to_owned(),
                 scope: spec.scope.to_string(),
                 sid: spec.session_id,
                 extra,
             };
-            let key = state
-                .keys
-                .signing_key(algorithm_for(state, spec.client), now)?;
+            let alg = state.keys.access_token_algorithm(spec.policy.algorithm);
+            let key = state.keys.signing_key(alg, now)?;
             let token = key.sign(ACCESS_TOKEN_TYP, &claims)?;
             Ok(IssuedAccessToken {
                 token,
@@ -198,10 +196,10 @@ pub async fn issue_access_token(
             )
             .bind(secret.hash().as_str())
             .bind(&jti)
-            .bind(&spec.client.id)
+            .bind(spec.policy.client_id)
             .bind(&spec.subject)
             .bind(spec.scope.to_string())
-            .bind(spec.client.token_audience())
+            .bind(spec.policy.audience)
             .bind(spec.session_id)
             .bind(spec.family_id)
             .bind(now)
@@ -512,7 +510,7 @@ async fn subject_is_active(
         .is_some_and(|u| !u.disabled))
 }
 
-/// Introspects any token we issued, for the authenticated client `caller`
+/// Introspects any token we issued, for the authenticated client `caller` (its id)
 /// (`None`: Latchkey itself, checking a bearer access token): a JWT or
 /// opaque access token (any confidential client may ask — resource servers
 /// introspect the tokens of other clients), or a refresh token, which only
@@ -520,7 +518,7 @@ async fn subject_is_active(
 /// revoked, malformed and foreign tokens are all simply inactive.
 pub async fn introspect(
     state: &Core,
-    caller: Option<&Client>,
+    caller: Option<&str>,
     token: &str,
     hint: Option<&str>,
 ) -> Result<Introspection, StoreError> {
@@ -537,7 +535,7 @@ pub async fn introspect(
             if refresh_first {
                 if let Some(info) = refresh::describe(&state.pool, &secret, now).await? {
                     // A refresh token is a credential of its client alone.
-                    if caller.is_some_and(|c| c.id == info.client_id)
+                    if caller == Some(info.client_id.as_str())
                         && subject_is_active(&state.pool, &info.user_id, &info.client_id).await?
                     {
                         return Ok(Introspection {
@@ -621,23 +619,23 @@ pub async fn introspect(
     })
 }
 
-/// RFC 7009 revocation by `client`. Unknown tokens, and tokens of other
+/// RFC 7009 revocation by the client `client_id`. Unknown tokens, and tokens of other
 /// clients, are silently ignored (the endpoint always answers 200). Revoking
 /// an access token publishes it on the revocation feed.
-pub async fn revoke(state: &Core, client: &Client, token: &str) -> Result<(), StoreError> {
+pub async fn revoke(state: &Core, client_id: &str, token: &str) -> Result<(), StoreError> {
     let now = state.clock.now();
     let cause = Cause::new(
         now,
         Initiator::System,
-        format!("revoked by client {}", client.id),
+        format!("revoked by client {client_id}"),
     )
     .waking(&state.revocation_feed);
     if let Some(secret) = SecretToken::parse(token) {
-        if refresh::revoke_by_token(&state.pool, &secret, &client.id, now).await? {
+        if refresh::revoke_by_token(&state.pool, &secret, client_id, now).await? {
             return Ok(());
         }
         if let Some(t) = find_opaque(&state.pool, &secret).await? {
-            if t.client_id == client.id {
+            if t.client_id == client_id {
                 revoke_opaque(&state.pool, &secret, &t, &cause).await?;
             }
         }
@@ -645,7 +643,7 @@ pub async fn revoke(state: &Core, client: &Client, token: &str) -> Result<(), St
     }
     // A JWT: only a genuine, unexpired token of ours, issued to this client.
     if let Ok(claims) = verify_jwt_access_token(state, token, now) {
-        if claims.client_id == client.id {
+        if claims.client_id == client_id {
             let denied = DeniedToken {
                 jti: &claims.jti,
                 subject: &claims.sub,

@@ -801,7 +801,7 @@ backend_test!(
             app.state
                 .keys
                 .algorithms()
-                .into_iter()
+                .iter()
                 .filter(|a| a.is_asymmetric())
                 .map(|a| a.as_str().to_owned())
                 .collect(),

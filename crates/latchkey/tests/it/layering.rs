@@ -2,8 +2,9 @@
 //! below the web: not `routes/`, `http/`, `ui/`, the entry points `app`,
 //! `state`, `cli`, `cli_admin`, `main`, `lib`, nor `telemetry`, whose
 //! middleware serves the web) names neither the web's `AppState` nor axum;
-//! handlers in `routes/` hold no SQL; `latchkey-verify` does not depend on the
-//! server. Comments may name anything: only code lines are read.
+//! handlers in `routes/` hold no SQL; the grants are a floor of their own
+//! that nothing below them names, and `tokens` knows no clients (it names no
+//! `oauth`); `latchkey-verify` does not depend on the server. Comments may name anything: only code lines are read.
 
 use std::path::{Path, PathBuf};
 
@@ -96,6 +97,61 @@ fn handlers_hold_no_sql() {
     let files = sources(&crate_dir("latchkey").join("src"));
     let found = offenders(&files, |f| f.starts_with("routes/"), &["sqlx"]);
     assert!(found.is_empty(), "SQL in handlers:\n{}", found.join("\n"));
+}
+
+/// Modules the grants are built on: they must not name the floor above.
+const BELOW_GRANTS: &[&str] = &[
+    "oauth/",
+    "tokens/",
+    "oidc/",
+    "keys/",
+    "login/",
+    "cascade.rs",
+    "session/",
+    "identity/",
+    "mfa/",
+    "webauthn/",
+    "revocation/",
+    "policy.rs",
+    "scope.rs",
+    "core.rs",
+    "store/",
+    "crypto.rs",
+    "clock.rs",
+    "throttle.rs",
+    "audit.rs",
+    "config.rs",
+];
+
+#[test]
+fn nothing_below_the_grants_names_them() {
+    let files = sources(&crate_dir("latchkey").join("src"));
+    let below = |f: &str| BELOW_GRANTS.iter().any(|b| f.starts_with(b));
+    let found = offenders(&files, below, &["crate::grants", "grants::"]);
+    assert!(
+        found.is_empty(),
+        "a floor below the grants reaches up to them:\n{}",
+        found.join("\n")
+    );
+    assert!(
+        files.iter().any(|(f, _)| f.starts_with("grants/")),
+        "the grants have their own floor under src/grants/"
+    );
+}
+
+#[test]
+fn tokens_know_no_clients() {
+    let files = sources(&crate_dir("latchkey").join("src"));
+    let found = offenders(
+        &files,
+        |f| f.starts_with("tokens/"),
+        &["crate::oauth", "oauth::"],
+    );
+    assert!(
+        found.is_empty(),
+        "tokens names the OAuth layer (take a TokenPolicy instead):\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub async fn grant(
         _ => client.scopes.clone(),
     };
     let spec = AccessTokenSpec {
-        client,
+        policy: client.token_policy(),
         subject: client.id.clone(),
         scope: scope.clone(),
         roles: Vec::new(),

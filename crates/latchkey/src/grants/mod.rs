@@ -1,15 +1,72 @@
-//! Token-endpoint grants, one module per grant type. Each takes an
-//! authenticated client and the parsed request, and returns a
+//! The token endpoint's floor, above `oauth`, `tokens` and `oidc` (like
+//! node-oidc-provider's `actions/grants`): who the client is, and which grant
+//! answers.
+//!
+//! Owns: the endpoints' parameters ([`params`]: each at most once), client
+//! authentication from them ([`client_auth`]: HTTP Basic, `client_secret_post`,
+//! `private_key_jwt`, public ids), the grant dispatch ([`dispatch`]), and one
+//! module per grant type, each taking an authenticated client and returning a
 //! [`TokenResponse`] or an RFC 6749 error.
+//!
+//! Must not: know HTTP beyond the `Authorization` and `Content-Type` values
+//! the handler hands over (routes::oauth turns results into responses and
+//! holds the per-client rate limits), or write rows itself: codes, families
+//! and tokens are written by `oauth`, `tokens`, `oidc` and `cascade`.
 //!
 //! `password` and the implicit flow do not exist here and never will.
 
 pub mod authorization_code;
+pub mod client_auth;
 pub mod client_credentials;
 pub mod device_code;
+pub mod params;
 pub mod refresh_token;
 
 use serde::Serialize;
+
+use crate::core::Core;
+use crate::oauth::clients::Client;
+use crate::oauth::{OAuthError, OAuthErrorCode};
+pub use params::Params;
+
+/// Answers a token request of the authenticated `client` with the grant its
+/// `grant_type` names.
+pub async fn dispatch(
+    state: &Core,
+    client: &Client,
+    params: &Params,
+) -> Result<TokenResponse, OAuthError> {
+    match params.require("grant_type")? {
+        "client_credentials" => client_credentials::grant(state, client, params.scope()?).await,
+        "refresh_token" => {
+            refresh_token::grant(
+                state,
+                client,
+                params.require("refresh_token")?,
+                params.scope()?,
+            )
+            .await
+        }
+        "authorization_code" => {
+            authorization_code::grant(
+                state,
+                client,
+                params.require("code")?,
+                params.get("redirect_uri"),
+                params.get("code_verifier"),
+            )
+            .await
+        }
+        device_code::GRANT_TYPE => {
+            device_code::grant(state, client, params.require("device_code")?).await
+        }
+        // Not offered (yet or ever): password, implicit, and grants this server does not implement.
+        other => Err(OAuthError::new(
+            OAuthErrorCode::UnsupportedGrantType,
+            format!("grant_type {other:?} is not supported"),
+        )),
+    }
+}
 
 /// RFC 6749 §5.1 successful token response.
 #[derive(Debug, Serialize)]
@@ -25,13 +82,16 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
-impl From<crate::tokens::TokenError> for super::OAuthError {
+impl From<crate::tokens::TokenError> for crate::oauth::OAuthError {
     fn from(e: crate::tokens::TokenError) -> Self {
         match e {
             crate::tokens::TokenError::Store(s) => s.into(),
             other => {
                 tracing::error!(error = %other, "token issuance failed");
-                super::OAuthError::new(super::OAuthErrorCode::ServerError, "internal error")
+                crate::oauth::OAuthError::new(
+                    crate::oauth::OAuthErrorCode::ServerError,
+                    "internal error",
+                )
             }
         }
     }
@@ -64,7 +124,7 @@ pub(crate) struct IssuedUserTokens {
 pub(crate) async fn issue_user_tokens(
     state: &crate::core::Core,
     grant: UserGrant<'_>,
-) -> Result<IssuedUserTokens, super::OAuthError> {
+) -> Result<IssuedUserTokens, crate::oauth::OAuthError> {
     use crate::tokens::{self, refresh, AccessTokenSpec};
     let UserGrant {
         client,
@@ -80,7 +140,7 @@ pub(crate) async fn issue_user_tokens(
         amr: amr.to_vec(),
     };
     let spec = AccessTokenSpec {
-        client,
+        policy: client.token_policy(),
         subject: user.id.clone(),
         scope: scope.clone(),
         roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),

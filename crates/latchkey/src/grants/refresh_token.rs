@@ -90,7 +90,7 @@ pub async fn grant(
             OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
         })?;
     let spec = AccessTokenSpec {
-        client,
+        policy: client.token_policy(),
         subject: user.id.clone(),
         scope: rotated.scope.clone(),
         roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
