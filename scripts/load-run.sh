@@ -5,10 +5,15 @@
 #   cargo build --release -p latchkey -p latchkey-load
 # Usage: scripts/load-run.sh [scenario...]   (default: all six, then the
 #   experiment client-credentials-eddsa: the same grant for a client whose
-#   tokens are signed with EdDSA instead of ES256, and the bare Argon2id
-#   reference `argon2` on the server's core)
+#   tokens are signed with EdDSA instead of ES256, auth-code-es256: the
+#   flow for a client whose ID tokens are ES256 instead of the default RS256
+#   (an RSA-2048 signature is three quarters of a flow's CPU), and the bare
+#   Argon2id reference `argon2` on the server's core)
 # Environment: PORT (18080), DURATION (10), CONCURRENCY (32), LOGIN_CONCURRENCY (4),
-#   SERVER_CPUS (0), LOAD_CPUS (1), CARGO_TARGET_DIR (target).
+#   SERVER_CPUS (0), LOAD_CPUS (1), CARGO_TARGET_DIR (target), PERF_DIR (unset:
+#   when set, each scenario is also profiled with `perf record -g` on the
+#   server into PERF_DIR/<scenario>.data, with a flat report beside it in
+#   PERF_DIR/<scenario>.txt; needs Debian's linux-perf).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,7 +29,7 @@ LOGIN_CONCURRENCY="${LOGIN_CONCURRENCY:-4}"
 SERVER_CPUS="${SERVER_CPUS:-0}"
 LOAD_CPUS="${LOAD_CPUS:-1}"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(jwks client-credentials introspection refresh auth-code password-login client-credentials-eddsa argon2)
+[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(jwks client-credentials introspection refresh auth-code password-login client-credentials-eddsa auth-code-es256 argon2)
 
 DIR="$(mktemp -d)"
 cd "$DIR"
@@ -56,6 +61,12 @@ WEB=$("$BIN/latchkey" client create --name load-web --first-party \
   --scope openid --scope offline_access --json)
 WEB_ID=$(json_field client_id <<<"$WEB")
 WEB_SECRET=$(json_field client_secret <<<"$WEB")
+WEB_ES=$("$BIN/latchkey" client create --name load-web-es256 --first-party \
+  --redirect-uri http://127.0.0.1:9/callback \
+  --grant authorization_code --grant refresh_token \
+  --scope openid --scope offline_access --id-token-signed-response-alg ES256 --json)
+WEB_ES_ID=$(json_field client_id <<<"$WEB_ES")
+WEB_ES_SECRET=$(json_field client_secret <<<"$WEB_ES")
 EMAIL=load@example.com
 PASSWORD=correct-horse-battery-staple-load
 echo "$PASSWORD" | "$BIN/latchkey" user create --email "$EMAIL" --name Load --password-stdin >/dev/null
@@ -72,9 +83,20 @@ for scenario in "${SCENARIOS[@]}"; do
     client-credentials-eddsa) creds=(--client-id "$ED_ID" --client-secret "$ED_SECRET"); n=$CONCURRENCY; target=client-credentials ;;
     client-credentials | introspection) creds=(--client-id "$CC_ID" --client-secret "$CC_SECRET"); n=$CONCURRENCY ;;
     refresh | auth-code) creds=(--client-id "$WEB_ID" --client-secret "$WEB_SECRET" --email "$EMAIL" --password "$PASSWORD"); n=$CONCURRENCY ;;
+    auth-code-es256) creds=(--client-id "$WEB_ES_ID" --client-secret "$WEB_ES_SECRET" --email "$EMAIL" --password "$PASSWORD"); n=$CONCURRENCY; target=auth-code ;;
     password-login) creds=(--email "$EMAIL" --password "$PASSWORD"); n=$LOGIN_CONCURRENCY ;;
     *) creds=(); n=$CONCURRENCY ;;
   esac
+  if [ -n "${PERF_DIR:-}" ]; then
+    mkdir -p "$PERF_DIR"
+    perf record -q -F 999 -g -p "$PID" -o "$PERF_DIR/$scenario.data" -- sleep "$((DURATION + 1))" 2>/dev/null &
+    PERF_PID=$!
+  fi
   taskset -c "$LOAD_CPUS" "$BIN/latchkey-load" "$target" --issuer "$ISSUER" "${creds[@]}" \
     --concurrency "$n" --duration "$DURATION" --server-pid "$PID" ${LOAD_JSON:+--json}
+  if [ -n "${PERF_DIR:-}" ]; then
+    wait "$PERF_PID" || true
+    perf report -q -i "$PERF_DIR/$scenario.data" --no-children --stdio --percent-limit 0.7 -g none \
+      >"$PERF_DIR/$scenario.txt" 2>/dev/null || true
+  fi
 done

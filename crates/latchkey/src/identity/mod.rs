@@ -82,6 +82,9 @@ impl From<sqlx::Error> for IdentityError {
 const USER_COLUMNS: &str =
     "id, email, display_name, password_hash, disabled, email_verified, created_at, updated_at, must_change_password";
 
+/// [`USER_COLUMNS`] of the table aliased `u` (a join names the same columns).
+const USER_COLUMNS_OF_U: &str = "u.id, u.email, u.display_name, u.password_hash, u.disabled, u.email_verified, u.created_at, u.updated_at, u.must_change_password";
+
 fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
         id: row.try_get("id")?,
@@ -95,18 +98,6 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
         must_change_password: row.try_get::<i64, _>("must_change_password")? != 0,
         roles: Vec::new(),
     })
-}
-
-async fn load_roles(pool: &Pool, user: &mut User) -> Result<(), sqlx::Error> {
-    let rows = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
-        .bind(&user.id)
-        .fetch_all(pool)
-        .await?;
-    user.roles = rows
-        .iter()
-        .map(|r| r.try_get::<String, _>("role").map(Role::from_stored))
-        .collect::<Result<_, _>>()?;
-    Ok(())
 }
 
 /// Creates a user and their roles in one transaction.
@@ -164,35 +155,33 @@ async fn insert_roles(tx: &mut Tx<'_>, user_id: &str, roles: &[Role]) -> Result<
 }
 
 pub async fn find_by_email(pool: &Pool, email: &Email) -> Result<Option<User>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
-    ))
-    .bind(email.as_str())
-    .fetch_optional(pool)
-    .await?;
-    match row {
-        Some(row) => {
-            let mut user = user_from_row(&row)?;
-            load_roles(pool, &mut user).await?;
-            Ok(Some(user))
-        }
-        None => Ok(None),
-    }
+    find_one(pool, "u.email = $1", email.as_str()).await
 }
 
 pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    match row {
-        Some(row) => {
-            let mut user = user_from_row(&row)?;
-            load_roles(pool, &mut user).await?;
-            Ok(Some(user))
+    find_one(pool, "u.id = $1", id).await
+}
+
+/// One user with their roles, in one statement (one round trip and one
+/// consistent read: every token request reads a user's roles fresh).
+async fn find_one(pool: &Pool, condition: &str, value: &str) -> Result<Option<User>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS_OF_U}, r.role AS role FROM users u LEFT JOIN user_roles r ON r.user_id = u.id
+         WHERE {condition} ORDER BY r.role"
+    ))
+    .bind(value)
+    .fetch_all(pool)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut user = user_from_row(first)?;
+    for row in &rows {
+        if let Some(role) = row.try_get::<Option<String>, _>("role")? {
+            user.roles.push(Role::from_stored(role));
         }
-        None => Ok(None),
     }
+    Ok(Some(user))
 }
 
 /// Finds a user by email or by id (what an operator types on the CLI).
@@ -439,4 +428,16 @@ pub async fn normalize_stored_emails(pool: &Pool) -> Result<EmailNormalization, 
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_aliased_user_columns_are_the_user_columns() {
+        let aliased: Vec<String> = super::USER_COLUMNS
+            .split(", ")
+            .map(|c| format!("u.{c}"))
+            .collect();
+        assert_eq!(super::USER_COLUMNS_OF_U, aliased.join(", "));
+    }
 }

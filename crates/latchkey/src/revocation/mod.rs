@@ -343,14 +343,9 @@ pub struct TokenFacts<'a> {
 /// `client_id` (and `sub`, unless the event is client-wide) with `iat <=`
 /// the event.
 pub async fn is_revoked(pool: &Pool, token: TokenFacts<'_>) -> Result<bool, StoreError> {
-    let row = sqlx::query(
-        "SELECT 1 AS hit FROM revocation_events
-         WHERE (kind = 'token' AND jti = $1)
-            OR (kind = 'session' AND session_id = $2)
-            OR (kind = 'subject' AND subject = $3 AND event_time >= $4)
-            OR (kind = 'grant' AND client_id = $5 AND (subject = $3 OR subject = '') AND event_time >= $4)
-         LIMIT 1",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT 1 AS hit FROM revocation_events WHERE {COVERS_TOKEN} LIMIT 1"
+    ))
     .bind(token.jti)
     // A token without a session matches no session event (`= NULL` is never true).
     .bind(token.session_id)
@@ -361,6 +356,16 @@ pub async fn is_revoked(pool: &Pool, token: TokenFacts<'_>) -> Result<bool, Stor
     .await?;
     Ok(row.is_some())
 }
+
+/// The condition on `revocation_events` under which an event covers a
+/// token, with the token's facts bound as `$1` jti, `$2` session id, `$3`
+/// subject, `$4` issued-at and `$5` client id — the one copy of the rule,
+/// for [`is_revoked`] and for statements that check more in the same round
+/// trip (`tokens::introspect`).
+pub(crate) const COVERS_TOKEN: &str = "((kind = 'token' AND jti = $1)
+            OR (kind = 'session' AND session_id = $2)
+            OR (kind = 'subject' AND subject = $3 AND event_time >= $4)
+            OR (kind = 'grant' AND client_id = $5 AND (subject = $3 OR subject = '') AND event_time >= $4))";
 
 /// The claims of the Security Event Token (RFC 8417) that publishes `event`.
 /// `exp` is when the feed forgets the event (`retain_until`): nothing it
