@@ -779,6 +779,9 @@ pub enum Redemption {
     Unknown,
 }
 
+/// The columns [`redeem`] reads back from the row it marked.
+const REDEEMED_COLUMNS: &str = "hash, client_id, user_id, session_handle, redirect_uri, scope, nonce, code_challenge, auth_time, amr, expires_at, issued_family, issued_jti, issued_exp";
+
 /// Marks the code used (atomically; exactly one caller gets `Fresh`), or,
 /// when it was used already, marks it replayed.
 pub async fn redeem(
@@ -787,33 +790,34 @@ pub async fn redeem(
     now: UnixTime,
 ) -> Result<Redemption, StoreError> {
     let hash = code.hash();
-    let mut tx = pool.begin().await?;
-    let claimed = sqlx::query(
-        "UPDATE authorization_codes SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
-    )
+    // One statement per outcome (no transaction around them): the claiming
+    // update returns the row it claimed; only when nothing was claimed does
+    // a second update mark the replay and return what the first use issued.
+    let claimed_row = sqlx::query(&format!(
+        "UPDATE authorization_codes SET used_at = $2 WHERE hash = $1 AND used_at IS NULL
+         RETURNING {REDEEMED_COLUMNS}"
+    ))
     .bind(hash.as_str())
     .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !claimed {
+    .fetch_optional(pool)
+    .await?;
+    let claimed = claimed_row.is_some();
+    let row = match claimed_row {
+        Some(row) => Some(row),
         // The row lock orders this against the first use's `record_issued`:
-        // either that recorded first (read below, revoked by the caller) or
-        // it will see this mark (and revoke what it issued itself).
-        sqlx::query(
-            "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, $2) WHERE hash = $1",
-        )
-        .bind(hash.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let row = sqlx::query("SELECT hash, client_id, user_id, session_handle, redirect_uri, scope, nonce, code_challenge, auth_time, amr, expires_at, issued_family, issued_jti, issued_exp FROM authorization_codes WHERE hash = $1")
-        .bind(hash.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
+        // either that recorded first (returned here, revoked by the caller)
+        // or it will see this mark (and revoke what it issued itself).
+        None => {
+            sqlx::query(&format!(
+                "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, $2) WHERE hash = $1
+                 RETURNING {REDEEMED_COLUMNS}"
+            ))
+            .bind(hash.as_str())
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+        }
+    };
     let Some(row) = row else {
         return Ok(Redemption::Unknown);
     };
