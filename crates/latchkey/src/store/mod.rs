@@ -107,6 +107,14 @@ pub enum ConnectError {
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("{count} database migration(s) pending, from {first:04}, and database.migrate_on_start is false: run `latchkey migrate` (see the cluster upgrade order in operations.md), then start again")]
     Pending { count: usize, first: i64 },
+    #[error("{count} database migration(s) pending, from {first:04}: `latchkey {command}` does not change the schema; run `latchkey migrate` first (`latchkey migrate --dry-run` lists them)")]
+    PendingForCommand {
+        count: usize,
+        first: i64,
+        command: String,
+    },
+    #[error("the database is newer than this binary: it has migration {database:04} applied, and this latchkey {} knows migrations up to {binary:04} only; run the release that migrated it (or a newer one), or restore the backup taken before that upgrade", env!("CARGO_PKG_VERSION"))]
+    NewerDatabase { database: i64, binary: i64 },
     #[error("cannot read the applied migrations: {0}")]
     ReadApplied(#[source] sqlx::Error),
 }
@@ -168,16 +176,77 @@ pub fn server_address(url: &str) -> String {
 
 /// Applies every pending migration. Migrations are numbered, forward-only and
 /// written in SQL both engines accept; each runs in its own transaction.
+/// A database newer than this binary is refused first, naming both versions.
 pub async fn migrate(pool: &Pool) -> Result<(), ConnectError> {
+    schema_status(pool).await?.refuse_newer()?;
     MIGRATOR.run(pool).await.map_err(ConnectError::Migrate)
 }
 
 /// Refuses (with the count and the first version) when this binary knows
 /// migrations the database has not applied: `serve` with
 /// `database.migrate_on_start = false` calls it instead of [`migrate`].
+/// A database newer than this binary is refused too.
 pub async fn require_migrated(pool: &Pool) -> Result<(), ConnectError> {
+    let status = schema_status(pool).await?;
+    status.refuse_newer()?;
+    match status.pending.first() {
+        None => Ok(()),
+        Some(&(first, _)) => Err(ConnectError::Pending {
+            count: status.pending.len(),
+            first,
+        }),
+    }
+}
+
+/// For every command other than `migrate`, `serve` and `dev`: refuses a
+/// database newer than this binary, and refuses pending migrations naming
+/// `latchkey migrate` — these commands never change the schema.
+pub async fn require_current_schema(pool: &Pool, command: &str) -> Result<(), ConnectError> {
+    let status = schema_status(pool).await?;
+    status.refuse_newer()?;
+    match status.pending.first() {
+        None => Ok(()),
+        Some(&(first, _)) => Err(ConnectError::PendingForCommand {
+            count: status.pending.len(),
+            first,
+            command: command.to_owned(),
+        }),
+    }
+}
+
+/// Where a database's schema stands against the migrations this binary knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Versions recorded as applied (successfully) in the database.
+    pub applied: Vec<i64>,
+    /// Migrations this binary knows and the database has not applied, in order.
+    pub pending: Vec<(i64, &'static str)>,
+    /// Applied versions this binary does not know: a newer release migrated it.
+    pub unknown: Vec<i64>,
+}
+
+impl SchemaStatus {
+    /// The newest migration this binary knows (0 when none).
+    pub fn binary_version() -> i64 {
+        known_migrations().map(|(v, _)| v).max().unwrap_or(0)
+    }
+
+    /// `Err(NewerDatabase)` when the database has applied a migration this binary does not know.
+    pub fn refuse_newer(&self) -> Result<(), ConnectError> {
+        match self.unknown.iter().max() {
+            None => Ok(()),
+            Some(&database) => Err(ConnectError::NewerDatabase {
+                database,
+                binary: Self::binary_version(),
+            }),
+        }
+    }
+}
+
+/// Reads which migrations a database has applied, without changing anything
+/// (a database with no migrations table has applied none).
+pub async fn schema_status(pool: &Pool) -> Result<SchemaStatus, ConnectError> {
     use sqlx::Row as _;
-    // No table yet: nothing applied.
     let applied: std::collections::BTreeSet<i64> =
         match sqlx::query("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
@@ -188,20 +257,18 @@ pub async fn require_migrated(pool: &Pool) -> Result<(), ConnectError> {
                 .map(|r| r.try_get::<i64, _>("version"))
                 .collect::<Result<_, _>>()
                 .map_err(ConnectError::ReadApplied)?,
+            // No table yet: nothing applied.
             Err(sqlx::Error::Database(_)) => std::collections::BTreeSet::new(),
             Err(e) => return Err(ConnectError::ReadApplied(e)),
         };
-    let pending: Vec<i64> = known_migrations()
-        .map(|(v, _)| v)
-        .filter(|v| !applied.contains(v))
-        .collect();
-    match pending.first() {
-        None => Ok(()),
-        Some(&first) => Err(ConnectError::Pending {
-            count: pending.len(),
-            first,
-        }),
-    }
+    let known: std::collections::BTreeSet<i64> = known_migrations().map(|(v, _)| v).collect();
+    Ok(SchemaStatus {
+        pending: known_migrations()
+            .filter(|(v, _)| !applied.contains(v))
+            .collect(),
+        unknown: applied.difference(&known).copied().collect(),
+        applied: applied.into_iter().collect(),
+    })
 }
 
 /// Versions of the migrations this binary knows, for `latchkey migrate`'s report.
