@@ -74,7 +74,7 @@ pub async fn sign_in_with_password(
         user_agent: origin.user_agent.clone(),
         detail: detail.to_owned(),
     };
-    let attempt = match state.throttle.begin(email.as_str(), &origin.ip, now) {
+    let attempt = match state.throttle.begin(email.as_str(), &origin.ip, now).await {
         Ok(attempt) => attempt,
         Err(locked) => {
             state.metrics.login("locked");
@@ -255,6 +255,7 @@ pub async fn change_password(
     let attempt = state
         .throttle
         .begin(user.email.as_str(), &origin.ip, now)
+        .await
         .map_err(|_| ChangePasswordError::WrongCurrentPassword)?;
     let verification = state
         .hasher
