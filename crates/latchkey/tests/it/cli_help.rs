@@ -98,9 +98,14 @@ async fn write_config(dir: &Path, database_url: &str) {
     database.insert("url".into(), database_url.into());
     table.insert("database".into(), database.into());
     std::fs::write(dir.join("c.toml"), table.to_string()).expect("write config");
-    latchkey(dir, &env(&[("LATCHKEY_CONFIG", "c.toml")]), &["migrate"], None)
-        .await
-        .assert_success("migrate");
+    latchkey(
+        dir,
+        &env(&[("LATCHKEY_CONFIG", "c.toml")]),
+        &["migrate"],
+        None,
+    )
+    .await
+    .assert_success("migrate");
 }
 
 fn sqlite_url(dir: &Path) -> String {

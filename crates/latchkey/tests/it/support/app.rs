@@ -371,7 +371,7 @@ impl ClockExt for ManualClock {
     }
 }
 
-fn time_now() -> i64 {
+pub(crate) fn time_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
