@@ -23,6 +23,11 @@
 //! its successor's hash on the spent row (`successor_hash`); retries of one
 //! token queue on that row's lock, so concurrent retries each get a
 //! successor and only the last one answered stays live.
+//!
+//! **Pruning** ([`prune_spent`]): a spent token is kept whole only through its
+//! grace (and a margin); then it is replaced by a 64-bit fingerprint of its
+//! hash and its family id (`spent_refresh_tokens`), which is all reuse
+//! detection needs — presenting a pruned token still revokes the family.
 
 use sqlx::Row as _;
 
@@ -231,7 +236,14 @@ pub(crate) async fn rotate_tx(
             .rows_affected()
             == 1;
     let Some(found) = load(tx, presented).await? else {
-        return Ok(Rotation::Refused(RefreshError::Invalid));
+        // A spent token pruned since: reuse, if it was this client's.
+        return Ok(match pruned_family(tx, presented).await? {
+            Some((family, revoked)) if family.client_id == client_id => Rotation::Reused {
+                family,
+                family_was_revoked: revoked,
+            },
+            _ => Rotation::Refused(RefreshError::Invalid),
+        });
     };
     // Another client's token: refuse without touching it.
     if found.family.client_id != client_id {
@@ -331,6 +343,82 @@ async fn within_grace_tx(
     .rows_affected()
         == 1;
     Ok(replaced.then_some(now - spent_at))
+}
+
+/// The family (and whether it is revoked) of a spent token that was pruned,
+/// found by its fingerprint.
+async fn pruned_family(
+    tx: &mut Tx<'_>,
+    presented: &SecretToken,
+) -> Result<Option<(Family, bool)>, sqlx::Error> {
+    let hash = presented.hash();
+    let row = sqlx::query(
+        "SELECT f.id, f.client_id, f.user_id, f.session_handle, f.scope, f.expires_at, f.revoked_at, f.auth_time, f.amr
+         FROM spent_refresh_tokens s JOIN refresh_families f ON f.id = s.family_id
+         WHERE s.fingerprint = $1",
+    )
+    .bind(fingerprint(hash.as_str()))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some((
+        Family {
+            id: row.try_get("id")?,
+            client_id: row.try_get("client_id")?,
+            user_id: row.try_get("user_id")?,
+            session_handle: row.try_get("session_handle")?,
+            scope: Scope::from_stored(&row.try_get::<String, _>("scope")?),
+            expires_at: row.try_get("expires_at")?,
+            sign_in: crate::tokens::sign_in_of(&row)?,
+        },
+        row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    )))
+}
+
+/// How long a spent token is kept whole after its spend beyond the reuse
+/// grace: a margin for clocks of instances that differ. After that only its
+/// fingerprint and family remain ([`prune_spent`]).
+pub const PRUNE_MARGIN_SECS: i64 = 300;
+
+/// The part of a token's hash kept once it is pruned: 16 hex digits, 64
+/// bits — no live token's hash shares them by chance, and a row costs a
+/// fraction of the token's.
+fn fingerprint(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
+}
+
+/// Replaces spent tokens past the reuse grace and [`PRUNE_MARGIN_SECS`] by
+/// their fingerprint and family (all reuse detection needs), and drops the
+/// fingerprints of families that are gone. Returns how many tokens were pruned.
+pub async fn prune_spent(
+    pool: &Pool,
+    config: &TokenConfig,
+    now: UnixTime,
+) -> Result<u64, StoreError> {
+    let cutoff = now - config.refresh_token_reuse_grace_secs.max(0) - PRUNE_MARGIN_SECS;
+    let mut tx = pool.begin().await?;
+    // Write first (SQLite takes its write lock before reading).
+    sqlx::query(
+        "INSERT INTO spent_refresh_tokens (fingerprint, family_id)
+         SELECT substr(hash, 1, 16), family_id FROM refresh_tokens WHERE spent_at IS NOT NULL AND spent_at < $1
+         ON CONFLICT (fingerprint) DO NOTHING",
+    )
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?;
+    let pruned =
+        sqlx::query("DELETE FROM refresh_tokens WHERE spent_at IS NOT NULL AND spent_at < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    sqlx::query(
+        "DELETE FROM spent_refresh_tokens WHERE family_id NOT IN (SELECT id FROM refresh_families)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(pruned)
 }
 
 /// Revokes one family (if it was live: `true`).

@@ -1238,6 +1238,93 @@ backend_test!(
     }
 );
 
+// =========================================================== pruning spent tokens
+
+async fn prune(app: &TestApp) -> u64 {
+    latchkey::tokens::refresh::prune_spent(
+        &app.state.pool,
+        &app.state.config.tokens,
+        app.clock.now_secs(),
+    )
+    .await
+    .expect("prune")
+}
+
+backend_test!(
+    a_pruned_spent_refresh_token_is_still_detected_as_reuse,
+    |app: TestApp| async move {
+        let web = web_client(&app, "read").await;
+        let other = web_client(&app, "read").await;
+        let laptop = sign_in(&app, "ada@example.com").await;
+        let phone = sign_in(&app, "ada@example.com").await;
+        let (r0, family_id) = start_family(&app, &web, &laptop, "read").await;
+        let (p0, phone_family) = start_family(&app, &web, &phone, "read").await;
+        let r1 = refresh(&app, &web, &r0).await.refresh_token();
+        let r2 = refresh(&app, &web, &r1).await.refresh_token();
+        let p1 = refresh(&app, &web, &p0).await.refresh_token();
+        // Within the grace and its margin nothing is pruned.
+        assert_eq!(prune(&app).await, 0);
+        app.clock
+            .advance(grace(&app) + latchkey::tokens::refresh::PRUNE_MARGIN_SECS + 1);
+        assert_eq!(prune(&app).await, 3, "r0, r1 and p0 are pruned");
+        assert_eq!(
+            count(&app, "SELECT COUNT(*) AS n FROM refresh_tokens").await,
+            2,
+            "only the live tokens stay whole"
+        );
+        assert_eq!(
+            count(&app, "SELECT COUNT(*) AS n FROM spent_refresh_tokens").await,
+            3
+        );
+        let stored: Vec<String> = sqlx::query("SELECT fingerprint FROM spent_refresh_tokens")
+            .fetch_all(&app.state.pool)
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| r.try_get::<String, _>("fingerprint").expect("fingerprint"))
+            .collect();
+        assert!(stored.iter().all(|f| f.len() == 16), "{stored:?}");
+        for secret in [&r0, &r1, &p0] {
+            assert!(!stored.iter().any(|f| secret.contains(f.as_str())));
+        }
+        // The live tokens work; pruning is idempotent.
+        assert_eq!(prune(&app).await, 0);
+        // Another client presenting the pruned token: refused, nothing revoked.
+        refresh(&app, &other, &r0).await.assert_error(
+            400,
+            "invalid_grant",
+            "another client's pruned token",
+        );
+        assert!(!family_revoked(&app, &family_id).await);
+        // The thief's replay of the pruned r0: reuse, detected as before.
+        refresh(&app, &web, &r0)
+            .await
+            .assert_error(400, "invalid_grant", "a pruned spent token");
+        assert!(family_revoked(&app, &family_id).await);
+        assert_eq!(laptop.sessions_status(&app).await, 401, "session ended");
+        refresh(&app, &web, &r2)
+            .await
+            .assert_error(400, "invalid_grant", "the newest after reuse");
+        assert!(app
+            .audit_kinds()
+            .await
+            .contains(&"refresh_token_reuse".to_owned()));
+        // The other family is untouched.
+        assert!(!family_revoked(&app, &phone_family).await);
+        assert_eq!(refresh(&app, &web, &p1).await.status, 200);
+        // Fingerprints of families that are gone are dropped by the next pruning.
+        latchkey::cascade::delete_user(&app.state.pool, &laptop.user_id, app.clock.now_secs())
+            .await
+            .expect("delete the user");
+        prune(&app).await;
+        assert_eq!(
+            count(&app, "SELECT COUNT(*) AS n FROM spent_refresh_tokens").await,
+            0,
+            "ada's families went with her, and their fingerprints with them"
+        );
+    }
+);
+
 // =========================================================== RFC 7009 revocation
 
 backend_test!(
