@@ -373,6 +373,11 @@ async fn maintenance_loop(state: AppState) {
         if let Err(e) = crate::tokens::purge_expired(&state.pool, now).await {
             tracing::warn!(error = %e, "token purge failed");
         }
+        match crate::tokens::refresh::prune_spent(&state.pool, &state.config.tokens, now).await {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "spent refresh tokens pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "spent refresh token pruning failed"),
+        }
         let retention = crate::revocation::retention_secs(
             state.keys.max_token_lifetime_secs(),
             state.config.tokens.leeway_secs,

@@ -9,7 +9,7 @@
 use sqlx::Row as _;
 
 use crate::clock::UnixTime;
-use crate::store::{Pool, StoreError};
+use crate::store::{Pool, StoreError, Tx};
 
 /// The security events Latchkey records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +30,7 @@ pub enum EventKind {
     PasswordChanged,
     AccessDenied,
     RefreshTokenReuse,
+    RefreshTokenRetried,
     MfaEnabled,
     MfaDisabled,
     MfaReset,
@@ -65,6 +66,7 @@ impl EventKind {
             EventKind::PasswordChanged => "password_changed",
             EventKind::AccessDenied => "access_denied",
             EventKind::RefreshTokenReuse => "refresh_token_reuse",
+            EventKind::RefreshTokenRetried => "refresh_token_retried",
             EventKind::MfaEnabled => "mfa_enabled",
             EventKind::MfaDisabled => "mfa_disabled",
             EventKind::MfaReset => "mfa_reset",
@@ -115,6 +117,26 @@ pub async fn record(
     event: Event,
     now: UnixTime,
 ) -> Result<(), StoreError> {
+    insert(kind, &event, now).execute(pool).await?;
+    Ok(())
+}
+
+/// Appends one event inside `tx`, so it commits (or not) with what it records.
+pub async fn record_tx(
+    tx: &mut Tx<'_>,
+    kind: EventKind,
+    event: Event,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    insert(kind, &event, now).execute(&mut **tx).await?;
+    Ok(())
+}
+
+fn insert(
+    kind: EventKind,
+    event: &Event,
+    now: UnixTime,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
     sqlx::query(
         "INSERT INTO audit_events (id, at, kind, actor, subject, ip, user_agent, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
@@ -126,9 +148,6 @@ pub async fn record(
     .bind(clip(&event.ip, 64))
     .bind(clip(&event.user_agent, 256))
     .bind(clip(&event.detail, 512))
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 fn clip(text: &str, max: usize) -> String {

@@ -41,8 +41,10 @@
 //! with (one that reads and then writes fails at once when another write
 //! commits in between).
 //!
-//! Must not: know about HTTP, cookies or the audit log (callers write the
-//! audit record with what a function here returns); hold SQL of its own.
+//! Must not: know about HTTP or cookies; write audit records (callers write
+//! them with what a function here returns) — except the refresh-token retry
+//! within the reuse grace, recorded in the rotation's own transaction so a
+//! successor is never answered unaudited; hold SQL of its own.
 
 use crate::clock::UnixTime;
 use crate::config::TokenConfig;
@@ -390,6 +392,24 @@ pub async fn rotate_refresh_token(
     let mut tx = pool.begin().await?;
     match refresh::rotate_tx(&mut tx, config, presented, client_id, requested, now).await? {
         Rotation::Rotated(rotated) => {
+            if let Some(since_spent) = rotated.grace_retry {
+                let event = crate::audit::Event {
+                    actor: client_id.to_owned(),
+                    subject: rotated.family.user_id.clone(),
+                    detail: format!(
+                        "refresh token presented again {since_spent} s after it was spent, within the reuse grace: family {} answered with a fresh successor, the unused one superseded",
+                        rotated.family.id
+                    ),
+                    ..crate::audit::Event::default()
+                };
+                crate::audit::record_tx(
+                    &mut tx,
+                    crate::audit::EventKind::RefreshTokenRetried,
+                    event,
+                    now,
+                )
+                .await?;
+            }
             tx.commit().await?;
             Ok(rotated)
         }

@@ -60,8 +60,13 @@ enum Command {
     },
     /// Production server from a config file and LATCHKEY_* variables.
     Serve,
-    /// Apply pending database migrations and exit.
-    Migrate,
+    /// Apply pending database migrations and exit (the only command, with
+    /// `serve`/`dev` when `database.migrate_on_start` is on, that changes the schema).
+    Migrate {
+        /// List the migrations that would run and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -289,12 +294,14 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     })
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<store::Pool> {
+/// Opens the database for `command` (e.g. "user list"): refuses a database
+/// newer than this binary and pending migrations (naming `latchkey migrate`);
+/// only `migrate`, `serve` and `dev` change the schema.
+async fn open_store(config: &Config, command: &str) -> anyhow::Result<store::Pool> {
     let pool = store::connect(&config.database)
         .await
         .with_context(|| format!("database {}", store::redact_url(&config.database.url)))?;
-    store::migrate(&pool).await?;
-    identity::normalize_stored_emails(&pool).await?;
+    store::require_current_schema(&pool, command).await?;
     Ok(pool)
 }
 
@@ -313,22 +320,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = resolve_config(&arg)?;
             serve(config, Mode::Serve).await
         }
-        Command::Migrate => {
+        Command::Migrate { dry_run } => {
             let config = resolve_config(&arg)?;
-            let pool = store::connect(&config.database).await?;
-            store::migrate(&pool).await?;
-            let normalized = identity::normalize_stored_emails(&pool).await?;
-            for (id, email) in &normalized.lookalikes {
-                eprintln!("warning: user {id} keeps the address {email:?}: it is a look-alike of another account's; delete or rename one of the two");
-            }
-            for (version, description) in store::known_migrations() {
-                eprintln!("applied {version:04} {description}");
-            }
-            eprintln!(
-                "database {} is up to date",
-                store::redact_url(&config.database.url)
-            );
-            Ok(ExitCode::SUCCESS)
+            migrate(&config, dry_run).await
         }
         Command::User { action } => {
             let config = resolve_config(&arg)?;
@@ -361,6 +355,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token { action } => crate::cli_admin::token(action).await,
     }
+}
+
+/// `latchkey migrate [--dry-run]`.
+async fn migrate(config: &Config, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let shown = store::redact_url(&config.database.url);
+    let pool = store::connect(&config.database)
+        .await
+        .with_context(|| format!("database {shown}"))?;
+    let status = store::schema_status(&pool).await?;
+    status.refuse_newer()?;
+    if dry_run {
+        for (version, description) in &status.pending {
+            println!("would apply {version:04} {description}");
+        }
+        eprintln!(
+            "database {shown}: {} migration(s) applied, {} pending; nothing was changed (--dry-run)",
+            status.applied.len(),
+            status.pending.len()
+        );
+        pool.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    store::migrate(&pool).await?;
+    let normalized = identity::normalize_stored_emails(&pool).await?;
+    for (id, email) in &normalized.lookalikes {
+        eprintln!("warning: user {id} keeps the address {email:?}: it is a look-alike of another account's; delete or rename one of the two");
+    }
+    for (version, description) in &status.pending {
+        eprintln!("applied {version:04} {description}");
+    }
+    eprintln!("database {shown} is up to date");
+    pool.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn dev(data_dir: &Path) -> anyhow::Result<ExitCode> {
@@ -526,8 +553,26 @@ fn cli_event(subject: &str, detail: String) -> Event {
     }
 }
 
+impl UserAction {
+    /// The subcommand as typed, for messages.
+    fn command(&self) -> &'static str {
+        match self {
+            UserAction::Create { .. } => "user create",
+            UserAction::List { .. } => "user list",
+            UserAction::SetRole { .. } => "user set-role",
+            UserAction::SetPassword { .. } => "user set-password",
+            UserAction::Disable { .. } => "user disable",
+            UserAction::Enable { .. } => "user enable",
+            UserAction::Delete { .. } => "user delete",
+            UserAction::LogoutAll { .. } => "user logout-all",
+            UserAction::ResetMfa { .. } => "user reset-mfa",
+            UserAction::Import { .. } => "user import",
+        }
+    }
+}
+
 async fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
-    let pool = open_store(config).await?;
+    let pool = open_store(config, action.command()).await?;
     let now = SystemClock.now();
     match action {
         UserAction::Create {
@@ -772,7 +817,7 @@ async fn audit_tail(
     follow: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let pool = open_store(config).await?;
+    let pool = open_store(config, "audit tail").await?;
     let events = audit::tail(&pool, lines.clamp(1, 10_000)).await?;
     let print = |e: &audit::RecordedEvent| {
         println!(
@@ -883,8 +928,8 @@ fn action_into(
     })
 }
 
-pub(crate) async fn open_store_for(config: &Config) -> anyhow::Result<store::Pool> {
-    open_store(config).await
+pub(crate) async fn open_store_for(config: &Config, command: &str) -> anyhow::Result<store::Pool> {
+    open_store(config, command).await
 }
 
 pub(crate) fn print_json_doc(value: &serde_json::Value) -> anyhow::Result<()> {

@@ -22,8 +22,8 @@ pub enum KeysCommand {
     Retire { config: Config, kid: String },
 }
 
-async fn ring(config: &Config) -> anyhow::Result<(crate::store::Pool, KeyRing)> {
-    let pool = crate::cli::open_store_for(config).await?;
+async fn ring(config: &Config, command: &str) -> anyhow::Result<(crate::store::Pool, KeyRing)> {
+    let pool = crate::cli::open_store_for(config, command).await?;
     let master = config.load_master_key()?;
     let ring = KeyRing::new(&config.tokens, &master.key);
     ring.maintain(&pool, SystemClock.now()).await?;
@@ -34,7 +34,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
     match command {
         KeysCommand::List { config, json } => {
-            let (_, ring) = ring(&config).await?;
+            let (_, ring) = ring(&config, "keys list").await?;
             let keys = ring.describe(now);
             if json {
                 crate::cli::print_json_doc(&serde_json::json!({ "keys": keys }))?;
@@ -59,7 +59,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             }
         }
         KeysCommand::Rotate { config, json } => {
-            let (pool, ring) = ring(&config).await?;
+            let (pool, ring) = ring(&config, "keys rotate").await?;
             let kid = ring.rotate(&pool, now).await?;
             let activates = now + config.tokens.key_prepublish_secs;
             crate::audit::record(
@@ -85,7 +85,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             }
         }
         KeysCommand::Retire { config, kid } => {
-            let (pool, ring) = ring(&config).await?;
+            let (pool, ring) = ring(&config, "keys retire").await?;
             ring.retire(&pool, &kid, now).await?;
             crate::audit::record(
                 &pool,
@@ -337,8 +337,22 @@ fn check_id_token_algorithm(config: &Config, alg: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl ClientAction {
+    /// The subcommand as typed, for messages.
+    fn command(&self) -> &'static str {
+        match self {
+            ClientAction::Create { .. } => "client create",
+            ClientAction::Update { .. } => "client update",
+            ClientAction::List { .. } => "client list",
+            ClientAction::Show { .. } => "client show",
+            ClientAction::RotateSecret { .. } => "client rotate-secret",
+            ClientAction::Delete { .. } => "client delete",
+        }
+    }
+}
+
 pub async fn client(config: &Config, action: ClientAction) -> anyhow::Result<ExitCode> {
-    let pool = crate::cli::open_store_for(config).await?;
+    let pool = crate::cli::open_store_for(config, action.command()).await?;
     let now = SystemClock.now();
     match action {
         ClientAction::Create {

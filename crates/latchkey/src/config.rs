@@ -254,6 +254,10 @@ pub struct TokenConfig {
     pub access_token_lifetime_secs: i64,
     pub refresh_token_idle_secs: i64,
     pub refresh_token_absolute_secs: i64,
+    /// Seconds after a refresh token is spent during which presenting it again
+    /// (a client whose answer was lost) is answered with a fresh successor
+    /// that replaces the unused one, instead of revoking the family; 0 disables.
+    pub refresh_token_reuse_grace_secs: i64,
     /// Clock-skew tolerance when verifying tokens.
     pub leeway_secs: i64,
     /// Name of the access-token claim carrying the user's roles.
@@ -397,6 +401,7 @@ impl Default for TokenConfig {
             access_token_lifetime_secs: 15 * 60,
             refresh_token_idle_secs: 14 * 86400,
             refresh_token_absolute_secs: 90 * 86400,
+            refresh_token_reuse_grace_secs: 30,
         }
     }
 }
@@ -649,6 +654,12 @@ impl Config {
             return Err(invalid(
                 "tokens.*_lifetime",
                 "lifetimes must be positive; refresh_token_absolute_secs ≥ refresh_token_idle_secs",
+            ));
+        }
+        if !(0..=300).contains(&t.refresh_token_reuse_grace_secs) {
+            return Err(invalid(
+                "tokens.refresh_token_reuse_grace_secs",
+                "must be between 0 (no grace) and 300",
             ));
         }
         if !(0..=300).contains(&t.leeway_secs) {
@@ -1061,6 +1072,36 @@ mod tests {
         assert_eq!(config.issuer, "https://id.example.com");
         assert_eq!(config.session.idle_timeout_secs, 600);
         assert_eq!(config.database.url, "postgres://x@h/db");
+    }
+
+    #[test]
+    fn refresh_token_reuse_grace_is_bounded() {
+        for bad in ["-1", "301"] {
+            let err = Config::load(
+                None,
+                &env(&[
+                    ("LATCHKEY_DATABASE_URL", "postgres://x@h/db"),
+                    ("LATCHKEY_TOKENS__REFRESH_TOKEN_REUSE_GRACE_SECS", bad),
+                ]),
+            )
+            .expect_err(bad);
+            assert!(
+                err.to_string()
+                    .contains("tokens.refresh_token_reuse_grace_secs"),
+                "{err}"
+            );
+        }
+        for good in ["0", "30", "300"] {
+            Config::load(
+                None,
+                &env(&[
+                    ("LATCHKEY_DATABASE_URL", "postgres://x@h/db"),
+                    ("LATCHKEY_TOKENS__REFRESH_TOKEN_REUSE_GRACE_SECS", good),
+                ]),
+            )
+            .expect(good);
+        }
+        assert_eq!(Config::default().tokens.refresh_token_reuse_grace_secs, 30);
     }
 
     #[test]

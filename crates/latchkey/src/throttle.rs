@@ -1,15 +1,21 @@
 //! Brute-force protection for sign-in: per-account and per-IP failure
 //! counters with exponential lockout.
 //!
-//! Owns: the [`LoginThrottle`] rules. An attempt *reserves* a failure before
-//! the password is checked ([`LoginThrottle::begin`]) and gives it back only
-//! on success, so N parallel requests cannot all slip past a limit of 5: the
-//! sixth finds the account locked (ASVS: a lockout parallel requests cannot
-//! bypass).
+//! Owns: the [`LoginThrottle`] rules. Only failures count: an attempt
+//! *reserves* a slot before the password is checked ([`LoginThrottle::begin`])
+//! and settles it with its outcome — a failure (also what dropping an
+//! unsettled [`Attempt`] means) adds to the counter and may lock the key, a
+//! success gives the slot back (and clears the account's counter), an outage
+//! gives it back unchanged. A key admits at most `limit - failures` attempts in
+//! flight (one, on probation, after a lock ends): the attempt beyond that
+//! *waits* until one settles instead of being refused. So N parallel wrong
+//! passwords cannot all slip past a limit of 5 (the sixth waits, then finds
+//! the account locked — ASVS: a lockout parallel requests cannot bypass), and
+//! N parallel right ones all get in: concurrency alone never locks anyone out.
 //!
 //! The counters live in this process; [`AttemptStore`] is the seam where a
-//! shared Redis store plugs in for clusters, with the same
-//! reserve-then-settle contract (an atomic INCR + EXPIRE per key).
+//! shared store plugs in for clusters, with the same reserve-then-settle
+//! contract.
 //!
 //! Must not: know about HTTP, users or whether an account exists (unknown
 //! emails are throttled exactly like real ones).
@@ -26,23 +32,75 @@ struct Counter {
     failures: u32,
     last_failure: UnixTime,
     locked_until: UnixTime,
+    /// Attempts reserved and not settled yet.
+    in_flight: u32,
+}
+
+impl Counter {
+    fn forget_old_failures(&mut self, rules: &LoginConfig, now: UnixTime) {
+        if now - self.last_failure > rules.failure_window_secs {
+            self.failures = 0;
+        }
+    }
+
+    /// How many attempts may be in flight: those that could still fail
+    /// without passing the limit, and one on probation once a lock has ended.
+    fn capacity(&self, limit: u32) -> u32 {
+        limit.saturating_sub(self.failures).max(1)
+    }
+
+    fn count_failure(&mut self, limit: u32, rules: &LoginConfig, now: UnixTime) {
+        self.forget_old_failures(rules, now);
+        self.failures += 1;
+        self.last_failure = now;
+        if self.failures >= limit {
+            let extra = (self.failures - limit).min(20);
+            let lock = rules
+                .lockout_base_secs
+                .saturating_mul(1i64 << extra)
+                .min(rules.lockout_max_secs);
+            self.locked_until = self.locked_until.max(now + lock);
+        }
+    }
+
+    fn is_idle(&self, rules: &LoginConfig, now: UnixTime) -> bool {
+        self.in_flight == 0
+            && self.locked_until <= now
+            && (self.failures == 0 || now - self.last_failure > rules.failure_window_secs)
+    }
+}
+
+/// What [`AttemptStore::reserve`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Every key got a slot.
+    Granted,
+    /// A key is locked until then; nothing was reserved, and each key before
+    /// it counted a failure (hammering a locked account still counts for the IP).
+    Locked(UnixTime),
+    /// A key has as many attempts in flight as it may: nothing was reserved;
+    /// try again when one settles.
+    Busy,
+}
+
+/// How a reserved attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The credential was wrong: counts, and may lock the key.
+    Failed,
+    /// The credential was right: the slot is given back; `clear` also forgets
+    /// the key's earlier failures (accounts, not IPs).
+    Succeeded { clear: bool },
+    /// The attempt could not be judged (an outage): the slot is given back.
+    Abandoned,
 }
 
 /// Where counters live. One implementation today (in-process).
 pub trait AttemptStore: Send + Sync + 'static {
-    /// Atomically: if `key` is locked, return the lock end; otherwise count a
-    /// failure (forgetting ones older than the window), lock the key if the
-    /// limit is reached, and return `None`.
-    fn reserve(
-        &self,
-        key: &str,
-        limit: u32,
-        rules: &LoginConfig,
-        now: UnixTime,
-    ) -> Option<UnixTime>;
-    /// Gives back one reserved failure (the attempt succeeded) and, for
-    /// accounts, clears the counter entirely.
-    fn settle_success(&self, key: &str, clear: bool);
+    /// Atomically, for every `(key, limit)`: reserve a slot on each, or on none.
+    fn reserve(&self, keys: &[(&str, u32)], rules: &LoginConfig, now: UnixTime) -> Reservation;
+    /// Settles one reserved slot of `key`.
+    fn settle(&self, key: &str, limit: u32, outcome: Outcome, rules: &LoginConfig, now: UnixTime);
     /// Drops counters that carry no information any more.
     fn purge(&self, rules: &LoginConfig, now: UnixTime);
     /// Number of keys held (bounded memory check).
@@ -55,48 +113,55 @@ pub struct InProcessAttempts {
 }
 
 impl AttemptStore for InProcessAttempts {
-    fn reserve(
-        &self,
-        key: &str,
-        limit: u32,
-        rules: &LoginConfig,
-        now: UnixTime,
-    ) -> Option<UnixTime> {
+    fn reserve(&self, keys: &[(&str, u32)], rules: &LoginConfig, now: UnixTime) -> Reservation {
         let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let counter = map.entry(key.to_owned()).or_default();
-        if counter.locked_until > now {
-            return Some(counter.locked_until);
+        let mut busy = false;
+        for (index, &(key, _)) in keys.iter().enumerate() {
+            let counter = map.get(key).copied().unwrap_or_default();
+            if counter.locked_until > now {
+                for &(before, limit) in &keys[..index] {
+                    map.entry(before.to_owned())
+                        .or_default()
+                        .count_failure(limit, rules, now);
+                }
+                return Reservation::Locked(counter.locked_until);
+            }
         }
-        if now - counter.last_failure > rules.failure_window_secs {
-            counter.failures = 0;
+        for &(key, limit) in keys {
+            if let Some(counter) = map.get_mut(key) {
+                counter.forget_old_failures(rules, now);
+                busy |= counter.in_flight >= counter.capacity(limit);
+            }
         }
-        counter.failures += 1;
-        counter.last_failure = now;
-        if counter.failures >= limit {
-            let extra = (counter.failures - limit).min(20);
-            let lock = rules
-                .lockout_base_secs
-                .saturating_mul(1i64 << extra)
-                .min(rules.lockout_max_secs);
-            counter.locked_until = now + lock;
+        if busy {
+            return Reservation::Busy;
         }
-        None
+        for &(key, _) in keys {
+            map.entry(key.to_owned()).or_default().in_flight += 1;
+        }
+        Reservation::Granted
     }
 
-    fn settle_success(&self, key: &str, clear: bool) {
+    fn settle(&self, key: &str, limit: u32, outcome: Outcome, rules: &LoginConfig, now: UnixTime) {
         let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        if clear {
+        let counter = map.entry(key.to_owned()).or_default();
+        counter.in_flight = counter.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Failed => counter.count_failure(limit, rules, now),
+            Outcome::Succeeded { clear: true } => {
+                counter.failures = 0;
+                counter.last_failure = 0;
+            }
+            Outcome::Succeeded { clear: false } | Outcome::Abandoned => {}
+        }
+        if counter.is_idle(rules, now) {
             map.remove(key);
-        } else if let Some(counter) = map.get_mut(key) {
-            counter.failures = counter.failures.saturating_sub(1);
         }
     }
 
     fn purge(&self, rules: &LoginConfig, now: UnixTime) {
         let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, c| {
-            c.locked_until > now || now - c.last_failure <= rules.failure_window_secs
-        });
+        map.retain(|_, c| !c.is_idle(rules, now));
     }
 
     fn tracked(&self) -> usize {
@@ -108,54 +173,74 @@ impl AttemptStore for InProcessAttempts {
 }
 
 /// A sign-in attempt that passed the throttle; settle it with the outcome.
-#[must_use = "settle the attempt with succeeded() or leave it counted as a failure"]
+/// Dropped unsettled, it counts as a failure.
+#[must_use = "settle the attempt with succeeded() or let it drop to count a failure"]
 pub struct Attempt<'a> {
     throttle: &'a LoginThrottle,
     /// `None` until the attempt names an account (a usernameless passkey
     /// sign-in learns it from the credential).
     account_key: Option<String>,
     ip_key: String,
+    /// When the attempt began: failures are counted at this time.
+    at: UnixTime,
+    settled: bool,
 }
 
 impl Attempt<'_> {
     /// The attempt turned out to be for `account` (known only after the
-    /// credential was looked up): reserves a failure for it too, or refuses
-    /// when the account is locked (the IP's reservation stands).
-    pub fn identify(mut self, account: &str, now: UnixTime) -> Result<Self, LockedOut> {
+    /// credential was looked up): reserves a slot for it too (waiting while
+    /// the account has as many attempts in flight as it may), or refuses
+    /// when the account is locked (the IP's reservation stands and counts).
+    pub async fn identify(mut self, account: &str, now: UnixTime) -> Result<Self, LockedOut> {
         if self.account_key.is_some() {
             return Ok(self);
         }
         let key = format!("acct:{account}");
-        let rules = &self.throttle.rules;
-        if let Some(until) =
-            self.throttle
-                .store
-                .reserve(&key, rules.max_failures_per_account, rules, now)
-        {
-            return Err(LockedOut {
-                retry_after_secs: (until - now).max(1),
-            });
-        }
+        let limit = self.throttle.rules.max_failures_per_account;
+        self.throttle.reserve(&[(&key, limit)], now).await?;
         self.account_key = Some(key);
         Ok(self)
+    }
+
+    fn settle(mut self, account: Outcome, ip: Outcome) {
+        self.settled = true;
+        self.throttle.settle(
+            self.account_key.as_deref(),
+            &self.ip_key,
+            account,
+            ip,
+            self.at,
+        );
     }
 
     /// The attempt could not be judged (e.g. the database was down): give
     /// both reservations back without clearing earlier failures.
     pub fn abandoned(self) {
-        if let Some(key) = &self.account_key {
-            self.throttle.store.settle_success(key, false);
-        }
-        self.throttle.store.settle_success(&self.ip_key, false);
+        self.settle(Outcome::Abandoned, Outcome::Abandoned);
     }
 
-    /// The password was right: the account's counter is cleared and the IP's
-    /// reserved failure given back.
+    /// The credential was right: the account's counter is cleared and the
+    /// IP's slot given back.
     pub fn succeeded(self) {
-        if let Some(key) = &self.account_key {
-            self.throttle.store.settle_success(key, true);
+        self.settle(
+            Outcome::Succeeded { clear: true },
+            Outcome::Succeeded { clear: false },
+        );
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.settled = true;
+            self.throttle.settle(
+                self.account_key.as_deref(),
+                &self.ip_key,
+                Outcome::Failed,
+                Outcome::Failed,
+                self.at,
+            );
         }
-        self.throttle.store.settle_success(&self.ip_key, false);
     }
 }
 
@@ -185,6 +270,8 @@ pub fn ip_key(ip: &str) -> String {
 pub struct LoginThrottle {
     rules: LoginConfig,
     store: Box<dyn AttemptStore>,
+    /// Woken whenever an attempt settles: attempts waiting for a slot look again.
+    settled: tokio::sync::Notify,
 }
 
 impl LoginThrottle {
@@ -192,57 +279,92 @@ impl LoginThrottle {
         LoginThrottle {
             rules,
             store: Box::new(InProcessAttempts::default()),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
-    /// Reserves a failure for the account and the IP, or refuses the attempt.
-    /// The reservation stands unless [`Attempt::succeeded`] is called.
-    pub fn begin(&self, account: &str, ip: &str, now: UnixTime) -> Result<Attempt<'_>, LockedOut> {
+    /// Reserves a slot on every key, waiting while one is busy; refuses when one is locked.
+    async fn reserve(&self, keys: &[(&str, u32)], now: UnixTime) -> Result<(), LockedOut> {
+        loop {
+            // Registered before looking, so a settle between the look and the
+            // wait still wakes this attempt.
+            let woken = self.settled.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match self.store.reserve(keys, &self.rules, now) {
+                Reservation::Granted => return Ok(()),
+                Reservation::Locked(until) => {
+                    return Err(LockedOut {
+                        retry_after_secs: (until - now).max(1),
+                    })
+                }
+                Reservation::Busy => woken.await,
+            }
+        }
+    }
+
+    fn settle(
+        &self,
+        account_key: Option<&str>,
+        ip_key: &str,
+        account: Outcome,
+        ip: Outcome,
+        at: UnixTime,
+    ) {
+        if let Some(key) = account_key {
+            let limit = self.rules.max_failures_per_account;
+            self.store.settle(key, limit, account, &self.rules, at);
+        }
+        let limit = self.rules.max_failures_per_ip;
+        self.store.settle(ip_key, limit, ip, &self.rules, at);
+        self.settled.notify_waiters();
+    }
+
+    /// Reserves a slot for the account and the IP — waiting, if either has as
+    /// many attempts in flight as it may, until one settles — or refuses the
+    /// attempt when either is locked. Settle it with the outcome.
+    pub async fn begin(
+        &self,
+        account: &str,
+        ip: &str,
+        now: UnixTime,
+    ) -> Result<Attempt<'_>, LockedOut> {
         let ip_key = ip_key(ip);
         let account_key = format!("acct:{account}");
-        if let Some(until) =
-            self.store
-                .reserve(&ip_key, self.rules.max_failures_per_ip, &self.rules, now)
-        {
-            return Err(LockedOut {
-                retry_after_secs: (until - now).max(1),
-            });
-        }
-        if let Some(until) = self.store.reserve(
-            &account_key,
-            self.rules.max_failures_per_account,
-            &self.rules,
+        self.reserve(
+            &[
+                (&ip_key, self.rules.max_failures_per_ip),
+                (&account_key, self.rules.max_failures_per_account),
+            ],
             now,
-        ) {
-            // The IP reservation stands: hammering a locked account still counts.
-            return Err(LockedOut {
-                retry_after_secs: (until - now).max(1),
-            });
-        }
+        )
+        .await?;
         Ok(Attempt {
             throttle: self,
             account_key: Some(account_key),
             ip_key,
+            at: now,
+            settled: false,
         })
     }
 
-    /// Reserves a failure for the IP alone, for an attempt that does not
-    /// name its account yet (a usernameless passkey sign-in); call
+    /// Reserves a slot for the IP alone, for an attempt that does not name
+    /// its account yet (a usernameless passkey sign-in); call
     /// [`Attempt::identify`] once the account is known.
-    pub fn begin_unidentified(&self, ip: &str, now: UnixTime) -> Result<Attempt<'_>, LockedOut> {
+    pub async fn begin_unidentified(
+        &self,
+        ip: &str,
+        now: UnixTime,
+    ) -> Result<Attempt<'_>, LockedOut> {
         let ip_key = ip_key(ip);
-        if let Some(until) =
-            self.store
-                .reserve(&ip_key, self.rules.max_failures_per_ip, &self.rules, now)
-        {
-            return Err(LockedOut {
-                retry_after_secs: (until - now).max(1),
-            });
-        }
+        self.reserve(&[(&ip_key, self.rules.max_failures_per_ip)], now)
+            .await?;
         Ok(Attempt {
             throttle: self,
             account_key: None,
             ip_key,
+            at: now,
+            settled: false,
         })
     }
 
@@ -269,35 +391,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn locks_after_limit_and_backs_off_exponentially() {
+    /// One failed attempt: begun, then dropped unsettled.
+    async fn fail(t: &LoginThrottle, account: &str, ip: &str, now: UnixTime) {
+        drop(t.begin(account, ip, now).await.expect("allowed"));
+    }
+
+    #[tokio::test]
+    async fn locks_after_limit_and_backs_off_exponentially() {
         let t = LoginThrottle::new(rules());
         for _ in 0..3 {
-            let _failed = t.begin("a@x", "1.1.1.1", 1000).expect("allowed");
+            fail(&t, "a@x", "1.1.1.1", 1000).await;
         }
         assert_eq!(
-            t.begin("a@x", "1.1.1.1", 1000).err(),
+            t.begin("a@x", "1.1.1.1", 1000).await.err(),
             Some(LockedOut {
                 retry_after_secs: 30
             })
         );
-        let _failed = t.begin("a@x", "1.1.1.1", 1030).expect("lock over");
+        fail(&t, "a@x", "1.1.1.1", 1030).await;
         assert_eq!(
-            t.begin("a@x", "1.1.1.1", 1030).err(),
+            t.begin("a@x", "1.1.1.1", 1030).await.err(),
             Some(LockedOut {
                 retry_after_secs: 60
             })
         );
-        let _failed = t.begin("a@x", "1.1.1.1", 1090).expect("lock over");
+        fail(&t, "a@x", "1.1.1.1", 1090).await;
         assert_eq!(
-            t.begin("a@x", "1.1.1.1", 1090).err(),
+            t.begin("a@x", "1.1.1.1", 1090).await.err(),
             Some(LockedOut {
                 retry_after_secs: 120
             })
         );
-        let _failed = t.begin("a@x", "1.1.1.1", 1210).expect("lock over");
+        fail(&t, "a@x", "1.1.1.1", 1210).await;
         assert_eq!(
-            t.begin("a@x", "1.1.1.1", 1210).err(),
+            t.begin("a@x", "1.1.1.1", 1210).await.err(),
             Some(LockedOut {
                 retry_after_secs: 120
             }),
@@ -305,67 +432,135 @@ mod tests {
         );
     }
 
-    #[test]
-    fn success_clears_the_account() {
+    #[tokio::test]
+    async fn success_clears_the_account() {
         let t = LoginThrottle::new(rules());
-        let _f = t.begin("a@x", "ip", 0).expect("allowed");
-        let _f = t.begin("a@x", "ip", 0).expect("allowed");
-        t.begin("a@x", "ip", 0).expect("allowed").succeeded();
+        fail(&t, "a@x", "ip", 0).await;
+        fail(&t, "a@x", "ip", 0).await;
+        t.begin("a@x", "ip", 0).await.expect("allowed").succeeded();
         for _ in 0..3 {
-            let _f = t.begin("a@x", "ip", 1).expect("counter was cleared");
+            fail(&t, "a@x", "ip", 1).await;
         }
+        assert!(t.begin("a@x", "ip", 1).await.is_err(), "locked again");
     }
 
-    #[test]
-    fn unidentified_attempts_count_for_the_ip_then_for_the_account_they_name() {
+    #[tokio::test]
+    async fn unidentified_attempts_count_for_the_ip_then_for_the_account_they_name() {
         let t = LoginThrottle::new(rules());
         // Three failures whose account became known (e.g. a passkey of a@x
         // with a bad signature) lock a@x, as three wrong passwords would.
         for _ in 0..3 {
-            let attempt = t.begin_unidentified("1.1.1.1", 0).expect("ip allowed");
-            let _failed = attempt.identify("a@x", 0).expect("account allowed");
+            let attempt = t
+                .begin_unidentified("1.1.1.1", 0)
+                .await
+                .expect("ip allowed");
+            drop(attempt.identify("a@x", 0).await.expect("account allowed"));
         }
-        let attempt = t.begin_unidentified("2.2.2.2", 0).expect("another ip");
-        assert!(attempt.identify("a@x", 0).is_err(), "the account is locked");
-        assert!(t.begin("a@x", "3.3.3.3", 0).is_err(), "for passwords too");
-        // Success gives the IP's reservation back and clears the account.
+        let attempt = t
+            .begin_unidentified("2.2.2.2", 0)
+            .await
+            .expect("another ip");
+        assert!(
+            attempt.identify("a@x", 0).await.is_err(),
+            "the account is locked"
+        );
+        assert!(
+            t.begin("a@x", "3.3.3.3", 0).await.is_err(),
+            "for passwords too"
+        );
+        // Success gives the IP's slot back and clears the account.
         let t = LoginThrottle::new(rules());
         for _ in 0..8 {
-            let _unknown_credential = t.begin_unidentified("4.4.4.4", 0).expect("allowed");
+            drop(t.begin_unidentified("4.4.4.4", 0).await.expect("allowed"));
         }
         t.begin_unidentified("4.4.4.4", 0)
+            .await
             .expect("ninth")
             .identify("b@x", 0)
+            .await
             .expect("account")
             .succeeded();
         // 8 failures stand: the 9th and the 10th (which reaches the limit) pass.
-        let _f = t.begin_unidentified("4.4.4.4", 0).expect("ninth failure");
-        let _f = t.begin_unidentified("4.4.4.4", 0).expect("tenth failure");
+        drop(
+            t.begin_unidentified("4.4.4.4", 0)
+                .await
+                .expect("ninth failure"),
+        );
+        drop(
+            t.begin_unidentified("4.4.4.4", 0)
+                .await
+                .expect("tenth failure"),
+        );
         assert!(
-            t.begin_unidentified("4.4.4.4", 0).is_err(),
+            t.begin_unidentified("4.4.4.4", 0).await.is_err(),
             "unknown credentials alone lock the IP"
         );
     }
 
-    #[test]
-    fn parallel_attempts_cannot_exceed_the_limit() {
-        let t = std::sync::Arc::new(LoginThrottle::new(rules()));
-        let allowed = std::sync::atomic::AtomicU32::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..32 {
-                s.spawn(|| {
-                    if let Ok(attempt) = t.begin("victim@x", "9.9.9.9", 0) {
-                        allowed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        drop(attempt); // failed password: the reservation stands
-                    }
-                });
+    /// 32 parallel wrong attempts on a limit of 3: three are judged, the
+    /// others wait for them and then find the account locked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_failures_cannot_exceed_the_limit() {
+        for _round in 0..20 {
+            let t = std::sync::Arc::new(LoginThrottle::new(rules()));
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
+            let tasks: Vec<_> = (0..32)
+                .map(|_| {
+                    let (t, barrier) = (t.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        match t.begin("victim@x", "9.9.9.9", 0).await {
+                            Ok(attempt) => {
+                                tokio::task::yield_now().await;
+                                drop(attempt); // a wrong password
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                    })
+                })
+                .collect();
+            let mut judged = 0;
+            for task in tasks {
+                judged += usize::from(task.await.expect("task"));
             }
-        });
-        assert_eq!(allowed.load(std::sync::atomic::Ordering::SeqCst), 3);
+            assert_eq!(judged, 3);
+        }
     }
 
-    #[test]
-    fn ipv6_addresses_count_per_64_and_ipv4_per_address() {
+    /// 16 parallel right passwords on a limit of 3: all get in, nothing locks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_successes_never_lock() {
+        for _round in 0..20 {
+            let t = std::sync::Arc::new(LoginThrottle::new(rules()));
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let (t, barrier) = (t.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        // Half on one account, half on accounts of their own, all one IP.
+                        let account = if i % 2 == 0 {
+                            "a@x".to_owned()
+                        } else {
+                            format!("u{i}@x")
+                        };
+                        let attempt = t.begin(&account, "9.9.9.9", 0).await?;
+                        tokio::task::yield_now().await;
+                        attempt.succeeded();
+                        Ok::<(), LockedOut>(())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("task").expect("never refused");
+            }
+            assert_eq!(t.tracked_keys(), 0, "nothing counted");
+        }
+    }
+
+    #[tokio::test]
+    async fn ipv6_addresses_count_per_64_and_ipv4_per_address() {
         assert_eq!(ip_key("2001:db8:a:b:1:2:3:4"), "ip:2001:db8:a:b::/64");
         assert_eq!(ip_key("2001:db8:a:b::9"), "ip:2001:db8:a:b::/64");
         assert_ne!(ip_key("2001:db8:a:c::1"), ip_key("2001:db8:a:b::1"));
@@ -374,39 +569,45 @@ mod tests {
         assert_ne!(ip_key("192.0.2.1"), ip_key("192.0.2.2"));
         let t = LoginThrottle::new(rules());
         for i in 0..10 {
-            let _f = t
-                .begin(&format!("u{i}@x"), &format!("2001:db8::{i:x}"), 0)
-                .expect("allowed");
-        }
-        assert!(t.begin("fresh@x", "2001:db8::ffff", 0).is_err(), "same /64");
-        assert!(t.begin("fresh@x", "2001:db8:0:1::1", 0).is_ok(), "next /64");
-    }
-
-    #[test]
-    fn ip_limit_covers_many_accounts() {
-        let t = LoginThrottle::new(rules());
-        for i in 0..10 {
-            let _f = t.begin(&format!("u{i}@x"), "6.6.6.6", 0).expect("allowed");
+            fail(&t, &format!("u{i}@x"), &format!("2001:db8::{i:x}"), 0).await;
         }
         assert!(
-            t.begin("fresh@x", "6.6.6.6", 0).is_err(),
+            t.begin("fresh@x", "2001:db8::ffff", 0).await.is_err(),
+            "same /64"
+        );
+        assert!(
+            t.begin("fresh@x", "2001:db8:0:1::1", 0).await.is_ok(),
+            "next /64"
+        );
+    }
+
+    #[tokio::test]
+    async fn ip_limit_covers_many_accounts() {
+        let t = LoginThrottle::new(rules());
+        for i in 0..10 {
+            fail(&t, &format!("u{i}@x"), "6.6.6.6", 0).await;
+        }
+        assert!(
+            t.begin("fresh@x", "6.6.6.6", 0).await.is_err(),
             "password spraying from one IP is stopped"
         );
         assert!(
-            t.begin("fresh@x", "7.7.7.7", 0).is_ok(),
+            t.begin("fresh@x", "7.7.7.7", 0).await.is_ok(),
             "other IPs are unaffected"
         );
     }
 
-    #[test]
-    fn old_failures_are_forgotten_and_purged() {
+    #[tokio::test]
+    async fn old_failures_are_forgotten_and_purged() {
         let t = LoginThrottle::new(rules());
-        let _f = t.begin("a@x", "ip", 0).expect("allowed");
-        let _f = t.begin("a@x", "ip", 0).expect("allowed");
-        let _f = t
-            .begin("a@x", "ip", 4000)
-            .expect("window passed, counter restarted");
-        let _f = t.begin("a@x", "ip", 4000).expect("second in new window");
+        fail(&t, "a@x", "ip", 0).await;
+        fail(&t, "a@x", "ip", 0).await;
+        fail(&t, "a@x", "ip", 4000).await; // window passed, counter restarted
+        fail(&t, "a@x", "ip", 4000).await;
+        assert!(
+            t.begin("a@x", "ip", 4000).await.is_ok(),
+            "two failures in this window"
+        );
         t.purge(10_000);
         assert_eq!(t.tracked_keys(), 0);
     }

@@ -10,11 +10,15 @@
 //! Hashing is CPU- and memory-heavy, so it runs on the blocking thread pool
 //! behind a semaphore (default: one permit per CPU): a flood of sign-ins
 //! queues here instead of starving the async runtime or exhausting memory.
+//! Argon2's working memory (19 MiB at the defaults) comes from a pool of
+//! buffers owned by the hasher, one per permit, lent to the blocking thread
+//! for the length of one computation: memory for hashing is bounded by the
+//! hashing concurrency, however many blocking threads a burst passed through.
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
@@ -144,6 +148,50 @@ pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
     dummy_hash: Arc<String>,
+    memory: Arc<MemoryPool>,
+}
+
+/// Argon2 working memory, kept for reuse: at most one buffer per hashing
+/// permit. Allocating it per hash made glibc map and unmap a fresh heap each
+/// time and page-fault ~4,900 pages (up to half a hash's cost again), and a
+/// buffer per blocking thread kept 19 MiB for every thread that ever hashed
+/// (RSS grew by that much per thread after a burst and stayed); a buffer per
+/// permit does neither.
+struct MemoryPool {
+    buffers: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
+    capacity: usize,
+}
+
+impl MemoryPool {
+    /// Runs `f` with a pooled buffer lent to this thread (see [`ARGON2_MEMORY`]),
+    /// then takes the buffer back, so no thread keeps one.
+    fn lend<R>(&self, f: impl FnOnce() -> R) -> R {
+        let buffer = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        ARGON2_MEMORY.with(|cell| *cell.borrow_mut() = buffer);
+        let result = f();
+        let buffer = ARGON2_MEMORY.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        // Callers without a permit (`*_blocking`) may briefly add one more.
+        if buffers.len() < self.capacity {
+            buffers.push(buffer);
+        }
+        result
+    }
+
+    /// Buffers held and the bytes they hold (tests and benchmarks).
+    fn held(&self) -> (usize, usize) {
+        let buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = buffers
+            .iter()
+            .map(|b| b.capacity() * std::mem::size_of::<argon2::Block>())
+            .sum();
+        (buffers.len(), bytes)
+    }
 }
 
 impl PasswordHasher {
@@ -164,12 +212,23 @@ impl PasswordHasher {
         };
         // A real hash with the live parameters, verified for unknown users so
         // that they cost the same as a wrong password.
-        let dummy = hash_with(&params, "latchkey-dummy-password")?;
+        let memory = Arc::new(MemoryPool {
+            buffers: std::sync::Mutex::new(Vec::with_capacity(permits)),
+            capacity: permits,
+        });
+        let dummy = memory.lend(|| hash_with(&params, "latchkey-dummy-password"))?;
         Ok(PasswordHasher {
             params,
             permits: Arc::new(Semaphore::new(permits)),
             dummy_hash: Arc::new(dummy),
+            memory,
         })
+    }
+
+    /// How many Argon2 buffers the hasher holds and their total size in
+    /// bytes: at most one per hashing permit.
+    pub fn memory_held(&self) -> (usize, usize) {
+        self.memory.held()
     }
 
     fn argon2(params: &Params) -> Argon2<'static> {
@@ -181,9 +240,10 @@ impl PasswordHasher {
         let permit = self.permit().await?;
         let params = self.params.clone();
         let text = password.clone();
+        let memory = Arc::clone(&self.memory);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            hash_with(&params, text.expose())
+            memory.lend(|| hash_with(&params, text.expose()))
         })
         .await
         .map_err(|e| HashError::Hash(e.to_string()))?
@@ -215,9 +275,10 @@ impl PasswordHasher {
             Some(h) => (h.to_owned(), true),
             None => (self.dummy_hash.as_str().to_owned(), false),
         };
+        let memory = Arc::clone(&self.memory);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let v = verify_with(&params, &dummy, text.expose(), &hash);
+            let v = memory.lend(|| verify_with(&params, &dummy, text.expose(), &hash));
             Verification {
                 matches: v.matches && real,
                 needs_rehash: v.needs_rehash && real,
@@ -230,21 +291,43 @@ impl PasswordHasher {
     /// Synchronous verification without the semaphore (benchmarks compare it
     /// with the full sign-in path).
     pub fn verify_blocking(&self, password: &str, stored: &str) -> Verification {
-        verify_with(&self.params, &self.dummy_hash, password, stored)
+        self.memory
+            .lend(|| verify_with(&self.params, &self.dummy_hash, password, stored))
     }
 
     pub fn hash_blocking(&self, password: &str) -> Result<String, HashError> {
-        hash_with(&self.params, password)
+        self.memory.lend(|| hash_with(&self.params, password))
     }
 }
 
+/// Hashes `password` with `params` and a random 128-bit salt, computing in
+/// the thread's lent memory ([`ARGON2_MEMORY`]; a fresh buffer when none was lent).
 fn hash_with(params: &Params, password: &str) -> Result<String, HashError> {
-    let salt = SaltString::encode_b64(&crate::crypto::random_bytes::<16>())
-        .map_err(|e| HashError::Hash(e.to_string()))?;
-    PasswordHasher::argon2(params)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError::Hash(e.to_string()))
+    let failed = |e: &dyn std::fmt::Display| HashError::Hash(e.to_string());
+    let salt_bytes = crate::crypto::random_bytes::<16>();
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| failed(&e))?;
+    let argon = PasswordHasher::argon2(params);
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    ARGON2_MEMORY
+        .with(|cell| {
+            let mut blocks = cell.borrow_mut();
+            blocks.resize(params.block_count(), argon2::Block::default());
+            argon.hash_password_into_with_memory(
+                password.as_bytes(),
+                &salt_bytes,
+                &mut out,
+                &mut blocks[..],
+            )
+        })
+        .map_err(|e| failed(&e))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: argon2::password_hash::ParamsString::try_from(params).map_err(|e| failed(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(argon2::password_hash::Output::new(&out).map_err(|e| failed(&e))?),
+    };
+    Ok(hash.to_string())
 }
 
 /// Largest bcrypt cost an imported hash may carry. Each step doubles the
@@ -445,10 +528,9 @@ impl Pbkdf2Hash {
 }
 
 thread_local! {
-    /// Argon2's working memory (19 MiB at the defaults), kept per blocking
-    /// thread. Allocating it per hash made glibc map and unmap a fresh heap
-    /// each time and page-fault ~4,900 pages: up to half a hash's cost again
-    /// (measured with the login benchmark; docs/performance.md).
+    /// Argon2's working memory (19 MiB at the defaults) while a computation
+    /// runs: lent by the hasher's [`MemoryPool`] and taken back after, so
+    /// the thread keeps nothing (docs/performance.md).
     static ARGON2_MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -998,5 +1080,61 @@ mod tests {
         let hasher = PasswordHasher::new(&fast_config()).expect("hasher");
         assert!(!hasher.verify_blocking("x", "not a hash").matches);
         assert!(!hasher.verify_blocking("", "").matches);
+    }
+
+    /// A burst of hashes and verifications across many blocking threads
+    /// leaves at most one Argon2 buffer per permit, each the configured
+    /// memory cost, and no thread keeps one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn argon2_memory_is_bounded_by_the_hashing_concurrency() {
+        let config = PasswordConfig {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            max_concurrent_hashes: 2,
+            ..PasswordConfig::default()
+        };
+        let hasher = PasswordHasher::new(&config).expect("hasher");
+        let stored = hasher
+            .hash(&Password::new("correct horse"))
+            .await
+            .expect("hash");
+        for _round in 0..3 {
+            let tasks: Vec<_> = (0..32)
+                .map(|i| {
+                    let (hasher, stored) = (hasher.clone(), stored.clone());
+                    tokio::spawn(async move {
+                        if i % 4 == 0 {
+                            hasher
+                                .hash(&Password::new("another one"))
+                                .await
+                                .map(|_| true)
+                        } else {
+                            let guess = if i % 2 == 0 { "correct horse" } else { "wrong" };
+                            hasher
+                                .verify(&Password::new(guess), Some(&stored))
+                                .await
+                                .map(|v| v.matches == (i % 2 == 0))
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                assert!(task.await.expect("task").expect("hashing"), "right answer");
+            }
+            let (buffers, bytes) = hasher.memory_held();
+            assert!(
+                (1..=2).contains(&buffers),
+                "{buffers} buffers for 2 permits"
+            );
+            assert!(bytes <= 2 * 1024 * 1024, "{bytes} bytes");
+        }
+        // The thread that ran a computation keeps no buffer.
+        let kept = tokio::task::spawn_blocking(move || {
+            hasher.verify_blocking("wrong", &stored);
+            ARGON2_MEMORY.with(|cell| cell.borrow().capacity())
+        })
+        .await
+        .expect("blocking");
+        assert_eq!(kept, 0);
     }
 }

@@ -4,8 +4,9 @@
 //! re-implements a step.
 //!
 //! The password ceremony owns the order of the checks that make sign-in safe:
-//! 1. the throttle reserves a failure for the account and the IP (a locked
-//!    account is refused before any hashing);
+//! 1. the throttle reserves a slot for the account and the IP (a locked
+//!    account is refused before any hashing; an attempt beyond the room left
+//!    waits for one in flight to settle — only failures count);
 //! 2. the user is looked up; an unknown email verifies a dummy hash, so an
 //!    unknown user, a wrong password and a disabled account cost the same
 //!    and fail with the same [`LoginError::InvalidCredentials`];
@@ -74,7 +75,7 @@ pub async fn sign_in_with_password(
         user_agent: origin.user_agent.clone(),
         detail: detail.to_owned(),
     };
-    let attempt = match state.throttle.begin(email.as_str(), &origin.ip, now) {
+    let attempt = match state.throttle.begin(email.as_str(), &origin.ip, now).await {
         Ok(attempt) => attempt,
         Err(locked) => {
             state.metrics.login("locked");
@@ -255,6 +256,7 @@ pub async fn change_password(
     let attempt = state
         .throttle
         .begin(user.email.as_str(), &origin.ip, now)
+        .await
         .map_err(|_| ChangePasswordError::WrongCurrentPassword)?;
     let verification = state
         .hasher

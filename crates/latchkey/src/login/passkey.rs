@@ -34,7 +34,7 @@ pub async fn sign_in(
     let locked_out = |locked: crate::throttle::LockedOut| PasskeyError::LockedOut {
         retry_after_secs: locked.retry_after_secs,
     };
-    let attempt = match state.throttle.begin_unidentified(&origin.ip, now) {
+    let attempt = match state.throttle.begin_unidentified(&origin.ip, now).await {
         Ok(attempt) => attempt,
         Err(locked) => {
             state.metrics.login("locked");
@@ -87,7 +87,7 @@ pub async fn sign_in(
         }
         None => return Err(PasskeyError::UnknownCredential),
     };
-    let attempt = match attempt.identify(user.email.as_str(), now) {
+    let attempt = match attempt.identify(user.email.as_str(), now).await {
         Ok(attempt) => attempt,
         Err(locked) => {
             state.metrics.login("locked");

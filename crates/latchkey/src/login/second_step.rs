@@ -50,6 +50,7 @@ pub async fn with_code(
     let attempt = state
         .throttle
         .begin(user.email.as_str(), &origin.ip, now)
+        .await
         .map_err(|locked| LoginError::LockedOut {
             retry_after_secs: locked.retry_after_secs,
         })?;
@@ -134,6 +135,7 @@ pub async fn with_passkey(
     let attempt = state
         .throttle
         .begin(user.email.as_str(), &origin.ip, now)
+        .await
         .map_err(|locked| PasskeyError::LockedOut {
             retry_after_secs: locked.retry_after_secs,
         })?;

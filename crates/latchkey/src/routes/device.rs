@@ -80,6 +80,7 @@ pub async fn device_submit(
     let attempt = match state
         .throttle
         .begin(&format!("device:{}", who.user.id), &origin.ip, now)
+        .await
     {
         Ok(a) => a,
         Err(locked) => return too_many_attempts(locked),
@@ -123,6 +124,7 @@ pub async fn device_decision(
     let attempt = match state
         .throttle
         .begin(&format!("device:{}", who.user.id), &origin.ip, now)
+        .await
     {
         Ok(a) => a,
         Err(locked) => return too_many_attempts(locked),

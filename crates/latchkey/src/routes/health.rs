@@ -13,16 +13,23 @@ pub async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// Readiness: 200 when the database answers, 503 otherwise.
+/// Readiness: 200 when the database answers and accepts a write, 503 (with
+/// `Retry-After`) otherwise — a full disk makes an instance not-ready even
+/// though its reads still work.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if crate::store::ping(&state.pool).await {
-        axum::Json(serde_json::json!({ "status": "ready", "database": "ok" })).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "error": "database_unavailable", "message": "the database does not answer" })),
-        )
-            .into_response()
+    match crate::store::accepts_writes(&state.pool, state.clock.now()).await {
+        Ok(()) => {
+            axum::Json(serde_json::json!({ "status": "ready", "database": "ok" })).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "not ready: the database does not accept writes");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                axum::Json(serde_json::json!({ "error": "database_unavailable", "message": "the database does not accept writes" })),
+            )
+                .into_response()
+        }
     }
 }
 

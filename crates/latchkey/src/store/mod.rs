@@ -1,8 +1,10 @@
 //! Storage: one connection pool that speaks SQLite or PostgreSQL.
 //!
-//! Owns: connecting (with pool sizes and timeouts from config), SQLite
-//! pragmas (WAL), running the versioned migrations, and the classification
-//! of database failures into [`StoreError`].
+//! Owns: connecting (with pool sizes and timeouts from config; a connection
+//! returned inside a failed transaction is closed, not reused), SQLite
+//! pragmas (WAL), running the versioned migrations and the schema checks of
+//! the commands that must not run them, the write probe behind `/readyz`,
+//! and the classification of database failures into [`StoreError`].
 //!
 //! Every query in Latchkey is written once, in the SQL both engines accept
 //! (`$1` placeholders, `TEXT` and `BIGINT` columns (flags are 0/1), no engine-specific
@@ -75,17 +77,34 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// PostgreSQL "admin shutdown"/"cannot connect now"/"database is not
-/// currently accepting connections" (55000, met when connecting) and SQLite
-/// "busy/locked" are transient: the request may be retried.
+/// Transient failures: the request may be retried (503 with `Retry-After`).
+/// PostgreSQL (five-character SQLSTATEs): "admin shutdown", "crash shutdown",
+/// "cannot connect now", "database is not currently accepting connections"
+/// (55000, met when connecting), connection failures (08xxx), and
+/// "insufficient resources" (53xxx: disk full, out of memory, too many
+/// connections). SQLite (numeric result codes, primary code in the low
+/// byte): BUSY and LOCKED (the write lock is held), IOERR (the disk failed a
+/// read or a write) and FULL ("database or disk is full").
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some(
-            "57P01" | "57P02" | "57P03" | "55000" | "08000" | "08003" | "08006" | "5" | "6" | "517"
+    let Some(code) = code else { return false };
+    // SQLite's extended codes stay below 10000; SQLSTATEs are five characters.
+    if code.len() == 5 {
+        return matches!(code, "57P01" | "57P02" | "57P03" | "55000")
+            || code.starts_with("08")
+            || code.starts_with("53");
+    }
+    code.parse::<u32>().is_ok_and(|n| {
+        matches!(
+            n & 0xff,
+            SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL
         )
-    )
+    })
 }
+
+const SQLITE_BUSY: u32 = 5;
+const SQLITE_LOCKED: u32 = 6;
+const SQLITE_IOERR: u32 = 10;
+const SQLITE_FULL: u32 = 13;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -107,6 +126,14 @@ pub enum ConnectError {
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("{count} database migration(s) pending, from {first:04}, and database.migrate_on_start is false: run `latchkey migrate` (see the cluster upgrade order in operations.md), then start again")]
     Pending { count: usize, first: i64 },
+    #[error("{count} database migration(s) pending, from {first:04}: `latchkey {command}` does not change the schema; run `latchkey migrate` first (`latchkey migrate --dry-run` lists them)")]
+    PendingForCommand {
+        count: usize,
+        first: i64,
+        command: String,
+    },
+    #[error("the database is newer than this binary: it has migration {database:04} applied, and this latchkey {} knows migrations up to {binary:04} only; run the release that migrated it (or a newer one), or restore the backup taken before that upgrade", env!("CARGO_PKG_VERSION"))]
+    NewerDatabase { database: i64, binary: i64 },
     #[error("cannot read the applied migrations: {0}")]
     ReadApplied(#[source] sqlx::Error),
 }
@@ -120,7 +147,8 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Pool, ConnectError> {
         .max_connections(config.max_connections)
         .min_connections(config.min_connections)
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
-        .idle_timeout(Some(Duration::from_secs(600)));
+        .idle_timeout(Some(Duration::from_secs(600)))
+        .after_release(|conn, _| Box::pin(async move { settled_after_release(conn).await }));
     let pool = options
         .connect_lazy(&config.url)
         .map_err(ConnectError::Open)?;
@@ -153,6 +181,26 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Pool, ConnectError> {
     Ok(pool)
 }
 
+/// Whether a connection coming back to the pool may be reused: only when no
+/// transaction is left open on it. A transaction dropped without commit is
+/// rolled back by a queued `ROLLBACK`, which runs before this query does. On
+/// SQLite, a failed `COMMIT` or statement ("database or disk is full", an I/O
+/// error) may end the transaction by itself; the queued `ROLLBACK` then fails,
+/// sqlx still counts the transaction as open, and reusing the connection
+/// would nest the next transaction in a `SAVEPOINT` that its rollback never
+/// ends — a read snapshot held forever and every later write on it "database
+/// is locked", until a restart. Such a connection is closed instead (closing
+/// ends whatever SQLite still held), and the pool opens a fresh one.
+async fn settled_after_release(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    conn.ping().await?;
+    let settled = !conn.is_in_transaction();
+    if !settled {
+        tracing::warn!("a database connection was left inside a failed transaction; closing it");
+    }
+    Ok(settled)
+}
+
 /// `host:port` of a database URL (PostgreSQL's default port when none is
 /// given), or the redacted URL when it names no host.
 pub fn server_address(url: &str) -> String {
@@ -168,16 +216,77 @@ pub fn server_address(url: &str) -> String {
 
 /// Applies every pending migration. Migrations are numbered, forward-only and
 /// written in SQL both engines accept; each runs in its own transaction.
+/// A database newer than this binary is refused first, naming both versions.
 pub async fn migrate(pool: &Pool) -> Result<(), ConnectError> {
+    schema_status(pool).await?.refuse_newer()?;
     MIGRATOR.run(pool).await.map_err(ConnectError::Migrate)
 }
 
 /// Refuses (with the count and the first version) when this binary knows
 /// migrations the database has not applied: `serve` with
 /// `database.migrate_on_start = false` calls it instead of [`migrate`].
+/// A database newer than this binary is refused too.
 pub async fn require_migrated(pool: &Pool) -> Result<(), ConnectError> {
+    let status = schema_status(pool).await?;
+    status.refuse_newer()?;
+    match status.pending.first() {
+        None => Ok(()),
+        Some(&(first, _)) => Err(ConnectError::Pending {
+            count: status.pending.len(),
+            first,
+        }),
+    }
+}
+
+/// For every command other than `migrate`, `serve` and `dev`: refuses a
+/// database newer than this binary, and refuses pending migrations naming
+/// `latchkey migrate` — these commands never change the schema.
+pub async fn require_current_schema(pool: &Pool, command: &str) -> Result<(), ConnectError> {
+    let status = schema_status(pool).await?;
+    status.refuse_newer()?;
+    match status.pending.first() {
+        None => Ok(()),
+        Some(&(first, _)) => Err(ConnectError::PendingForCommand {
+            count: status.pending.len(),
+            first,
+            command: command.to_owned(),
+        }),
+    }
+}
+
+/// Where a database's schema stands against the migrations this binary knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Versions recorded as applied (successfully) in the database.
+    pub applied: Vec<i64>,
+    /// Migrations this binary knows and the database has not applied, in order.
+    pub pending: Vec<(i64, &'static str)>,
+    /// Applied versions this binary does not know: a newer release migrated it.
+    pub unknown: Vec<i64>,
+}
+
+impl SchemaStatus {
+    /// The newest migration this binary knows (0 when none).
+    pub fn binary_version() -> i64 {
+        known_migrations().map(|(v, _)| v).max().unwrap_or(0)
+    }
+
+    /// `Err(NewerDatabase)` when the database has applied a migration this binary does not know.
+    pub fn refuse_newer(&self) -> Result<(), ConnectError> {
+        match self.unknown.iter().max() {
+            None => Ok(()),
+            Some(&database) => Err(ConnectError::NewerDatabase {
+                database,
+                binary: Self::binary_version(),
+            }),
+        }
+    }
+}
+
+/// Reads which migrations a database has applied, without changing anything
+/// (a database with no migrations table has applied none).
+pub async fn schema_status(pool: &Pool) -> Result<SchemaStatus, ConnectError> {
     use sqlx::Row as _;
-    // No table yet: nothing applied.
     let applied: std::collections::BTreeSet<i64> =
         match sqlx::query("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
@@ -188,20 +297,18 @@ pub async fn require_migrated(pool: &Pool) -> Result<(), ConnectError> {
                 .map(|r| r.try_get::<i64, _>("version"))
                 .collect::<Result<_, _>>()
                 .map_err(ConnectError::ReadApplied)?,
+            // No table yet: nothing applied.
             Err(sqlx::Error::Database(_)) => std::collections::BTreeSet::new(),
             Err(e) => return Err(ConnectError::ReadApplied(e)),
         };
-    let pending: Vec<i64> = known_migrations()
-        .map(|(v, _)| v)
-        .filter(|v| !applied.contains(v))
-        .collect();
-    match pending.first() {
-        None => Ok(()),
-        Some(&first) => Err(ConnectError::Pending {
-            count: pending.len(),
-            first,
-        }),
-    }
+    let known: std::collections::BTreeSet<i64> = known_migrations().map(|(v, _)| v).collect();
+    Ok(SchemaStatus {
+        pending: known_migrations()
+            .filter(|(v, _)| !applied.contains(v))
+            .collect(),
+        unknown: applied.difference(&known).copied().collect(),
+        applied: applied.into_iter().collect(),
+    })
 }
 
 /// Versions of the migrations this binary knows, for `latchkey migrate`'s report.
@@ -209,9 +316,29 @@ pub fn known_migrations() -> impl Iterator<Item = (i64, &'static str)> {
     MIGRATOR.iter().map(|m| (m.version, &*m.description))
 }
 
-/// `true` when a trivial query succeeds: the readiness probe.
+/// `true` when a trivial query succeeds.
 pub async fn ping(pool: &Pool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
+/// Bytes of random data the readiness probe writes (as base64url text):
+/// more than a sign-in writes, so a disk too full for real writes fails it.
+const PROBE_PAYLOAD_BYTES: usize = 24 * 1024;
+
+/// The readiness probe: the database answers *and accepts a write* — one
+/// committed update of the `write_probe` row with fresh random data, larger
+/// than a sign-in's write. A full disk, an I/O error or a write lock held
+/// elsewhere fails it, though reads still work.
+pub async fn accepts_writes(pool: &Pool, now: i64) -> Result<(), StoreError> {
+    let payload = crate::crypto::b64url(&crate::crypto::random_bytes::<PROBE_PAYLOAD_BYTES>());
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE write_probe SET probed_at = $1, payload = $2 WHERE id = 1")
+        .bind(now)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// A database URL as it may be shown anywhere (errors, logs, `config
@@ -291,6 +418,23 @@ mod tests {
         }
         // server_address falls back to the redacted form, never the raw URL.
         assert!(!server_address("postgres:///db?host=/run/pg&password=s3cret").contains("s3cret"));
+    }
+
+    #[test]
+    fn transient_failures_of_both_engines_are_unavailable() {
+        for code in [
+            "5", "517", "6", "262", "13", "10", "778", "1034", "4874", // SQLite
+            "57P01", "57P03", "55000", "08006", "08001", "53100", "53300", // PostgreSQL
+        ] {
+            assert!(is_unavailable_code(Some(code)), "{code}");
+        }
+        for code in [
+            "1", "19", "2067", "787", "11", // SQLite: error, constraint, corrupt
+            "23505", "42P01", "22001", "40001", // PostgreSQL
+        ] {
+            assert!(!is_unavailable_code(Some(code)), "{code}");
+        }
+        assert!(!is_unavailable_code(None));
     }
 
     #[test]

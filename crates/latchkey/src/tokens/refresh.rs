@@ -11,6 +11,23 @@
 //! refuse its access tokens at once), and the caller gets `invalid_grant`.
 //! That transaction is composed in `cascade::rotate_refresh_token`; this
 //! module holds the primitives on its own two tables.
+//!
+//! **Reuse grace** (`tokens.refresh_token_reuse_grace_secs`): a client whose
+//! answer was lost (a crash, a proxy timeout, a dropped mobile connection)
+//! presents the token it just spent again. Within the grace after the first
+//! spend, while the successor it was answered with is still unused, that
+//! successor is marked superseded and a fresh one is answered — nothing is
+//! stored but hashes, and the family still has exactly one live token.
+//! Outside the grace, for a superseded token, or once the successor has been
+//! used, presenting the spent token is reuse as above. Each rotation records
+//! its successor's hash on the spent row (`successor_hash`); retries of one
+//! token queue on that row's lock, so concurrent retries each get a
+//! successor and only the last one answered stays live.
+//!
+//! **Pruning** ([`prune_spent`]): a spent token is kept whole only through its
+//! grace (and a margin); then it is replaced by a 64-bit fingerprint of its
+//! hash and its family id (`spent_refresh_tokens`), which is all reuse
+//! detection needs — presenting a pruned token still revokes the family.
 
 use sqlx::Row as _;
 
@@ -42,6 +59,10 @@ pub struct Rotated {
     pub family: Family,
     /// The scope granted now (may have shrunk on request, never grown).
     pub scope: Scope,
+    /// `Some(seconds since the first spend)` when this answered a retry of a
+    /// just-spent token within the reuse grace (its unused successor is now
+    /// superseded).
+    pub grace_retry: Option<i64>,
 }
 
 /// Why a refresh token was refused; every variant is `invalid_grant` to the
@@ -139,6 +160,7 @@ struct Presented {
     token_scope: Scope,
     idle_expires_at: UnixTime,
     spent: bool,
+    spent_at: Option<UnixTime>,
     family_revoked: bool,
     user_disabled: bool,
 }
@@ -170,6 +192,7 @@ async fn load(tx: &mut Tx<'_>, token: &SecretToken) -> Result<Option<Presented>,
         token_scope: Scope::from_stored(&row.try_get::<String, _>("token_scope")?),
         idle_expires_at: row.try_get("idle_expires_at")?,
         spent: row.try_get::<Option<i64>, _>("spent_at")?.is_some(),
+        spent_at: row.try_get("spent_at")?,
         family_revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
         user_disabled: row.try_get::<i64, _>("disabled")? != 0,
     }))
@@ -213,7 +236,14 @@ pub(crate) async fn rotate_tx(
             .rows_affected()
             == 1;
     let Some(found) = load(tx, presented).await? else {
-        return Ok(Rotation::Refused(RefreshError::Invalid));
+        // A spent token pruned since: reuse, if it was this client's.
+        return Ok(match pruned_family(tx, presented).await? {
+            Some((family, revoked)) if family.client_id == client_id => Rotation::Reused {
+                family,
+                family_was_revoked: revoked,
+            },
+            _ => Rotation::Refused(RefreshError::Invalid),
+        });
     };
     // Another client's token: refuse without touching it.
     if found.family.client_id != client_id {
@@ -221,11 +251,17 @@ pub(crate) async fn rotate_tx(
     }
     // `found` was read after our own UPDATE, so `found.spent` is always true
     // here; only `claimed` tells whether this request spent the token.
+    let mut grace_retry = None;
     if !claimed {
-        return Ok(Rotation::Reused {
-            family: found.family,
-            family_was_revoked: found.family_revoked,
-        });
+        match within_grace_tx(tx, config, presented, &found, now).await? {
+            Some(since_spent) => grace_retry = Some(since_spent),
+            None => {
+                return Ok(Rotation::Reused {
+                    family: found.family,
+                    family_was_revoked: found.family_revoked,
+                })
+            }
+        }
     }
     if found.family_revoked
         || found.user_disabled
@@ -245,11 +281,144 @@ pub(crate) async fn rotate_tx(
     };
     let token = SecretToken::generate();
     insert_token(tx, &token, &found.family, &scope, config, now).await?;
+    sqlx::query("UPDATE refresh_tokens SET successor_hash = $2 WHERE hash = $1")
+        .bind(presented.hash().as_str())
+        .bind(token.hash().as_str())
+        .execute(&mut **tx)
+        .await?;
     Ok(Rotation::Rotated(Rotated {
         token,
         family: found.family,
         scope,
+        grace_retry,
     }))
+}
+
+/// Decides whether the spent token `presented` may be answered again (the
+/// reuse grace): `Some(seconds since it was spent)` after superseding its
+/// unused successor, `None` when this is reuse. Takes the spent row's lock
+/// first, so retries of one token queue and each sees the successor the
+/// previous one left.
+async fn within_grace_tx(
+    tx: &mut Tx<'_>,
+    config: &TokenConfig,
+    presented: &SecretToken,
+    found: &Presented,
+    now: UnixTime,
+) -> Result<Option<i64>, sqlx::Error> {
+    let grace = config.refresh_token_reuse_grace_secs;
+    let Some(spent_at) = found.spent_at else {
+        return Ok(None);
+    };
+    if grace <= 0 || found.family_revoked || now - spent_at > grace {
+        return Ok(None);
+    }
+    // Lock the spent row (a no-op write), then read what the last retry left.
+    sqlx::query("UPDATE refresh_tokens SET superseded_at = superseded_at WHERE hash = $1")
+        .bind(presented.hash().as_str())
+        .execute(&mut **tx)
+        .await?;
+    let row =
+        sqlx::query("SELECT successor_hash, superseded_at FROM refresh_tokens WHERE hash = $1")
+            .bind(presented.hash().as_str())
+            .fetch_one(&mut **tx)
+            .await?;
+    let superseded = row.try_get::<Option<i64>, _>("superseded_at")?.is_some();
+    let Some(successor) = row.try_get::<Option<String>, _>("successor_hash")? else {
+        // Rotated before successors were recorded: no grace.
+        return Ok(None);
+    };
+    if superseded {
+        // A replaced successor is never answered again.
+        return Ok(None);
+    }
+    // The successor must be unused: superseding it is what keeps one live token.
+    let replaced = sqlx::query(
+        "UPDATE refresh_tokens SET spent_at = $2, superseded_at = $2 WHERE hash = $1 AND spent_at IS NULL",
+    )
+    .bind(&successor)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(replaced.then_some(now - spent_at))
+}
+
+/// The family (and whether it is revoked) of a spent token that was pruned,
+/// found by its fingerprint.
+async fn pruned_family(
+    tx: &mut Tx<'_>,
+    presented: &SecretToken,
+) -> Result<Option<(Family, bool)>, sqlx::Error> {
+    let hash = presented.hash();
+    let row = sqlx::query(
+        "SELECT f.id, f.client_id, f.user_id, f.session_handle, f.scope, f.expires_at, f.revoked_at, f.auth_time, f.amr
+         FROM spent_refresh_tokens s JOIN refresh_families f ON f.id = s.family_id
+         WHERE s.fingerprint = $1",
+    )
+    .bind(fingerprint(hash.as_str()))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some((
+        Family {
+            id: row.try_get("id")?,
+            client_id: row.try_get("client_id")?,
+            user_id: row.try_get("user_id")?,
+            session_handle: row.try_get("session_handle")?,
+            scope: Scope::from_stored(&row.try_get::<String, _>("scope")?),
+            expires_at: row.try_get("expires_at")?,
+            sign_in: crate::tokens::sign_in_of(&row)?,
+        },
+        row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    )))
+}
+
+/// How long a spent token is kept whole after its spend beyond the reuse
+/// grace: a margin for clocks of instances that differ. After that only its
+/// fingerprint and family remain ([`prune_spent`]).
+pub const PRUNE_MARGIN_SECS: i64 = 300;
+
+/// The part of a token's hash kept once it is pruned: 16 hex digits, 64
+/// bits — no live token's hash shares them by chance, and a row costs a
+/// fraction of the token's.
+fn fingerprint(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
+}
+
+/// Replaces spent tokens past the reuse grace and [`PRUNE_MARGIN_SECS`] by
+/// their fingerprint and family (all reuse detection needs), and drops the
+/// fingerprints of families that are gone. Returns how many tokens were pruned.
+pub async fn prune_spent(
+    pool: &Pool,
+    config: &TokenConfig,
+    now: UnixTime,
+) -> Result<u64, StoreError> {
+    let cutoff = now - config.refresh_token_reuse_grace_secs.max(0) - PRUNE_MARGIN_SECS;
+    let mut tx = pool.begin().await?;
+    // Write first (SQLite takes its write lock before reading).
+    sqlx::query(
+        "INSERT INTO spent_refresh_tokens (fingerprint, family_id)
+         SELECT substr(hash, 1, 16), family_id FROM refresh_tokens WHERE spent_at IS NOT NULL AND spent_at < $1
+         ON CONFLICT (fingerprint) DO NOTHING",
+    )
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?;
+    let pruned =
+        sqlx::query("DELETE FROM refresh_tokens WHERE spent_at IS NOT NULL AND spent_at < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    sqlx::query(
+        "DELETE FROM spent_refresh_tokens WHERE family_id NOT IN (SELECT id FROM refresh_families)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(pruned)
 }
 
 /// Revokes one family (if it was live: `true`).

@@ -1141,6 +1141,10 @@ async fn sigterm_lets_an_in_flight_sign_in_finish_then_exits_0() {
         ("LATCHKEY_PASSWORD__ARGON2_ITERATIONS", "8"),
     ]);
     let password = "a slow but sure passphrase";
+    // A fresh database: only `migrate` (or `serve`) creates the schema.
+    latchkey(dir.path(), &vars, &["migrate"], None)
+        .await
+        .assert_success("migrate");
     let created = latchkey(
         dir.path(),
         &vars,

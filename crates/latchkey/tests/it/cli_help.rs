@@ -79,8 +79,9 @@ fn config_is_a_global_flag_on_every_subcommand_that_reads_a_configuration() {
     assert!(without.is_empty(), "no --config on: {without:?}");
 }
 
-/// A `latchkey.toml` for SQLite in `dir`, with a fresh master key.
-fn write_config(dir: &Path, database_url: &str) {
+/// A `latchkey.toml` for SQLite in `dir`, with a fresh master key, and its
+/// database migrated (`latchkey migrate`: the other subcommands never migrate).
+async fn write_config(dir: &Path, database_url: &str) {
     let key_file = dir.join("master.key");
     std::fs::write(
         &key_file,
@@ -97,6 +98,14 @@ fn write_config(dir: &Path, database_url: &str) {
     database.insert("url".into(), database_url.into());
     table.insert("database".into(), database.into());
     std::fs::write(dir.join("c.toml"), table.to_string()).expect("write config");
+    latchkey(
+        dir,
+        &env(&[("LATCHKEY_CONFIG", "c.toml")]),
+        &["migrate"],
+        None,
+    )
+    .await
+    .assert_success("migrate");
 }
 
 fn sqlite_url(dir: &Path) -> String {
@@ -106,7 +115,7 @@ fn sqlite_url(dir: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_is_accepted_before_and_after_the_action() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_config(dir.path(), &sqlite_url(dir.path()));
+    write_config(dir.path(), &sqlite_url(dir.path())).await;
     let none = Env::new();
     latchkey(
         dir.path(),
@@ -156,7 +165,7 @@ async fn config_is_accepted_before_and_after_the_action() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_list_columns_align_whatever_the_email_lengths() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_config(dir.path(), &sqlite_url(dir.path()));
+    write_config(dir.path(), &sqlite_url(dir.path())).await;
     let vars = env(&[("LATCHKEY_CONFIG", "c.toml")]);
     let long = "a.rather.long.mailbox.name.for.testing@subdomain.example.com";
     for (email, role) in [("bo@example.com", "admin"), (long, "support")] {
@@ -193,7 +202,7 @@ async fn user_list_columns_align_whatever_the_email_lengths() {
 }
 
 async fn client_create_require_mfa(dir: &Path, database_url: &str) {
-    write_config(dir, database_url);
+    write_config(dir, database_url).await;
     let vars = env(&[("LATCHKEY_CONFIG", "c.toml")]);
     let create = |extra: &'static [&'static str]| {
         let mut args = vec![

@@ -220,6 +220,164 @@ backend_test!(
     }
 );
 
+/// Sends `sign_ins` (email, password) all at once — each from its own
+/// browser with its own CSRF token, released together by a barrier — and
+/// returns the statuses in order.
+async fn sign_in_together(app: &TestApp, sign_ins: &[(String, &'static str)]) -> Vec<u16> {
+    let mut ready = Vec::new();
+    for (email, password) in sign_ins {
+        let client = new_client();
+        let csrf = app.login_csrf(&client).await;
+        ready.push((client, csrf, email.clone(), *password));
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(ready.len()));
+    let tasks: Vec<_> = ready
+        .into_iter()
+        .map(|(client, csrf, email, password)| {
+            let (barrier, url) = (barrier.clone(), app.url("/login"));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                client
+                    .post(url)
+                    .form(&[
+                        ("email", email.as_str()),
+                        ("password", password),
+                        ("csrf_token", csrf.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .expect("post")
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("join"));
+    }
+    statuses
+}
+
+// One hash at a time: every sign-in of a burst holds its throttle slot while
+// it queues for the hasher, so the burst overlaps for real.
+backend_test!(
+    parallel_correct_sign_ins_to_one_account_all_succeed,
+    config = |c: &mut latchkey::config::Config| c.password.max_concurrent_hashes = 1,
+    |app: TestApp| async move {
+        app.create_user("busy@example.com", "the real password", &[])
+            .await;
+        for round in 0..5 {
+            let burst: Vec<(String, &str)> = (0..8)
+                .map(|_| ("busy@example.com".to_owned(), "the real password"))
+                .collect();
+            let statuses = sign_in_together(&app, &burst).await;
+            assert!(
+                statuses.iter().all(|s| *s == 303),
+                "round {round}: every correct sign-in gets in: {statuses:?}"
+            );
+        }
+        assert!(
+            !app.audit_kinds()
+                .await
+                .contains(&"login_locked_out".to_owned()),
+            "nothing was locked"
+        );
+        // The account's counter is clean: the full allowance of failures remains.
+        for _ in 0..4 {
+            let wrong = app.login("busy@example.com", "a wrong guess").await;
+            assert_eq!(wrong.status(), 401);
+        }
+        assert_eq!(
+            app.login("busy@example.com", "the real password")
+                .await
+                .status(),
+            303
+        );
+    }
+);
+
+backend_test!(
+    parallel_correct_sign_ins_to_64_accounts_from_one_ip_are_never_refused,
+    config = |c: &mut latchkey::config::Config| c.password.max_concurrent_hashes = 1,
+    |app: TestApp| async move {
+        let max_per_ip = app.state.config.login.max_failures_per_ip as usize;
+        assert!(64 > max_per_ip, "the burst is larger than the IP's limit");
+        for i in 0..64 {
+            app.create_user(&format!("office{i}@example.com"), "the real password", &[])
+                .await;
+        }
+        for round in 0..3 {
+            let burst: Vec<(String, &str)> = (0..64)
+                .map(|i| (format!("office{i}@example.com"), "the real password"))
+                .collect();
+            let statuses = sign_in_together(&app, &burst).await;
+            assert!(
+                statuses.iter().all(|s| *s == 303),
+                "round {round}: no 429 for a busy office: {statuses:?}"
+            );
+        }
+        // The IP is not locked: a wrong password is judged (401), a right one gets in.
+        assert_eq!(
+            app.login("office0@example.com", "a wrong guess")
+                .await
+                .status(),
+            401
+        );
+        assert_eq!(
+            app.login("office1@example.com", "the real password")
+                .await
+                .status(),
+            303
+        );
+        assert!(!app
+            .audit_kinds()
+            .await
+            .contains(&"login_locked_out".to_owned()));
+    }
+);
+
+// Wrong and right passwords together on one account: a right one either gets
+// in or is refused by a lock that `limit` judged failures set — never
+// refused while the account is not locked.
+backend_test!(
+    parallel_wrong_and_right_passwords_lock_after_exactly_the_limit_of_failures,
+    config = |c: &mut latchkey::config::Config| c.password.max_concurrent_hashes = 1,
+    |app: TestApp| async move {
+        let limit = app.state.config.login.max_failures_per_account as usize;
+        for round in 0..3 {
+            let email = format!("mixed{round}@example.com");
+            app.create_user(&email, "the real password", &[]).await;
+            let burst: Vec<(String, &str)> = (0..24)
+                .map(|i| {
+                    let password = if i % 3 == 0 {
+                        "the real password"
+                    } else {
+                        "a wrong guess"
+                    };
+                    (email.clone(), password)
+                })
+                .collect();
+            let statuses = sign_in_together(&app, &burst).await;
+            let wrong_judged = statuses.iter().filter(|s| **s == 401).count();
+            assert!(
+                statuses.iter().all(|s| [303, 401, 429].contains(s)),
+                "round {round}: {statuses:?}"
+            );
+            // Nothing is refused unless `limit` failures were judged (a
+            // success in between clears the count, so it may take more).
+            let refused = statuses.iter().filter(|s| **s == 429).count();
+            if refused > 0 {
+                assert!(wrong_judged >= limit, "round {round}: {statuses:?}");
+            }
+            // The IP counted those failures too: start the next round clean.
+            let rules = &app.state.config.login;
+            app.clock
+                .advance(rules.failure_window_secs + rules.lockout_max_secs + 1);
+        }
+    }
+);
+
 backend_test!(login_csrf_is_required, |app: TestApp| async move {
     app.create_user("ada@example.com", "correct horse battery", &[])
         .await;

@@ -740,6 +740,9 @@ backend_test!(
             refreshed.access_token().secret(),
             response.access_token().secret()
         );
+        // Presented after the reuse grace (within it, a retry is answered).
+        app.clock
+            .advance(app.state.config.tokens.refresh_token_reuse_grace_secs + 1);
         assert_invalid_grant(rp.refresh(&first).await, "a spent refresh token");
         assert_invalid_grant(rp.refresh(&second).await, "the family after reuse");
         assert_eq!(browser.account().await.0, 401, "reuse ends the session");

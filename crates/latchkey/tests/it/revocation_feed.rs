@@ -534,7 +534,10 @@ backend_test!(
             .to_owned();
         assert_eq!(api.get("/me", Some(&newer)).await.status, 200);
 
-        // The spent refresh token again: reuse, the family and session end.
+        // The spent refresh token again, after the reuse grace: reuse, the
+        // family and session end.
+        app.clock
+            .advance(app.state.config.tokens.refresh_token_reuse_grace_secs + 1);
         let reuse = ada.refresh(&app, &ada.refresh_token).await;
         assert_eq!(reuse["error"], "invalid_grant", "{reuse}");
         refused_within_a_second(&api, &newer, "reuse: the rotated token").await;

@@ -913,8 +913,11 @@ backend_test!(
     }
 );
 
+// With the reuse grace off, the losers of the race are reuse (with it on:
+// `refresh_grace::concurrent_retries_within_the_grace_all_succeed_and_leave_one_live_token`).
 backend_test!(
     concurrent_refreshes_with_one_token_exactly_one_succeeds,
+    config = |c: &mut latchkey::config::Config| c.tokens.refresh_token_reuse_grace_secs = 0,
     |app: TestApp| async move {
         const RACERS: usize = 8;
         let web = web_client(&app, "read").await;
@@ -970,6 +973,355 @@ backend_test!(
                     .expect("n");
             assert_eq!(in_family, 2, "round {round}: one successor token, not more");
         }
+    }
+);
+
+// =========================================================== refresh-token reuse grace
+
+fn grace(app: &TestApp) -> i64 {
+    app.state.config.tokens.refresh_token_reuse_grace_secs
+}
+
+/// Tokens of the family that can still be used: unspent (a superseded one is spent).
+async fn live_in_family(app: &TestApp, family_id: &str) -> i64 {
+    sqlx::query(
+        "SELECT COUNT(*) AS n FROM refresh_tokens WHERE family_id = $1 AND spent_at IS NULL",
+    )
+    .bind(family_id)
+    .fetch_one(&app.state.pool)
+    .await
+    .expect("count")
+    .try_get::<i64, _>("n")
+    .expect("n")
+}
+
+backend_test!(
+    a_retry_within_the_reuse_grace_gets_a_fresh_successor_that_supersedes_the_unused_one,
+    |app: TestApp| async move {
+        assert!(grace(&app) > 0, "the grace is on by default");
+        let web = web_client(&app, "read").await;
+        let browser = sign_in(&app, "ada@example.com").await;
+        let (r0, family_id) = start_family(&app, &web, &browser, "read").await;
+        // The answer carrying r1 is lost; the client retries r0 a little later.
+        let lost = refresh(&app, &web, &r0).await.refresh_token();
+        app.clock.advance(grace(&app) - 1);
+        let retried = refresh(&app, &web, &r0).await;
+        assert_eq!(retried.status, 200, "{retried:?}");
+        let r1 = retried.refresh_token();
+        assert_ne!(r1, lost, "a fresh successor");
+        assert!(!family_revoked(&app, &family_id).await);
+        assert_eq!(browser.sessions_status(&app).await, 200, "signed in still");
+        assert_eq!(
+            introspect(&app, &web, &lost).await,
+            inactive(),
+            "superseded"
+        );
+        assert_eq!(introspect(&app, &web, &r1).await["active"], true);
+        assert_eq!(live_in_family(&app, &family_id).await, 1, "one live token");
+        // Audited, without a secret.
+        let audit = latchkey::audit::tail(&app.state.pool, 100)
+            .await
+            .expect("audit");
+        let event = audit
+            .iter()
+            .find(|e| e.kind == "refresh_token_retried")
+            .expect("a refresh_token_retried event");
+        assert_eq!(event.subject, browser.user_id);
+        assert_eq!(event.actor, web.id);
+        assert!(event.detail.contains(&family_id), "{event:?}");
+        assert!(
+            event
+                .detail
+                .contains(&format!("{} s after", grace(&app) - 1)),
+            "{event:?}"
+        );
+        assert!(!audit.iter().any(|e| e.kind == "refresh_token_reuse"));
+        // Only hashes are stored.
+        let stored: Vec<String> = sqlx::query("SELECT hash, successor_hash FROM refresh_tokens")
+            .fetch_all(&app.state.pool)
+            .await
+            .expect("rows")
+            .iter()
+            .flat_map(|r| {
+                [
+                    r.try_get::<String, _>("hash").expect("hash"),
+                    r.try_get::<Option<String>, _>("successor_hash")
+                        .expect("successor")
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        for secret in [&r0, &lost, &r1] {
+            assert!(!stored.iter().any(|s| s.contains(secret.as_str())));
+        }
+        // The successor works as any refresh token.
+        let r2 = refresh(&app, &web, &r1).await;
+        assert_eq!(r2.status, 200, "{r2:?}");
+    }
+);
+
+backend_test!(
+    concurrent_retries_within_the_reuse_grace_all_succeed_and_leave_one_live_token,
+    |app: TestApp| async move {
+        const RACERS: usize = 8;
+        let web = web_client(&app, "read").await;
+        let secret = web.secret.clone().expect("secret");
+        for round in 0..4 {
+            let browser = sign_in(&app, &format!("retrier{round}@example.com")).await;
+            let (token, family_id) = start_family(&app, &web, &browser, "read").await;
+            let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+            let mut racers = Vec::new();
+            for _ in 0..RACERS {
+                let (barrier, url, id, secret, token) = (
+                    barrier.clone(),
+                    app.url("/oauth2/token"),
+                    web.id.clone(),
+                    secret.clone(),
+                    token.clone(),
+                );
+                racers.push(tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    barrier.wait().await;
+                    let response = http
+                        .post(url)
+                        .basic_auth(id, Some(secret))
+                        .form(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
+                        .send()
+                        .await
+                        .expect("send");
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.expect("json");
+                    (status, body)
+                }));
+            }
+            let mut answered = Vec::new();
+            for racer in racers {
+                let (status, body) = racer.await.expect("racer");
+                assert_eq!(
+                    status, 200,
+                    "round {round}: every retry is answered: {body}"
+                );
+                answered.push(body["refresh_token"].as_str().expect("rt").to_owned());
+            }
+            assert!(!family_revoked(&app, &family_id).await, "round {round}");
+            assert_eq!(
+                live_in_family(&app, &family_id).await,
+                1,
+                "round {round}: exactly one live token"
+            );
+            let mut live = Vec::new();
+            for t in &answered {
+                if introspect(&app, &web, t).await["active"] == true {
+                    live.push(t.clone());
+                }
+            }
+            assert_eq!(
+                live.len(),
+                1,
+                "round {round}: the last answer is the live one"
+            );
+            assert_eq!(
+                refresh(&app, &web, &live[0]).await.status,
+                200,
+                "round {round}"
+            );
+            // A superseded answer presented afterwards is reuse.
+            let superseded = answered.iter().find(|t| **t != live[0]).expect("another");
+            refresh(&app, &web, superseded).await.assert_error(
+                400,
+                "invalid_grant",
+                "a superseded successor",
+            );
+            assert!(family_revoked(&app, &family_id).await, "round {round}");
+        }
+    }
+);
+
+backend_test!(
+    a_retry_after_the_reuse_grace_is_reuse_and_revokes_the_family,
+    |app: TestApp| async move {
+        let web = web_client(&app, "read").await;
+        let browser = sign_in(&app, "ada@example.com").await;
+        let (r0, family_id) = start_family(&app, &web, &browser, "read").await;
+        let r1 = refresh(&app, &web, &r0).await.refresh_token();
+        app.clock.advance(grace(&app) + 1);
+        refresh(&app, &web, &r0).await.assert_error(
+            400,
+            "invalid_grant",
+            "a retry after the grace",
+        );
+        assert!(family_revoked(&app, &family_id).await);
+        assert_eq!(browser.sessions_status(&app).await, 401, "session ended");
+        refresh(&app, &web, &r1).await.assert_error(
+            400,
+            "invalid_grant",
+            "the successor after reuse",
+        );
+        assert!(app
+            .audit_kinds()
+            .await
+            .contains(&"refresh_token_reuse".to_owned()));
+    }
+);
+
+backend_test!(
+    the_spent_token_is_reuse_within_the_grace_once_its_successor_was_used,
+    |app: TestApp| async move {
+        let web = web_client(&app, "read").await;
+        let browser = sign_in(&app, "ada@example.com").await;
+        let (r0, family_id) = start_family(&app, &web, &browser, "read").await;
+        let r1 = refresh(&app, &web, &r0).await.refresh_token();
+        let r2 = refresh(&app, &web, &r1).await.refresh_token();
+        // r1 was used: r0 presented again, even at once, is a thief's.
+        refresh(&app, &web, &r0)
+            .await
+            .assert_error(400, "invalid_grant", "r0 after r1 was used");
+        assert!(family_revoked(&app, &family_id).await);
+        assert_eq!(browser.sessions_status(&app).await, 401);
+        refresh(&app, &web, &r2)
+            .await
+            .assert_error(400, "invalid_grant", "the newest after reuse");
+        assert!(!app
+            .audit_kinds()
+            .await
+            .contains(&"refresh_token_retried".to_owned()));
+    }
+);
+
+backend_test!(
+    a_superseded_successor_presented_later_is_reuse,
+    |app: TestApp| async move {
+        let web = web_client(&app, "read").await;
+        let browser = sign_in(&app, "ada@example.com").await;
+        let (r0, family_id) = start_family(&app, &web, &browser, "read").await;
+        let lost = refresh(&app, &web, &r0).await.refresh_token();
+        let r1 = refresh(&app, &web, &r0).await.refresh_token();
+        // The lost answer turns up (a stolen copy, a confused client): reuse.
+        refresh(&app, &web, &lost).await.assert_error(
+            400,
+            "invalid_grant",
+            "a superseded successor",
+        );
+        assert!(family_revoked(&app, &family_id).await);
+        refresh(&app, &web, &r1).await.assert_error(
+            400,
+            "invalid_grant",
+            "the live successor after reuse",
+        );
+        // And the spent token, still within its grace, gets nothing either.
+        refresh(&app, &web, &r0).await.assert_error(
+            400,
+            "invalid_grant",
+            "r0 after the family was revoked",
+        );
+    }
+);
+
+backend_test!(
+    a_reuse_grace_of_zero_keeps_immediate_reuse_detection,
+    config = |c: &mut latchkey::config::Config| c.tokens.refresh_token_reuse_grace_secs = 0,
+    |app: TestApp| async move {
+        let web = web_client(&app, "read").await;
+        let browser = sign_in(&app, "ada@example.com").await;
+        let (r0, family_id) = start_family(&app, &web, &browser, "read").await;
+        let r1 = refresh(&app, &web, &r0).await.refresh_token();
+        refresh(&app, &web, &r0).await.assert_error(
+            400,
+            "invalid_grant",
+            "an immediate retry with no grace",
+        );
+        assert!(family_revoked(&app, &family_id).await);
+        assert_eq!(browser.sessions_status(&app).await, 401);
+        refresh(&app, &web, &r1)
+            .await
+            .assert_error(400, "invalid_grant", "the successor");
+    }
+);
+
+// =========================================================== pruning spent tokens
+
+async fn prune(app: &TestApp) -> u64 {
+    latchkey::tokens::refresh::prune_spent(
+        &app.state.pool,
+        &app.state.config.tokens,
+        app.clock.now_secs(),
+    )
+    .await
+    .expect("prune")
+}
+
+backend_test!(
+    a_pruned_spent_refresh_token_is_still_detected_as_reuse,
+    |app: TestApp| async move {
+        let web = web_client(&app, "read").await;
+        let other = web_client(&app, "read").await;
+        let laptop = sign_in(&app, "ada@example.com").await;
+        let phone = sign_in(&app, "ada@example.com").await;
+        let (r0, family_id) = start_family(&app, &web, &laptop, "read").await;
+        let (p0, phone_family) = start_family(&app, &web, &phone, "read").await;
+        let r1 = refresh(&app, &web, &r0).await.refresh_token();
+        let r2 = refresh(&app, &web, &r1).await.refresh_token();
+        let p1 = refresh(&app, &web, &p0).await.refresh_token();
+        // Within the grace and its margin nothing is pruned.
+        assert_eq!(prune(&app).await, 0);
+        app.clock
+            .advance(grace(&app) + latchkey::tokens::refresh::PRUNE_MARGIN_SECS + 1);
+        assert_eq!(prune(&app).await, 3, "r0, r1 and p0 are pruned");
+        assert_eq!(
+            count(&app, "SELECT COUNT(*) AS n FROM refresh_tokens").await,
+            2,
+            "only the live tokens stay whole"
+        );
+        assert_eq!(
+            count(&app, "SELECT COUNT(*) AS n FROM spent_refresh_tokens").await,
+            3
+        );
+        let stored: Vec<String> = sqlx::query("SELECT fingerprint FROM spent_refresh_tokens")
+            .fetch_all(&app.state.pool)
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| r.try_get::<String, _>("fingerprint").expect("fingerprint"))
+            .collect();
+        assert!(stored.iter().all(|f| f.len() == 16), "{stored:?}");
+        for secret in [&r0, &r1, &p0] {
+            assert!(!stored.iter().any(|f| secret.contains(f.as_str())));
+        }
+        // The live tokens work; pruning is idempotent.
+        assert_eq!(prune(&app).await, 0);
+        // Another client presenting the pruned token: refused, nothing revoked.
+        refresh(&app, &other, &r0).await.assert_error(
+            400,
+            "invalid_grant",
+            "another client's pruned token",
+        );
+        assert!(!family_revoked(&app, &family_id).await);
+        // The thief's replay of the pruned r0: reuse, detected as before.
+        refresh(&app, &web, &r0)
+            .await
+            .assert_error(400, "invalid_grant", "a pruned spent token");
+        assert!(family_revoked(&app, &family_id).await);
+        assert_eq!(laptop.sessions_status(&app).await, 401, "session ended");
+        refresh(&app, &web, &r2)
+            .await
+            .assert_error(400, "invalid_grant", "the newest after reuse");
+        assert!(app
+            .audit_kinds()
+            .await
+            .contains(&"refresh_token_reuse".to_owned()));
+        // The other family is untouched.
+        assert!(!family_revoked(&app, &phone_family).await);
+        assert_eq!(refresh(&app, &web, &p1).await.status, 200);
+        // Fingerprints of families that are gone are dropped by the next pruning.
+        latchkey::cascade::delete_user(&app.state.pool, &laptop.user_id, app.clock.now_secs())
+            .await
+            .expect("delete the user");
+        prune(&app).await;
+        assert_eq!(
+            count(&app, "SELECT COUNT(*) AS n FROM spent_refresh_tokens").await,
+            0,
+            "ada's families went with her, and their fingerprints with them"
+        );
     }
 );
 

@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::support::app::TestApp;
 use crate::support::app::{self, Backend, ClockExt as _};
+use crate::support::cli::{self, Env};
 
 fn fixture_dir(release: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -33,14 +34,16 @@ pub fn manifest(release: &str, backend: Backend) -> Value {
     serde_json::from_str(&text).expect("manifest json")
 }
 
-/// Starts the current server on a copy of `release`'s database for `backend`
-/// (`None`: PostgreSQL not configured), its clock a minute after the fixture was written.
-pub async fn start_on_fixture(release: &str, backend: Backend) -> Option<(TestApp, Value)> {
-    let manifest = manifest(release, backend);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let database_url = match backend {
+/// A copy of `release`'s database for `backend` in `dir`, as a database URL
+/// (`None`: PostgreSQL not configured).
+async fn fixture_database(
+    release: &str,
+    backend: Backend,
+    dir: &std::path::Path,
+) -> Option<String> {
+    Some(match backend {
         Backend::Sqlite => {
-            let copy = dir.path().join("latchkey.db");
+            let copy = dir.join("latchkey.db");
             std::fs::copy(fixture_dir(release).join("latchkey.sqlite3"), &copy)
                 .expect("copy the SQLite fixture");
             format!("sqlite://{}?mode=rwc", copy.display())
@@ -50,7 +53,15 @@ pub async fn start_on_fixture(release: &str, backend: Backend) -> Option<(TestAp
             restore_postgres_dump(&url, &fixture_dir(release).join("postgres.sql")).await;
             url
         }
-    };
+    })
+}
+
+/// Starts the current server on a copy of `release`'s database for `backend`
+/// (`None`: PostgreSQL not configured), its clock a minute after the fixture was written.
+pub async fn start_on_fixture(release: &str, backend: Backend) -> Option<(TestApp, Value)> {
+    let manifest = manifest(release, backend);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = fixture_database(release, backend, dir.path()).await?;
     let mut config = app::test_config(database_url);
     // The operator keeps the issuer and the key configuration across an upgrade.
     config.issuer = manifest["issuer"].as_str().expect("issuer").to_owned();
@@ -390,5 +401,257 @@ mod everything_written_by_release_0_1_0_still_works {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
         everything_written_by_0_1_0_still_works(Backend::Postgres).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Only `latchkey migrate` changes the schema
+// ---------------------------------------------------------------------------
+
+async fn open(url: &str) -> latchkey::store::Pool {
+    latchkey::store::connect(&latchkey::config::DatabaseConfig {
+        url: url.to_owned(),
+        ..Default::default()
+    })
+    .await
+    .expect("open the database")
+}
+
+/// Every table and column, and every applied migration: what "the schema did
+/// not change" compares.
+async fn schema_fingerprint(url: &str, backend: Backend) -> Vec<String> {
+    use sqlx::Row as _;
+    let pool = open(url).await;
+    let columns = match backend {
+        Backend::Sqlite => {
+            "SELECT m.name || '.' || p.name AS c FROM sqlite_master m, pragma_table_info(m.name) p \
+             WHERE m.type = 'table' ORDER BY 1"
+        }
+        Backend::Postgres => {
+            "SELECT table_name || '.' || column_name AS c FROM information_schema.columns \
+             WHERE table_schema = 'public' ORDER BY 1"
+        }
+    };
+    let mut fingerprint: Vec<String> = sqlx::query(columns)
+        .fetch_all(&pool)
+        .await
+        .expect("list columns")
+        .iter()
+        .map(|r| r.try_get::<String, _>("c").expect("column"))
+        .collect();
+    let status = latchkey::store::schema_status(&pool).await.expect("status");
+    fingerprint.extend(status.applied.iter().map(|v| format!("migration {v:04}")));
+    pool.close().await;
+    assert!(!fingerprint.is_empty());
+    fingerprint
+}
+
+/// Environment for the CLI on a fixture database.
+fn fixture_env(manifest: &Value, url: &str) -> Env {
+    cli::env(&[
+        ("LATCHKEY_DATABASE_URL", url),
+        (
+            "LATCHKEY_MASTER_KEY",
+            manifest["master_key"].as_str().expect("master key"),
+        ),
+        (
+            "LATCHKEY_ISSUER",
+            manifest["issuer"].as_str().expect("issuer"),
+        ),
+        (
+            "LATCHKEY_TOKENS__ADDITIONAL_ALGORITHMS",
+            "[\"EdDSA\", \"RS256\"]",
+        ),
+    ])
+}
+
+/// The subcommands that open the database without being `migrate`, `serve` or `dev`.
+const DATABASE_COMMANDS: &[&[&str]] = &[
+    &["user", "list"],
+    &["user", "create", "--email", "new@fixture.test"],
+    &["user", "disable", "ada@fixture.test"],
+    &["audit", "tail"],
+    &["keys", "list"],
+    &["keys", "rotate"],
+    &["client", "list"],
+];
+
+/// A release-0.1.0 database has migrations pending: every subcommand other
+/// than `migrate` refuses it naming the command to run and changes nothing;
+/// `migrate --dry-run` lists them and changes nothing; `migrate` applies them,
+/// after which the same subcommands work.
+async fn only_migrate_applies_the_pending_migrations_of_a_0_1_0_database(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(url) = fixture_database("0.1.0", backend, dir.path()).await else {
+        return;
+    };
+    let manifest = manifest("0.1.0", backend);
+    let vars = fixture_env(&manifest, &url);
+    let before = schema_fingerprint(&url, backend).await;
+    let pool = open(&url).await;
+    let status = latchkey::store::schema_status(&pool).await.expect("status");
+    pool.close().await;
+    assert!(
+        !status.pending.is_empty() && status.unknown.is_empty(),
+        "release 0.1.0 predates some migrations: {status:?}"
+    );
+    let pending = format!(
+        "{} database migration(s) pending, from {:04}",
+        status.pending.len(),
+        status.pending[0].0
+    );
+    for args in DATABASE_COMMANDS {
+        let command = format!("`latchkey {}`", args[..2].join(" "));
+        let out = cli::latchkey(dir.path(), &vars, args, Some("")).await;
+        out.assert_failure(
+            &args.join(" "),
+            &[&pending, &command, "run `latchkey migrate`"],
+        );
+        assert_eq!(
+            schema_fingerprint(&url, backend).await,
+            before,
+            "{}: the schema is unchanged",
+            args.join(" ")
+        );
+    }
+
+    let dry = cli::latchkey(dir.path(), &vars, &["migrate", "--dry-run"], None).await;
+    dry.assert_success("migrate --dry-run");
+    let listed: Vec<&str> = dry.stdout.lines().collect();
+    let expected: Vec<String> = status
+        .pending
+        .iter()
+        .map(|(v, d)| format!("would apply {v:04} {d}"))
+        .collect();
+    assert_eq!(listed, expected, "stderr: {}", dry.stderr);
+    assert!(dry.stderr.contains("nothing was changed"), "{}", dry.stderr);
+    assert_eq!(
+        schema_fingerprint(&url, backend).await,
+        before,
+        "migrate --dry-run changes nothing"
+    );
+
+    let migrated = cli::latchkey(dir.path(), &vars, &["migrate"], None).await;
+    migrated.assert_success("migrate");
+    for (v, d) in &status.pending {
+        assert!(
+            migrated.stderr.contains(&format!("applied {v:04} {d}")),
+            "{}",
+            migrated.stderr
+        );
+    }
+    let pool = open(&url).await;
+    let after = latchkey::store::schema_status(&pool).await.expect("status");
+    pool.close().await;
+    assert!(after.pending.is_empty(), "{after:?}");
+    let dry = cli::latchkey(dir.path(), &vars, &["migrate", "--dry-run"], None).await;
+    dry.assert_success("migrate --dry-run when up to date");
+    assert_eq!(dry.stdout, "", "nothing left to apply");
+
+    let users = cli::latchkey(dir.path(), &vars, &["user", "list", "--json"], None).await;
+    users.assert_success("user list after migrate");
+    assert!(
+        users
+            .json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|u| u["email"] == "ada@fixture.test"),
+        "{}",
+        users.stdout
+    );
+    cli::latchkey(dir.path(), &vars, &["keys", "list"], None)
+        .await
+        .assert_success("keys list after migrate");
+    if backend == Backend::Postgres {
+        app::drop_database(&url).await;
+    }
+}
+
+mod only_migrate_applies_the_pending_migrations_of_a_release_0_1_0_database {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        only_migrate_applies_the_pending_migrations_of_a_0_1_0_database(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        only_migrate_applies_the_pending_migrations_of_a_0_1_0_database(Backend::Postgres).await;
+    }
+}
+
+/// A database a newer release migrated (an applied migration this binary
+/// does not know) is refused by every command — `serve` and `migrate`
+/// included — with both versions named, and nothing is changed.
+async fn a_database_newer_than_the_binary_is_refused(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(url) = app::cli_database(backend, dir.path()).await else {
+        return;
+    };
+    let binary = latchkey::store::SchemaStatus::binary_version();
+    let newer = binary + 1;
+    let pool = open(&url).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'from a newer release', TRUE, $2, 0)",
+    )
+    .bind(newer)
+    .bind(vec![0u8; 48])
+    .execute(&pool)
+    .await
+    .expect("record a migration from the future");
+    pool.close().await;
+    let before = schema_fingerprint(&url, backend).await;
+    let bind = format!("127.0.0.1:{}", cli::free_port());
+    let vars = cli::env(&[
+        ("LATCHKEY_DATABASE_URL", &url),
+        ("LATCHKEY_MASTER_KEY", &MasterKey::generate().encode()),
+        ("LATCHKEY_BIND", &bind),
+        ("LATCHKEY_ISSUER", &format!("http://{bind}")),
+    ]);
+    let no_auto_migrate = cli::with(&vars, "LATCHKEY_DATABASE__MIGRATE_ON_START", "false");
+    let mut runs: Vec<(&[&str], &Env)> = vec![
+        (&["serve"], &vars),
+        (&["serve"], &no_auto_migrate),
+        (&["migrate"], &vars),
+        (&["migrate", "--dry-run"], &vars),
+    ];
+    runs.extend(DATABASE_COMMANDS.iter().map(|args| (*args, &vars)));
+    for (args, env) in runs {
+        let out = cli::latchkey(dir.path(), env, args, Some("")).await;
+        out.assert_failure(
+            &args.join(" "),
+            &[
+                "the database is newer than this binary",
+                &format!("migration {newer:04} applied"),
+                &format!("up to {binary:04}"),
+                env!("CARGO_PKG_VERSION"),
+            ],
+        );
+        assert_eq!(
+            schema_fingerprint(&url, backend).await,
+            before,
+            "{}: nothing changed",
+            args.join(" ")
+        );
+    }
+    if backend == Backend::Postgres {
+        app::drop_database(&url).await;
+    }
+}
+
+mod a_database_newer_than_the_binary_is_refused_by_every_command_naming_both_versions {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        a_database_newer_than_the_binary_is_refused(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        a_database_newer_than_the_binary_is_refused(Backend::Postgres).await;
     }
 }

@@ -371,7 +371,7 @@ impl ClockExt for ManualClock {
     }
 }
 
-fn time_now() -> i64 {
+pub(crate) fn time_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -472,12 +472,27 @@ macro_rules! backend_test {
 }
 
 /// `LATCHKEY_DATABASE_URL` for a CLI run: a SQLite file in `dir`, or a fresh
-/// PostgreSQL database (`None`: PostgreSQL is not available, skip).
+/// PostgreSQL database (`None`: PostgreSQL is not available, skip), migrated
+/// as `latchkey migrate` leaves it (the other subcommands never migrate).
 pub(crate) async fn cli_database(backend: Backend, dir: &Path) -> Option<String> {
-    Some(match backend {
+    let url = match backend {
         Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("cli.db").display()),
         Backend::Postgres => fresh_postgres_database(&postgres_url()?).await,
+    };
+    let pool = latchkey::store::connect(&latchkey::config::DatabaseConfig {
+        url: url.clone(),
+        ..Default::default()
     })
+    .await
+    .expect("open the CLI database");
+    latchkey::store::migrate(&pool)
+        .await
+        .expect("migrate the CLI database");
+    latchkey::identity::normalize_stored_emails(&pool)
+        .await
+        .expect("the data step of the migrations");
+    pool.close().await;
+    Some(url)
 }
 
 pub(crate) async fn drop_database(url: &str) {

@@ -9,13 +9,16 @@
 //! - [`browser`] — headless Chromium with a virtual authenticator;
 //! - [`cli`] — the `latchkey` binary as a process;
 //! - [`api`] — a protected API built on `latchkey-verify`, a fault-injecting
-//!   proxy, and the SDK flows.
+//!   proxy, and the SDK flows;
+//! - [`disk`] — a small tmpfs to fill (full-disk faults; root, else skipped
+//!   outside CI).
 #![allow(dead_code)] // shared by feature files; not every file uses every helper
 
 pub mod api;
 pub mod app;
 pub mod browser;
 pub mod cli;
+pub mod disk;
 pub mod jwt;
 pub mod oauth;
 
