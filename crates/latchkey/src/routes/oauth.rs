@@ -32,7 +32,9 @@ impl IntoResponse for OAuthError {
         let h = response.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        if let Some(secs) = self.retry_after {
+        // Every 503 says when to come back (docs/operations.md), as does a 429.
+        let unavailable = self.code == OAuthErrorCode::TemporarilyUnavailable;
+        if let Some(secs) = self.retry_after.or(unavailable.then_some(5)) {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 h.insert(header::RETRY_AFTER, v);
             }

@@ -350,6 +350,26 @@ async fn database_outage_answers_503_and_recovers_without_restart() {
         .await
         .expect("sessions");
     assert_unavailable("GET /account/sessions", sessions).await;
+    // The token endpoint answers in its own (RFC 6749) shape, with Retry-After too.
+    let token = app
+        .client
+        .post(app.url("/oauth2/token"))
+        .basic_auth("some-client", Some("some-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(token.status(), 503, "POST /oauth2/token");
+    assert_eq!(
+        token
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5"),
+        "POST /oauth2/token: Retry-After"
+    );
+    let body: Value = token.json().await.expect("JSON body");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
 
     reconnect(&mut admin, &name).await;
     // The pool reconnects by itself; wait (bounded) for readiness to return.
