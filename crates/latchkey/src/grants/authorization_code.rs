@@ -21,12 +21,14 @@ use crate::audit::{self, Event, EventKind};
 use crate::core::Core;
 use crate::crypto::SecretToken;
 use crate::identity;
-use crate::oauth::authorize::{self, IssuedFromCode, Redemption};
+use crate::clock::UnixTime;
+use crate::oauth::authorize::{self, IssuedFromCode, RedeemedCode, Redemption};
 use crate::oauth::clients::Client;
 use crate::oauth::pkce::{self, PkcePolicy, TokenPkceError};
 use crate::oauth::{OAuthError, OAuthErrorCode};
 use crate::policy;
 use crate::revocation::{Cause, Initiator};
+use crate::store::StoreError;
 use crate::tokens::{self, CodeIssueRevoked};
 
 pub async fn grant(
@@ -48,9 +50,18 @@ pub async fn grant(
         return Err(invalid());
     };
     let now = state.clock.now();
-    let redeemed = match authorize::redeem(&state.pool, &code, now).await? {
-        Redemption::Unknown => return Err(invalid()),
+    // One transaction from the redemption to the record of what it issued:
+    // an outage anywhere in between leaves the code unused (the client's
+    // retry works) and nothing issued. A refusal below still commits the
+    // redemption: a code presented wrongly is spent.
+    let mut tx = state.pool.begin().await.map_err(StoreError::from)?;
+    let redeemed = match authorize::redeem_tx(&mut tx, &code, now).await? {
+        Redemption::Unknown => {
+            tx.commit().await.map_err(StoreError::from)?;
+            return Err(invalid());
+        }
         Redemption::Replayed { issued, user_id } => {
+            tx.commit().await.map_err(StoreError::from)?;
             let detail = match &issued {
                 Some(issued) => {
                     let revoked = revoke(state, &user_id, issued).await?;
@@ -70,6 +81,68 @@ pub async fn grant(
         }
         Redemption::Fresh(r) => r,
     };
+    if let Err(refusal) = admit(client, &redeemed, redirect_uri, verifier, now) {
+        tx.commit().await.map_err(StoreError::from)?;
+        return Err(refusal);
+    }
+    let user = match identity::find_by_id_tx(&mut tx, &redeemed.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+    {
+        Some(user) => user,
+        None => {
+            tx.commit().await.map_err(StoreError::from)?;
+            return Err(invalid());
+        }
+    };
+    let issued = super::issue_user_tokens(
+        state,
+        &mut tx,
+        super::UserGrant {
+            client,
+            user: &user,
+            scope: &redeemed.scope,
+            session_handle: Some(&redeemed.session_handle),
+            nonce: redeemed.nonce.as_deref(),
+            auth_time: redeemed.auth_time,
+            amr: &redeemed.amr,
+        },
+    )
+    .await?;
+    // Remember what this code produced, so a replay can revoke it — unless
+    // a replay came first: then revoke it now and hand out nothing.
+    let record = IssuedFromCode {
+        family: issued.family_id.clone(),
+        jti: issued.access_jti.clone(),
+        exp: issued.access_expires_at,
+    };
+    let replayed = authorize::record_issued_tx(&mut tx, &code, &record).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    if replayed {
+        let revoked = revoke(state, &user.id, &record).await?;
+        let detail = format!(
+            "authorization code replayed by another request while client {} redeemed it; revoked what it had just issued, which was not handed out: {}",
+            client.id,
+            revoked.describe()
+        );
+        audit_replay(state, client, user.id, detail).await?;
+        return Err(invalid());
+    }
+    Ok(issued.response)
+}
+
+/// The checks a fresh redemption must pass before anything is issued:
+/// the code's client, expiry and redirect URI, PKCE, and the client's
+/// policy as it is now.
+fn admit(
+    client: &Client,
+    redeemed: &RedeemedCode,
+    redirect_uri: Option<&str>,
+    verifier: Option<&str>,
+    now: UnixTime,
+) -> Result<(), OAuthError> {
+    let invalid =
+        || OAuthError::invalid_grant("the authorization code is invalid, expired or already used");
     if redeemed.client_id != client.id || redeemed.expires_at <= now {
         return Err(invalid());
     }
@@ -107,41 +180,7 @@ pub async fn grant(
     if let Err(refusal) = policy::admit_without_interaction(client, &redeemed.amr) {
         return Err(OAuthError::invalid_grant(refusal.describe()));
     }
-    let user = identity::find_by_id(&state.pool, &redeemed.user_id)
-        .await?
-        .filter(|u| !u.disabled)
-        .ok_or_else(invalid)?;
-    let issued = super::issue_user_tokens(
-        state,
-        super::UserGrant {
-            client,
-            user: &user,
-            scope: &redeemed.scope,
-            session_handle: Some(&redeemed.session_handle),
-            nonce: redeemed.nonce.as_deref(),
-            auth_time: redeemed.auth_time,
-            amr: &redeemed.amr,
-        },
-    )
-    .await?;
-    // Remember what this code produced, so a replay can revoke it — unless
-    // a replay came first: then revoke it now and hand out nothing.
-    let record = IssuedFromCode {
-        family: issued.family_id.clone(),
-        jti: issued.access_jti.clone(),
-        exp: issued.access_expires_at,
-    };
-    if authorize::record_issued(&state.pool, &code, &record).await? {
-        let revoked = revoke(state, &user.id, &record).await?;
-        let detail = format!(
-            "authorization code replayed by another request while client {} redeemed it; revoked what it had just issued, which was not handed out: {}",
-            client.id,
-            revoked.describe()
-        );
-        audit_replay(state, client, user.id, detail).await?;
-        return Err(invalid());
-    }
-    Ok(issued.response)
+    Ok(())
 }
 
 /// Revokes what a code issued, in one transaction.

@@ -67,8 +67,10 @@ pub async fn grant(
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
+    let mut tx = state.pool.begin().await.map_err(crate::store::StoreError::from)?;
     let issued = super::issue_user_tokens(
         state,
+        &mut tx,
         super::UserGrant {
             client,
             user: &user,
@@ -80,5 +82,6 @@ pub async fn grant(
         },
     )
     .await?;
+    tx.commit().await.map_err(crate::store::StoreError::from)?;
     Ok(issued.response)
 }

@@ -121,8 +121,12 @@ pub(crate) struct IssuedUserTokens {
 /// use, the session as `sid`, and the sign-in's `auth_time`, `amr` and
 /// `acr`), a refresh token when `offline_access` was granted and the client
 /// may refresh, and an ID token when `openid` was granted.
+///
+/// Everything it writes (an opaque token's row, the refresh family) goes
+/// into the caller's transaction `tx`.
 pub(crate) async fn issue_user_tokens(
     state: &crate::core::Core,
+    tx: &mut crate::store::Tx<'_>,
     grant: UserGrant<'_>,
 ) -> Result<IssuedUserTokens, crate::oauth::OAuthError> {
     use crate::tokens::{self, refresh, AccessTokenSpec};
@@ -148,7 +152,7 @@ pub(crate) async fn issue_user_tokens(
         session_id: session_handle.map(str::to_owned),
         family_id: None,
     };
-    let access = tokens::issue_access_token(state, spec).await?;
+    let access = tokens::issue_access_token_tx(state, tx, spec).await?;
     let family = if scope.contains("offline_access") && client.allows_grant("refresh_token") {
         let owner = refresh::FamilyOwner {
             client_id: &client.id,
@@ -157,8 +161,8 @@ pub(crate) async fn issue_user_tokens(
             sign_in: Some(&sign_in),
         };
         Some(
-            refresh::start_family(
-                &state.pool,
+            refresh::start_family_tx(
+                tx,
                 &state.config.tokens,
                 owner,
                 scope,

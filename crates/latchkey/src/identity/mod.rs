@@ -162,15 +162,24 @@ pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>, StoreErro
     find_one(pool, "u.id = $1", id).await
 }
 
+/// [`find_by_id`] inside the caller's transaction (which may hold the
+/// pool's last connection).
+pub async fn find_by_id_tx(tx: &mut Tx<'_>, id: &str) -> Result<Option<User>, StoreError> {
+    find_one(&mut **tx, "u.id = $1", id).await
+}
+
 /// One user with their roles, in one statement (one round trip and one
 /// consistent read: every token request reads a user's roles fresh).
-async fn find_one(pool: &Pool, condition: &str, value: &str) -> Result<Option<User>, StoreError> {
+async fn find_one<'c, E>(executor: E, condition: &str, value: &str) -> Result<Option<User>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     let rows = sqlx::query(&format!(
         "SELECT {USER_COLUMNS_OF_U}, r.role AS role FROM users u LEFT JOIN user_roles r ON r.user_id = u.id
          WHERE {condition} ORDER BY r.role"
     ))
     .bind(value)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     let Some(first) = rows.first() else {
         return Ok(None);

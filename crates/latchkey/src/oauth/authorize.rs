@@ -25,7 +25,7 @@ use crate::crypto::{SecretToken, TokenHash};
 use crate::policy::{self, Arrival, SignInFacts, Verdict};
 use crate::revocation::{self, Cause, Revoked};
 use crate::scope::Scope;
-use crate::store::{Pool, StoreError};
+use crate::store::{Pool, StoreError, Tx};
 
 /// Lifetime of an authorization code (RFC 9700: as short as possible; ≤ 60 s).
 pub const CODE_LIFETIME_SECS: i64 = 60;
@@ -753,7 +753,7 @@ pub struct RedeemedCode {
     pub expires_at: UnixTime,
 }
 
-/// What a code's first use issued (recorded by [`record_issued`]).
+/// What a code's first use issued (recorded by [`record_issued_tx`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedFromCode {
     /// The refresh family it started, if any.
@@ -771,7 +771,7 @@ pub enum Redemption {
     /// Already used; the code is now marked replayed. `issued`: what the
     /// first use issued, for the caller to revoke — `None` while the first
     /// use has not recorded it yet (it then finds the mark and revokes
-    /// what it issues itself: [`record_issued`]), or when it issued nothing.
+    /// what it issues itself: [`record_issued_tx`]), or when it issued nothing.
     Replayed {
         issued: Option<IssuedFromCode>,
         user_id: String,
@@ -784,8 +784,12 @@ const REDEEMED_COLUMNS: &str = "hash, client_id, user_id, session_handle, redire
 
 /// Marks the code used (atomically; exactly one caller gets `Fresh`), or,
 /// when it was used already, marks it replayed.
-pub async fn redeem(
-    pool: &Pool,
+///
+/// Inside the caller's transaction: a code exchange commits the redemption
+/// with everything it issues and records ([`record_issued_tx`]), so an
+/// outage half-way leaves the code unused and the client's retry works.
+pub async fn redeem_tx(
+    tx: &mut Tx<'_>,
     code: &SecretToken,
     now: UnixTime,
 ) -> Result<Redemption, StoreError> {
@@ -799,12 +803,12 @@ pub async fn redeem(
     ))
     .bind(hash.as_str())
     .bind(now)
-    .fetch_optional(pool)
+    .fetch_optional(&mut **tx)
     .await?;
     let claimed = claimed_row.is_some();
     let row = match claimed_row {
         Some(row) => Some(row),
-        // The row lock orders this against the first use's `record_issued`:
+        // The row lock orders this against the first use's `record_issued_tx`:
         // either that recorded first (returned here, revoked by the caller)
         // or it will see this mark (and revoke what it issued itself).
         None => sqlx::query(&format!(
@@ -813,7 +817,7 @@ pub async fn redeem(
         ))
         .bind(hash.as_str())
         .bind(now)
-        .fetch_optional(pool)
+        .fetch_optional(&mut **tx)
         .await?,
     };
     let Some(row) = row else {
@@ -862,8 +866,8 @@ pub async fn redeem(
 /// whether the code was replayed meanwhile: then the caller revokes what it
 /// just issued and hands out nothing. Recorded either way, so that a
 /// revocation that fails now is done by the next replay.
-pub async fn record_issued(
-    pool: &Pool,
+pub async fn record_issued_tx(
+    tx: &mut Tx<'_>,
     code: &SecretToken,
     issued: &IssuedFromCode,
 ) -> Result<bool, StoreError> {
@@ -872,7 +876,7 @@ pub async fn record_issued(
         .bind(issued.family.clone())
         .bind(&issued.jti)
         .bind(issued.exp)
-        .fetch_optional(pool)
+        .fetch_optional(&mut **tx)
         .await?;
     Ok(match row {
         Some(row) => row.try_get::<Option<i64>, _>("replayed_at")?.is_some(),

@@ -141,6 +141,27 @@ pub async fn issue_access_token(
     state: &Core,
     spec: AccessTokenSpec<'_>,
 ) -> Result<IssuedAccessToken, TokenError> {
+    issue_access_token_with(state, &state.pool, spec).await
+}
+
+/// [`issue_access_token`] inside the caller's transaction (an opaque
+/// token's row commits with it, or not at all).
+pub(crate) async fn issue_access_token_tx(
+    state: &Core,
+    tx: &mut Tx<'_>,
+    spec: AccessTokenSpec<'_>,
+) -> Result<IssuedAccessToken, TokenError> {
+    issue_access_token_with(state, &mut **tx, spec).await
+}
+
+async fn issue_access_token_with<'c, E>(
+    state: &Core,
+    executor: E,
+    spec: AccessTokenSpec<'_>,
+) -> Result<IssuedAccessToken, TokenError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     let now = state.clock.now();
     let expires_in = lifetime(state, &spec.policy);
     let exp = now + expires_in;
@@ -206,7 +227,7 @@ pub async fn issue_access_token(
             .bind(exp)
             .bind(spec.sign_in.as_ref().map(|s| s.auth_time))
             .bind(spec.sign_in.as_ref().map(|s| s.amr.join(" ")))
-            .execute(&state.pool)
+            .execute(executor)
             .await?;
             Ok(IssuedAccessToken {
                 token: secret.expose().to_owned(),

@@ -107,6 +107,21 @@ pub async fn start_family(
     scope: &Scope,
     now: UnixTime,
 ) -> Result<(SecretToken, Family), StoreError> {
+    let mut tx = pool.begin().await?;
+    let started = start_family_tx(&mut tx, config, owner, scope, now).await?;
+    tx.commit().await?;
+    Ok(started)
+}
+
+/// [`start_family`] inside the caller's transaction (a code exchange
+/// commits the family with the code's redemption, or neither).
+pub(crate) async fn start_family_tx(
+    tx: &mut Tx<'_>,
+    config: &TokenConfig,
+    owner: FamilyOwner<'_>,
+    scope: &Scope,
+    now: UnixTime,
+) -> Result<(SecretToken, Family), StoreError> {
     let family = Family {
         id: uuid::Uuid::now_v7().to_string(),
         client_id: owner.client_id.to_owned(),
@@ -117,7 +132,6 @@ pub async fn start_family(
         sign_in: owner.sign_in.cloned(),
     };
     let token = SecretToken::generate();
-    let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO refresh_families (id, client_id, user_id, session_handle, scope, created_at, expires_at, auth_time, amr) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(&family.id)
         .bind(&family.client_id)
@@ -128,10 +142,9 @@ pub async fn start_family(
         .bind(family.expires_at)
         .bind(family.sign_in.as_ref().map(|s| s.auth_time))
         .bind(family.sign_in.as_ref().map(|s| s.amr.join(" ")))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    insert_token(&mut tx, &token, &family, scope, config, now).await?;
-    tx.commit().await?;
+    insert_token(tx, &token, &family, scope, config, now).await?;
     Ok((token, family))
 }
 

@@ -22,7 +22,7 @@ use crate::support::api::{verifier_for, web_client, Admin};
 use crate::support::app::*;
 use crate::support::jwt::jwt_payload;
 use crate::support::oauth::{
-    client_spec, introspect, machine_client, post_as, register, Auth, TestClient,
+    client_spec, introspect, machine_client, post_as, register, rows, Auth, TestClient,
 };
 use crate::support::oauth::{
     code_of, enroll_totp, exchange, location, rp_client, Browser, CALLBACK,
@@ -530,5 +530,75 @@ backend_test!(
         assert_eq!(introspect(&app, &other, access).await["active"], true);
         // And the refresh token still works for its owner.
         assert_eq!(refresh(&app, &owner, refresh_token).await.status, 200);
+    }
+);
+
+// ------------------------------------------ issue 17 item 5: an outage mid-exchange burns nothing
+
+/// Makes every insert of a refresh family fail (a fault injected in the
+/// database itself, half-way through a code exchange), or lifts it.
+async fn fail_family_inserts(app: &TestApp, fail: bool) {
+    let statements: &[&str] = match (app.backend, fail) {
+        (Backend::Sqlite, true) => &["CREATE TRIGGER inject_fault BEFORE INSERT ON refresh_families BEGIN SELECT RAISE(ABORT, 'injected fault'); END"],
+        (Backend::Sqlite, false) => &["DROP TRIGGER inject_fault"],
+        (Backend::Postgres, true) => &[
+            "CREATE FUNCTION inject_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$",
+            "CREATE TRIGGER inject_fault BEFORE INSERT ON refresh_families FOR EACH ROW EXECUTE FUNCTION inject_fault()",
+        ],
+        (Backend::Postgres, false) => &[
+            "DROP TRIGGER inject_fault ON refresh_families",
+            "DROP FUNCTION inject_fault()",
+        ],
+    };
+    for statement in statements {
+        sqlx::query(statement)
+            .execute(&app.state.pool)
+            .await
+            .expect("inject or lift the fault");
+    }
+}
+
+backend_test!(
+    a_fault_half_way_through_a_code_exchange_leaves_the_code_usable_and_issues_nothing,
+    |app: TestApp| async move {
+        let client = rp_client(&app, SCOPES, true).await;
+        app.create_user("ada@example.com", PASSWORD, &[]).await;
+        let browser = Browser::signed_in(&app, "ada@example.com").await;
+        let pkce = Pkce::random();
+        let code = code_from(&app, &browser, &client, &pkce).await;
+        let params = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", pkce.verifier.as_str()),
+        ];
+        let exchange = || post_as(&app, "/oauth2/token", &client, Auth::Basic, &params);
+
+        // The redemption succeeds, then the refresh family cannot be written.
+        fail_family_inserts(&app, true).await;
+        let failed = exchange().await;
+        fail_family_inserts(&app, false).await;
+        assert_eq!(failed.status, 500, "{:?}", failed.body);
+        assert!(failed.body.get("access_token").is_none(), "{:?}", failed.body);
+        assert_eq!(
+            rows(&app, "refresh_families").await,
+            0,
+            "nothing of the failed exchange was kept"
+        );
+
+        // The client's retry of the same code works, and is no replay.
+        let retried = exchange().await;
+        assert_eq!(retried.status, 200, "{:?}", retried.body);
+        assert!(retried.body["refresh_token"].is_string(), "{:?}", retried.body);
+        assert!(replay_details(&app).await.is_empty());
+        assert_eq!(
+            rows(&app, "refresh_families").await,
+            1
+        );
+
+        // And the code is spent now: a third use is a replay.
+        let third = exchange().await;
+        assert_eq!((third.status, third.error()), (400, "invalid_grant"));
+        assert_eq!(replay_details(&app).await.len(), 1);
     }
 );
