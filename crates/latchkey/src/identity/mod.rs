@@ -290,6 +290,23 @@ pub(crate) async fn touch_tx(
     Ok(found.rows_affected() == 1)
 }
 
+/// Takes the password away and marks the email verified (a federated
+/// sign-in proved the address and the account never had: the "squatter"
+/// rule, `cascade::clear_unverified_account_and_link`). The `users` row is
+/// the first write of that transaction.
+pub(crate) async fn clear_password_and_verify_tx(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    now: UnixTime,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query("UPDATE users SET password_hash = NULL, email_verified = 1, must_change_password = 0, updated_at = $2 WHERE id = $1 AND email_verified = 0")
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 /// Deletes the user's roles and row (`cascade::delete_user` ends their
 /// sessions first).
 pub(crate) async fn delete_rows_tx(tx: &mut Tx<'_>, user_id: &str) -> Result<(), sqlx::Error> {

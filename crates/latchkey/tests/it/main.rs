@@ -12,6 +12,7 @@ mod device_flow;
 mod discovery;
 mod docs;
 mod email_lookalikes;
+mod federation;
 mod forwarded_for;
 mod id_token_algorithms;
 mod import_examples;

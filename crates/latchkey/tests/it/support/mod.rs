@@ -8,6 +8,8 @@
 //! - [`jwt`] — JWKS, JWT parts, independent verification;
 //! - [`browser`] — headless Chromium with a virtual authenticator;
 //! - [`cli`] — the `latchkey` binary as a process;
+//! - [`federation`] — a second Latchkey as the upstream OpenID provider and
+//!   the browser's walk through both servers;
 //! - [`api`] — a protected API built on `latchkey-verify`, a fault-injecting
 //!   proxy, and the SDK flows.
 #![allow(dead_code)] // shared by feature files; not every file uses every helper
@@ -16,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod browser;
 pub mod cli;
+pub mod federation;
 pub mod jwt;
 pub mod oauth;
 
