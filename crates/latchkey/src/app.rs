@@ -112,12 +112,27 @@ pub fn router(state: AppState) -> Router {
             post(routes::passkeys::sign_in_finish),
         )
         .route("/account/passkeys", get(routes::passkeys::list))
-        .route("/login/idp/link", get(routes::federation::link_page).post(routes::federation::link_confirm))
+        .route(
+            "/login/idp/link",
+            get(routes::federation::link_page).post(routes::federation::link_confirm),
+        )
         .route("/login/idp/{name}", get(routes::federation::start))
-        .route("/login/idp/{name}/callback", get(routes::federation::callback))
-        .route("/account/identities", get(routes::federation::identities_page))
-        .route("/account/identities/link", post(routes::federation::link_another))
-        .route("/account/identities/{id}/unlink", post(routes::federation::unlink))
+        .route(
+            "/login/idp/{name}/callback",
+            get(routes::federation::callback),
+        )
+        .route(
+            "/account/identities",
+            get(routes::federation::identities_page),
+        )
+        .route(
+            "/account/identities/link",
+            post(routes::federation::link_another),
+        )
+        .route(
+            "/account/identities/{id}/unlink",
+            post(routes::federation::unlink),
+        )
         .route(
             "/account/passkeys/register/start",
             post(routes::passkeys::register_start),

@@ -27,11 +27,13 @@ pub enum IdpAction {
         kind: String,
         #[command(flatten)]
         fields: IdpFields,
+        /// Print exactly one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// List every provider (configuration file and database); never a secret.
     List {
+        /// Print exactly one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -50,12 +52,15 @@ pub enum IdpAction {
         /// Stop creating accounts on first sign-in.
         #[arg(long, conflicts_with = "provision")]
         no_provision: bool,
+        /// Print exactly one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Remove a provider added with `idp add` (sign-ins in flight to it end; linked identities stay).
     Remove {
+        /// The provider to remove.
         name: String,
+        /// Print exactly one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -152,7 +157,10 @@ fn print_one(spec: &ProviderSpec, config: &Config, json: bool, verb: &str) -> an
 }
 
 pub async fn idp(config: &Config, action: IdpAction) -> anyhow::Result<ExitCode> {
-    let seal_key = config.load_master_key()?.key.derive(federation::SEAL_PURPOSE);
+    let seal_key = config
+        .load_master_key()?
+        .key
+        .derive(federation::SEAL_PURPOSE);
     let pool = crate::cli::open_store_for(config).await?;
     let now = SystemClock.now();
     let configured = |name: &str| config.federation.providers.iter().any(|p| p.name == name);
@@ -167,7 +175,9 @@ pub async fn idp(config: &Config, action: IdpAction) -> anyhow::Result<ExitCode>
                 bail!("idp add needs --client-secret-stdin (the secret is never taken from the command line)");
             }
             if configured(&name) {
-                bail!("provider {name:?} is defined in the configuration file; choose another name");
+                bail!(
+                    "provider {name:?} is defined in the configuration file; choose another name"
+                );
             }
             let (Some(issuer), Some(client_id)) = (&fields.issuer, &fields.client_id) else {
                 bail!("idp add needs --issuer and --client-id");
@@ -184,7 +194,10 @@ pub async fn idp(config: &Config, action: IdpAction) -> anyhow::Result<ExitCode>
                     kind: &kind,
                     issuer,
                     client_id,
-                    auth_method: fields.auth_method.as_deref().unwrap_or("client_secret_basic"),
+                    auth_method: fields
+                        .auth_method
+                        .as_deref()
+                        .unwrap_or("client_secret_basic"),
                     scopes: &scopes,
                     link: fields.link.as_deref().unwrap_or("verified"),
                     provision: fields.provision,
@@ -216,12 +229,19 @@ pub async fn idp(config: &Config, action: IdpAction) -> anyhow::Result<ExitCode>
                 let list: Vec<_> = all.iter().map(|p| view(p, config)).collect();
                 crate::cli::print_json_doc(&serde_json::json!({ "providers": list }))?;
             } else {
-                println!("{:<20} {:<9} {:<8} {:<8} ISSUER", "NAME", "ORIGIN", "ENABLED", "LINK");
+                println!(
+                    "{:<20} {:<9} {:<8} {:<8} ISSUER",
+                    "NAME", "ORIGIN", "ENABLED", "LINK"
+                );
                 for p in &all {
                     println!(
                         "{:<20} {:<9} {:<8} {:<8} {}",
                         p.name,
-                        if p.origin == Origin::Config { "config" } else { "database" },
+                        if p.origin == Origin::Config {
+                            "config"
+                        } else {
+                            "database"
+                        },
                         if p.enabled { "yes" } else { "no" },
                         p.link.as_str(),
                         p.issuer

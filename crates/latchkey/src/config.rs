@@ -1044,6 +1044,11 @@ impl Config {
             copy.master_key = Some("<redacted>".into());
         }
         copy.database.url = crate::store::redact_url(&copy.database.url);
+        for provider in &mut copy.federation.providers {
+            if provider.client_secret.is_some() {
+                provider.client_secret = Some("<redacted>".into());
+            }
+        }
         toml::to_string_pretty(&copy).unwrap_or_default()
     }
 }

@@ -111,7 +111,8 @@ pub async fn begin(
         .client_secret(seal_key(core))
         .map_err(|e| UpstreamError::Spec(e.to_string()))?;
     let state = SecretToken::generate();
-    let request = upstream::authorization_request(&core.config, &spec, secret, state.expose()).await?;
+    let request =
+        upstream::authorization_request(&core.config, &spec, secret, state.expose()).await?;
     let pending = PendingSignIn {
         provider: spec.name.clone(),
         nonce: request.nonce,
@@ -155,7 +156,7 @@ pub struct CallbackParams {
 #[derive(Debug)]
 pub enum Outcome {
     /// A sign-in: a session, or the second step due.
-    SignIn { result: SignIn, next: String },
+    SignIn { result: Box<SignIn>, next: String },
     /// An existing account holds the email: its owner must sign in to it
     /// and confirm. The token goes in a cookie; `email` is shown.
     ConfirmLink {
@@ -239,7 +240,11 @@ async fn callback_inner(
         return Err(FederationError::BadState);
     }
     if let Some(error) = params.error {
-        let mut said: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+        let mut said: String = error
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(64)
+            .collect();
         if let Some(d) = params.error_description {
             said.push_str(": ");
             said.extend(d.chars().filter(|c| !c.is_control()).take(200));
@@ -299,7 +304,16 @@ async fn link_to_signed_in_user(
         };
     }
     let email = asserted.email.clone().unwrap_or_default();
-    match store::link(&kit.pool, &spec.name, &asserted.subject, user_id, &email, now).await {
+    match store::link(
+        &kit.pool,
+        &spec.name,
+        &asserted.subject,
+        user_id,
+        &email,
+        now,
+    )
+    .await
+    {
         Ok(_) => {}
         Err(StoreError::Conflict) => return Err(FederationError::LinkedElsewhere),
         Err(e) => return Err(e.into()),
@@ -334,7 +348,10 @@ async fn sign_in(
             LoginError::InvalidCredentials => FederationError::AccountUnavailable,
             other => FederationError::Login(other),
         })?;
-    Ok(Outcome::SignIn { result, next })
+    Ok(Outcome::SignIn {
+        result: Box::new(result),
+        next,
+    })
 }
 
 /// The account rules of the module header, for an identity the upstream vouched for.
@@ -354,10 +371,7 @@ async fn resolve(
         store::touch_identity(&kit.pool, &known.id, now).await?;
         return sign_in(kit, user, spec, next, origin).await;
     }
-    let email = asserted
-        .email
-        .as_deref()
-        .and_then(|e| Email::parse(e).ok());
+    let email = asserted.email.as_deref().and_then(|e| Email::parse(e).ok());
     let holder = match &email {
         Some(email) => identity::find_by_email(&kit.pool, email).await?,
         None => None,
@@ -374,7 +388,10 @@ async fn resolve(
         let cause = Cause::at(
             kit,
             Initiator::User,
-            format!("federated sign-in with {} claimed the unverified address", spec.name),
+            format!(
+                "federated sign-in with {} claimed the unverified address",
+                spec.name
+            ),
         );
         match cascade::clear_unverified_account_and_link(
             &kit.pool,
@@ -405,7 +422,12 @@ async fn resolve(
                 audit::record(
                     &kit.pool,
                     EventKind::FederatedIdentityLinked,
-                    event(origin, "", &holder.id, format!("{}: linked after clearing", spec.name)),
+                    event(
+                        origin,
+                        "",
+                        &holder.id,
+                        format!("{}: linked after clearing", spec.name),
+                    ),
                     now,
                 )
                 .await?;
@@ -421,8 +443,15 @@ async fn resolve(
     }
     // Rule 2: automatic only with both sides verified, under the `verified` policy.
     if spec.link == LinkPolicy::Verified && asserted.email_verified && holder.email_verified {
-        match store::link(&kit.pool, &spec.name, &asserted.subject, &holder.id, &email_text, now)
-            .await
+        match store::link(
+            &kit.pool,
+            &spec.name,
+            &asserted.subject,
+            &holder.id,
+            &email_text,
+            now,
+        )
+        .await
         {
             Ok(_) => {}
             Err(StoreError::Conflict) => return Err(FederationError::LinkedElsewhere),
@@ -466,7 +495,10 @@ async fn resolve(
             origin,
             "",
             &holder.id,
-            format!("{}: waiting for the account's owner to sign in and confirm", spec.name),
+            format!(
+                "{}: waiting for the account's owner to sign in and confirm",
+                spec.name
+            ),
         ),
         now,
     )
@@ -509,7 +541,16 @@ async fn provision(
         now,
     )
     .await?;
-    if let Err(e) = store::link(&kit.pool, &spec.name, &asserted.subject, &user.id, email.as_str(), now).await {
+    if let Err(e) = store::link(
+        &kit.pool,
+        &spec.name,
+        &asserted.subject,
+        &user.id,
+        email.as_str(),
+        now,
+    )
+    .await
+    {
         // Another first sign-in of the same identity won the race: undo ours.
         cascade::delete_user(&kit.pool, &user.id, now).await?;
         return Err(match e {
@@ -552,15 +593,17 @@ pub async fn pending_link(
     core: &Core,
     token: &SecretToken,
 ) -> Result<Option<LinkToConfirm>, StoreError> {
-    Ok(store::peek_pending_link(&core.pool, token, core.clock.now())
-        .await?
-        .map(|p| LinkToConfirm {
-            provider: p.provider,
-            email: p.email,
-            user_id: p.user_id,
-            next: p.next,
-            created_at: p.created_at,
-        }))
+    Ok(
+        store::peek_pending_link(&core.pool, token, core.clock.now())
+            .await?
+            .map(|p| LinkToConfirm {
+                provider: p.provider,
+                email: p.email,
+                user_id: p.user_id,
+                next: p.next,
+                created_at: p.created_at,
+            }),
+    )
 }
 
 /// The owner confirms a pending link. `session_user` and `signed_in_at`

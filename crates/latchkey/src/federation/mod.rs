@@ -239,7 +239,9 @@ fn check_role_map(
     map: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, Role>, SpecError> {
     if claim.len() > 128 || claim.chars().any(char::is_control) {
-        return Err(SpecError(format!("role claim {claim:?} is not a claim name")));
+        return Err(SpecError(format!(
+            "role claim {claim:?} is not a claim name"
+        )));
     }
     if claim.is_empty() && !map.is_empty() {
         return Err(SpecError("a role map needs a role claim".into()));
@@ -248,7 +250,9 @@ fn check_role_map(
         .map(|(value, role)| {
             let role = Role::parse(role).map_err(|e| SpecError(e.to_string()))?;
             if value.is_empty() || value.len() > 256 {
-                return Err(SpecError(format!("role map value {value:?}: 1-256 characters")));
+                return Err(SpecError(format!(
+                    "role map value {value:?}: 1-256 characters"
+                )));
             }
             Ok((value.clone(), role))
         })
@@ -361,9 +365,9 @@ impl ProviderSpec {
                     .and_then(|b| String::from_utf8(b).ok())
                     .ok_or_else(|| {
                         SpecError(format!(
-                            "provider {:?}: its client secret does not unseal (another master key?)",
-                            self.name
-                        ))
+                    "provider {:?}: its client secret does not unseal (another master key?)",
+                    self.name
+                ))
                     })
             }
         }
@@ -547,12 +551,22 @@ mod tests {
                 .cloned()
                 .unwrap_or_default()
         };
-        let names = |roles: Vec<Role>| roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
-        assert_eq!(names(spec.roles_for(&claims(serde_json::json!("staff")))), ["support"]);
+        let names = |roles: Vec<Role>| {
+            roles
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(spec.roles_for(&claims(serde_json::json!("staff")))),
+            ["support"]
+        );
         assert_eq!(
             names(spec.roles_for(&claims(serde_json::json!(["ops", "staff", "other", 3])))),
             ["admin", "support"]
         );
-        assert!(spec.roles_for(&claims(serde_json::json!({"ops": true}))).is_empty());
+        assert!(spec
+            .roles_for(&claims(serde_json::json!({"ops": true})))
+            .is_empty());
     }
 }

@@ -131,7 +131,9 @@ pub async fn call(
         None => return Err(UpstreamHttpError::Url("no host".into())),
     };
     if addrs.is_empty() {
-        return Err(UpstreamHttpError::Transport("the host has no address".into()));
+        return Err(UpstreamHttpError::Transport(
+            "the host has no address".into(),
+        ));
     }
     for addr in &addrs {
         policy.check_address(addr.ip())?;
@@ -167,7 +169,7 @@ pub async fn call(
             if e.is_timeout() {
                 UpstreamHttpError::Timeout
             } else {
-                UpstreamHttpError::Transport(e.without_url().to_string())
+                UpstreamHttpError::Transport(error_chain(&e.without_url()))
             }
         })?;
     if response
@@ -184,7 +186,7 @@ pub async fn call(
             if e.is_timeout() {
                 UpstreamHttpError::Timeout
             } else {
-                UpstreamHttpError::Transport(e.without_url().to_string())
+                UpstreamHttpError::Transport(error_chain(&e.without_url()))
             }
         })?;
         let Some(chunk) = chunk else { break };
@@ -249,7 +251,7 @@ async fn discover(
     secret: String,
     callback: &str,
 ) -> Result<DiscoveredClient, UpstreamError> {
-    let http = |request| call(policy.clone(), request);
+    let http = |request: openidconnect::HttpRequest| call(policy.clone(), request);
     let issuer =
         IssuerUrl::new(spec.issuer.clone()).map_err(|e| UpstreamError::Spec(e.to_string()))?;
     // Also checks that the metadata's `issuer` is exactly the configured one.
@@ -337,7 +339,7 @@ pub async fn redeem(
     let policy = UpstreamPolicy::from_config(config);
     let callback = super::callback_url(config, &spec.name);
     let client = discover(&policy, spec, secret, &callback).await?;
-    let http = |request| call(policy.clone(), request);
+    let http = |request: openidconnect::HttpRequest| call(policy.clone(), request);
     let response = client
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .map_err(|e| UpstreamError::Discovery(e.to_string()))?
@@ -345,9 +347,9 @@ pub async fn redeem(
         .request_async(&http)
         .await
         .map_err(|e| match e {
-            openidconnect::RequestTokenError::ServerResponse(r) => UpstreamError::Refused(
-                format!("{}", r.error()).chars().take(200).collect(),
-            ),
+            openidconnect::RequestTokenError::ServerResponse(r) => {
+                UpstreamError::Refused(r.to_string().chars().take(300).collect())
+            }
             other => UpstreamError::Exchange(error_chain(&other)),
         })?;
     let id_token = response
@@ -376,7 +378,9 @@ pub async fn redeem(
         .unwrap_or_default();
     let subject = claims.subject().as_str().to_owned();
     if subject.is_empty() || subject.len() > 255 {
-        return Err(UpstreamError::IdToken("`sub` must be 1-255 characters".into()));
+        return Err(UpstreamError::IdToken(
+            "`sub` must be 1-255 characters".into(),
+        ));
     }
     let name = claims
         .name()
@@ -433,12 +437,22 @@ mod tests {
             assert!(strict.check_address(ip).is_ok(), "{good}");
         }
         let loopback = policy(true, false);
-        assert!(loopback.check_address("127.0.0.1".parse().expect("ip")).is_ok());
-        assert!(loopback.check_address("10.0.0.1".parse().expect("ip")).is_err());
-        assert!(loopback.check_address("0.0.0.0".parse().expect("ip")).is_err());
+        assert!(loopback
+            .check_address("127.0.0.1".parse().expect("ip"))
+            .is_ok());
+        assert!(loopback
+            .check_address("10.0.0.1".parse().expect("ip"))
+            .is_err());
+        assert!(loopback
+            .check_address("0.0.0.0".parse().expect("ip"))
+            .is_err());
         let private = policy(false, true);
-        assert!(private.check_address("10.0.0.1".parse().expect("ip")).is_ok());
-        assert!(private.check_address("169.254.169.254".parse().expect("ip")).is_ok());
+        assert!(private
+            .check_address("10.0.0.1".parse().expect("ip"))
+            .is_ok());
+        assert!(private
+            .check_address("169.254.169.254".parse().expect("ip"))
+            .is_ok());
     }
 
     #[tokio::test]
@@ -451,7 +465,10 @@ mod tests {
         };
         for (p, uri) in [
             (policy(false, false), "http://127.0.0.1:1/x"),
-            (policy(false, false), "https://169.254.169.254/latest/meta-data"),
+            (
+                policy(false, false),
+                "https://169.254.169.254/latest/meta-data",
+            ),
             (policy(false, true), "http://10.0.0.1/x"),
             (policy(true, false), "https://10.0.0.1/x"),
         ] {

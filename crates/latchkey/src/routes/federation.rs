@@ -21,6 +21,7 @@ use crate::http::client::Caller;
 use crate::http::csrf::{self, CsrfField, CsrfPageForm};
 use crate::http::HttpError;
 use crate::login::SignIn;
+use crate::store::StoreError;
 
 fn state_cookie_name(https: bool) -> &'static str {
     if https {
@@ -46,32 +47,28 @@ fn cookie(name: &'static str, value: &SecretToken, https: bool, secs: i64) -> Co
 
 /// The page for a refused federated step: what happened and where to go.
 fn refusal(e: FederationError) -> HttpError {
-    let (status, code) = match &e {
-        FederationError::UnknownProvider => (StatusCode::NOT_FOUND, "unknown_provider"),
-        FederationError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_failed"),
+    let message = e.to_string();
+    match e {
+        FederationError::Store(s @ StoreError::Unavailable(_)) => HttpError::from(s).as_page(),
         FederationError::Store(s) => {
-            let kind = matches!(s, crate::store::StoreError::Unavailable(_));
-            if kind {
-                return HttpError::from(match e {
-                    FederationError::Store(s) => s,
-                    _ => unreachable!("matched above"),
-                })
-                .as_page();
-            }
-            (StatusCode::CONFLICT, "try_again")
+            tracing::warn!(error = %s, "federated sign-in: storage");
+            HttpError::page(StatusCode::CONFLICT, "try_again", "Please try again.")
         }
-        FederationError::Login(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        FederationError::Login(e) => {
+            tracing::error!(error = %e, "federated sign-in");
+            HttpError::internal().as_page()
+        }
+        FederationError::UnknownProvider => {
+            HttpError::page(StatusCode::NOT_FOUND, "unknown_provider", message)
+        }
+        FederationError::Upstream(_) => {
+            HttpError::page(StatusCode::BAD_GATEWAY, "upstream_failed", message)
+        }
         FederationError::LastWayIn | FederationError::LinkedElsewhere => {
-            (StatusCode::CONFLICT, "federation_refused")
+            HttpError::page(StatusCode::CONFLICT, "federation_refused", message)
         }
-        _ => (StatusCode::BAD_REQUEST, "federation_refused"),
-    };
-    let message = match &e {
-        FederationError::Store(_) => "Please try again.".to_owned(),
-        FederationError::Login(_) => "something went wrong on our side; it has been logged".into(),
-        other => other.to_string(),
-    };
-    HttpError::page(status, code, message)
+        _ => HttpError::page(StatusCode::BAD_REQUEST, "federation_refused", message),
+    }
 }
 
 #[derive(Deserialize)]
@@ -137,20 +134,21 @@ pub async fn callback(
     };
     let outcome = accounts::callback(&state, params, &origin).await;
     // The state is spent (or was never good): the cookie goes either way.
-    let jar = jar.add(crate::http::cookies::removal(state_cookie_name(https), https));
+    let jar = jar.add(crate::http::cookies::removal(
+        state_cookie_name(https),
+        https,
+    ));
     match outcome.map_err(refusal)? {
-        Outcome::SignIn {
-            result: SignIn::Complete(success),
-            next,
-        } => finish_sign_in(&state, &headers, jar, success, &next, false).await,
-        Outcome::SignIn {
-            result: SignIn::SecondFactorDue { challenge, .. },
-            next,
-        } => {
-            let jar = jar.add(crate::routes::mfa::challenge_cookie(&challenge, https));
-            let target = format!("/login/mfa?next={}", encode(&next));
-            Ok((jar, Redirect::to(&target)).into_response())
-        }
+        Outcome::SignIn { result, next } => match *result {
+            SignIn::Complete(success) => {
+                finish_sign_in(&state, &headers, jar, success, &next, false).await
+            }
+            SignIn::SecondFactorDue { challenge, .. } => {
+                let jar = jar.add(crate::routes::mfa::challenge_cookie(&challenge, https));
+                let target = format!("/login/mfa?next={}", encode(&next));
+                Ok((jar, Redirect::to(&target)).into_response())
+            }
+        },
         Outcome::ConfirmLink {
             token,
             email,
@@ -232,17 +230,14 @@ pub async fn link_confirm(
     CsrfPageForm { who, form: _ }: CsrfPageForm<TokenForm>,
 ) -> Result<Response, HttpError> {
     let token = link_token(&state, &jar).ok_or_else(|| refusal(FederationError::BadState))?;
-    let next = accounts::confirm_link(
-        &state,
-        &token,
-        &who.user.id,
-        who.session.auth_time,
-        &origin,
-    )
-    .await
-    .map_err(refusal)?;
+    let next = accounts::confirm_link(&state, &token, &who.user.id, who.session.auth_time, &origin)
+        .await
+        .map_err(refusal)?;
     let https = state.config.is_https();
-    let jar = jar.add(crate::http::cookies::removal(link_cookie_name(https), https));
+    let jar = jar.add(crate::http::cookies::removal(
+        link_cookie_name(https),
+        https,
+    ));
     Ok((jar, Redirect::to(&safe_next(Some(&next)))).into_response())
 }
 

@@ -132,7 +132,8 @@ pub async fn login_submit(
                 &next,
                 &form.email,
                 &format!("Email: {e}"),
-            ).await
+            )
+            .await
         }
     };
     if form.password.is_empty() || form.password.chars().count() > state.config.password.max_length
@@ -153,7 +154,8 @@ pub async fn login_submit(
             &next,
             email.as_str(),
             message,
-        ).await;
+        )
+        .await;
     }
     match login::sign_in_with_password(&state, &email, &Password::new(form.password), &origin).await
     {
@@ -198,7 +200,8 @@ pub async fn login_submit(
                     &next,
                     email.as_str(),
                     &message,
-                ).await
+                )
+                .await
             }
         }
         Err(LoginError::LockedOut { retry_after_secs }) => Err(fail_page(

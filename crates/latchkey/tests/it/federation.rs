@@ -30,16 +30,23 @@ federation_test!(
     sign_in_page_shows_one_button_per_provider_keeping_next,
     options(),
     |fed: Federation| async move {
+        // The whole federation (an async block would capture `fed.down`
+        // alone and drop the upstream).
+        let fed = fed;
         let html = fed
             .down
             .client
-            .get(fed.down.url("/login?next=%2Foauth2%2Fauthorize%2Fresume%3Fid%3Dabc"))
+            .get(
+                fed.down
+                    .url("/login?next=%2Foauth2%2Fauthorize%2Fresume%3Fid%3Dabc"),
+            )
             .send()
             .await
             .expect("login page")
             .text()
             .await
-            .expect("html");
+            .expect("html")
+            .replace("&#x2f;", "/");
         assert!(
             html.contains(
                 "href=\"/login/idp/upstream?next=%2Foauth2%2Fauthorize%2Fresume%3Fid%3Dabc\""
@@ -49,8 +56,10 @@ federation_test!(
         // The start sets a browser-bound, HttpOnly state cookie and sends
         // PKCE S256, a nonce and the state to the upstream.
         let browser = Browser::new();
-        let answer = browser.get(&fed.down, "/login/idp/upstream?next=/account").await;
-        assert_eq!(answer.status(), 303);
+        let answer = browser
+            .get(&fed.down, "/login/idp/upstream?next=/account")
+            .await;
+        assert_eq!(answer.status(), 303, "{:?}", answer.text().await);
         let cookie = answer
             .headers()
             .get_all("set-cookie")
@@ -59,7 +68,10 @@ federation_test!(
             .find(|c| c.starts_with("latchkey_fed="))
             .expect("state cookie")
             .to_owned();
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
         let to = location(&answer);
         for needle in [
             "code_challenge_method=S256",
@@ -154,10 +166,16 @@ federation_test!(
     rule1_links_automatically_only_when_both_emails_are_verified,
     options(),
     |fed: Federation| async move {
-        let local = fed.down.create_user("bea@example.test", PASSWORD, &[]).await;
+        let local = fed
+            .down
+            .create_user("bea@example.test", PASSWORD, &[])
+            .await;
         fed.upstream_user("bea@example.test", true).await;
         let browser = Browser::new();
-        assert_eq!(fed.sign_in(&browser, "bea@example.test").await.status(), 303);
+        assert_eq!(
+            fed.sign_in(&browser, "bea@example.test").await.status(),
+            303
+        );
         let (user, amr) = whoami(&fed.down, &browser).await.expect("signed in");
         assert_eq!(user["id"], local.id.as_str());
         assert_eq!(amr, vec!["fed".to_owned()]);
@@ -185,17 +203,27 @@ federation_test!(
         assert!(whoami(&fed.down, &browser).await.is_none(), "not signed in");
 
         // Someone else's account cannot confirm it.
-        fed.down.create_user("other@example.test", PASSWORD, &[]).await;
+        fed.down
+            .create_user("other@example.test", PASSWORD, &[])
+            .await;
         let back = browser
             .sign_in(&fed.down, "other@example.test", None, "/login/idp/link")
             .await;
         assert_eq!(back, "/login/idp/link");
-        assert_eq!(browser.get(&fed.down, "/login/idp/link").await.status(), 400);
+        assert_eq!(
+            browser.get(&fed.down, "/login/idp/link").await.status(),
+            400
+        );
         assert!(identities(&fed.down).await.is_empty());
 
         // The owner signs in with the password AND the second factor, then confirms.
         let back = browser
-            .sign_in(&fed.down, "cy@example.test", Some(&secret), "/login/idp/link")
+            .sign_in(
+                &fed.down,
+                "cy@example.test",
+                Some(&secret),
+                "/login/idp/link",
+            )
             .await;
         assert_eq!(back, "/login/idp/link");
         let csrf = page_csrf(&fed.down, &browser, "/login/idp/link").await;
@@ -234,7 +262,11 @@ federation_test!(
         let browser = Browser::new();
         let answer = fed.sign_in(&browser, "di@example.test").await;
         assert_eq!(answer.status(), 200);
-        assert!(answer.text().await.expect("page").contains("sign-in-to-link"));
+        assert!(answer
+            .text()
+            .await
+            .expect("page")
+            .contains("sign-in-to-link"));
         assert!(identities(&fed.down).await.is_empty());
 
         // `never`: refused, nothing pending or linked.
@@ -276,7 +308,9 @@ federation_test!(
         fed.upstream_user("eve-victim@example.test", true).await;
         let owner = Browser::new();
         assert_eq!(
-            fed.sign_in(&owner, "eve-victim@example.test").await.status(),
+            fed.sign_in(&owner, "eve-victim@example.test")
+                .await
+                .status(),
             303
         );
         let (user, _) = whoami(&fed.down, &owner).await.expect("owner signed in");
@@ -302,7 +336,10 @@ federation_test!(
     rule3_a_second_factor_is_still_asked_after_federation,
     options(),
     |fed: Federation| async move {
-        let local = fed.down.create_user("fay@example.test", PASSWORD, &[]).await;
+        let local = fed
+            .down
+            .create_user("fay@example.test", PASSWORD, &[])
+            .await;
         let secret = enroll_totp(&fed.down, &local.id).await;
         fed.upstream_user("fay@example.test", true).await;
         let browser = Browser::new();
@@ -321,7 +358,8 @@ federation_test!(
             .await
             .expect("mfa page");
         let csrf = extract_input(&html, "csrf_token").expect("csrf");
-        let code = latchkey::mfa::totp::Totp::new(&secret).code_at(fed.down.clock.now_secs() as u64);
+        let code =
+            latchkey::mfa::totp::Totp::new(&secret).code_at(fed.down.clock.now_secs() as u64);
         let done = browser
             .http
             .post(fed.down.url("/login/mfa"))
@@ -356,7 +394,10 @@ federation_test!(
             .text()
             .await
             .expect("page");
-        assert!(page.contains("upstream") && page.contains("gil@up.test"), "{page}");
+        assert!(
+            page.contains("upstream") && page.contains("gil@up.test"),
+            "{page}"
+        );
         let (id,) = sqlx::query_as::<_, (String,)>("SELECT id FROM federated_identities")
             .fetch_one(&fed.down.state.pool)
             .await
@@ -370,7 +411,11 @@ federation_test!(
             .await
             .expect("unlink");
         assert_eq!(refused.status(), 409);
-        assert!(refused.text().await.expect("page").contains("last way to sign in"));
+        assert!(refused
+            .text()
+            .await
+            .expect("page")
+            .contains("last way to sign in"));
         assert_eq!(identities(&fed.down).await.len(), 1);
 
         // With a password it may go; the audit log says so.
@@ -404,7 +449,9 @@ federation_test!(
         assert_eq!(unlinked.status(), 303);
         assert!(identities(&fed.down).await.is_empty());
         assert_eq!(
-            audit_details(&fed.down, "federated_identity_unlinked").await.len(),
+            audit_details(&fed.down, "federated_identity_unlinked")
+                .await
+                .len(),
             1
         );
         // Without a CSRF token nothing happens.
@@ -429,10 +476,16 @@ federation_test!(
         let (hal, _) = whoami(&fed.down, &browser).await.expect("signed in");
         // Another local account holds a verified address; the upstream user
         // switches to that address.
-        let target = fed.down.create_user("ivy@example.test", PASSWORD, &[]).await;
+        let target = fed
+            .down
+            .create_user("ivy@example.test", PASSWORD, &[])
+            .await;
         change_email(&fed.up, &upstream.id, "ivy@example.test").await;
         let browser = Browser::new();
-        assert_eq!(fed.sign_in(&browser, "ivy@example.test").await.status(), 303);
+        assert_eq!(
+            fed.sign_in(&browser, "ivy@example.test").await.status(),
+            303
+        );
         let (user, _) = whoami(&fed.down, &browser).await.expect("signed in");
         assert_eq!(user["id"], hal["id"], "still Hal's account");
         assert_ne!(user["id"], target.id.as_str());
@@ -455,11 +508,18 @@ federation_test!(
         for replayer in [&browser, &Browser::new()] {
             let again = replayer.get(&fed.down, &callback).await;
             assert_eq!(again.status(), 400);
-            assert!(again.text().await.expect("page").contains("not valid any more"));
+            assert!(again
+                .text()
+                .await
+                .expect("page")
+                .contains("not valid any more"));
         }
         assert_eq!(count(&fed.down, "sessions").await, sessions);
         assert_eq!(count(&fed.down, "users").await, 1);
-        assert_eq!(audit_details(&fed.down, "federation_refused").await.len(), 2);
+        assert_eq!(
+            audit_details(&fed.down, "federation_refused").await.len(),
+            2
+        );
     }
 );
 
@@ -474,7 +534,11 @@ federation_test!(
         let callback = fed.to_callback(&victim, "kim@up.test", "/account").await;
         let attacker = Browser::new();
         assert_eq!(attacker.get(&fed.down, &callback).await.status(), 400);
-        let invented = with_param(&callback, "state", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        let invented = with_param(
+            &callback,
+            "state",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        );
         assert_eq!(victim.get(&fed.down, &invented).await.status(), 400);
         let no_state = with_param(&callback, "state", "");
         assert_eq!(victim.get(&fed.down, &no_state).await.status(), 400);
@@ -493,7 +557,10 @@ federation_test!(
         fed.upstream_user("lu@up.test", true).await;
         let browser = Browser::new();
         let callback = fed.to_callback(&browser, "lu@up.test", "/account").await;
-        assert!(callback.contains("iss="), "Latchkey sends RFC 9207 iss: {callback}");
+        assert!(
+            callback.contains("iss="),
+            "Latchkey sends RFC 9207 iss: {callback}"
+        );
         let mixed_up = with_param(&callback, "iss", "https://evil.example");
         let answer = browser.get(&fed.down, &mixed_up).await;
         assert_eq!(answer.status(), 502);
@@ -527,7 +594,7 @@ federation_test!(
     options(),
     |fed: Federation| async move {
         let browser = Browser::new();
-        let authorize = fed.start(&browser, "/account").await;
+        let authorize = fed.press_button(&browser, "/account").await;
         let state = crate::support::oauth::query_param(&authorize, "state").expect("state");
         let callback = format!(
             "{}?error=access_denied&error_description=The+user+said+no&state={state}",
@@ -536,7 +603,10 @@ federation_test!(
         let answer = browser.get(&fed.down, &callback).await;
         assert_eq!(answer.status(), 400);
         let html = answer.text().await.expect("page");
-        assert!(html.contains("access_denied") && html.contains("The user said no"), "{html}");
+        assert!(
+            html.contains("access_denied") && html.contains("The user said no"),
+            "{html}"
+        );
         assert_eq!(count(&fed.down, "users").await, 0);
     }
 );
@@ -661,11 +731,82 @@ async fn idp_add_next_to_a_running_server_is_offered_at_once_and_remove_takes_it
 
     // Refusals change nothing.
     for (args, stdin, needle) in [
-        (vec!["idp", "add", "--name", "corp", "--issuer", "https://id.example.com", "--client-id", "x", "--client-secret-stdin"], Some("s\n"), "already exists"),
-        (vec!["idp", "add", "--name", "plain", "--issuer", "http://id.example.com", "--client-id", "x", "--client-secret-stdin"], Some("s\n"), "https"),
-        (vec!["idp", "add", "--name", "nosecret", "--issuer", "https://id.example.com", "--client-id", "x"], None, "--client-secret-stdin"),
-        (vec!["idp", "add", "--name", "Bad Name", "--issuer", "https://id.example.com", "--client-id", "x", "--client-secret-stdin"], Some("s\n"), "provider name"),
-        (vec!["idp", "add", "--name", "gh", "--kind", "github", "--issuer", "https://id.example.com", "--client-id", "x", "--client-secret-stdin"], Some("s\n"), "not available yet"),
+        (
+            vec![
+                "idp",
+                "add",
+                "--name",
+                "corp",
+                "--issuer",
+                "https://id.example.com",
+                "--client-id",
+                "x",
+                "--client-secret-stdin",
+            ],
+            Some("s\n"),
+            "already exists",
+        ),
+        (
+            vec![
+                "idp",
+                "add",
+                "--name",
+                "plain",
+                "--issuer",
+                "http://id.example.com",
+                "--client-id",
+                "x",
+                "--client-secret-stdin",
+            ],
+            Some("s\n"),
+            "https",
+        ),
+        (
+            vec![
+                "idp",
+                "add",
+                "--name",
+                "nosecret",
+                "--issuer",
+                "https://id.example.com",
+                "--client-id",
+                "x",
+            ],
+            None,
+            "--client-secret-stdin",
+        ),
+        (
+            vec![
+                "idp",
+                "add",
+                "--name",
+                "Bad Name",
+                "--issuer",
+                "https://id.example.com",
+                "--client-id",
+                "x",
+                "--client-secret-stdin",
+            ],
+            Some("s\n"),
+            "provider name",
+        ),
+        (
+            vec![
+                "idp",
+                "add",
+                "--name",
+                "gh",
+                "--kind",
+                "github",
+                "--issuer",
+                "https://id.example.com",
+                "--client-id",
+                "x",
+                "--client-secret-stdin",
+            ],
+            Some("s\n"),
+            "not available yet",
+        ),
         (vec!["idp", "remove", "nobody"], None, "no provider named"),
     ] {
         latchkey(dir.path(), &no_env, &args, stdin)
@@ -673,23 +814,40 @@ async fn idp_add_next_to_a_running_server_is_offered_at_once_and_remove_takes_it
             .assert_failure(&args.join(" "), &[needle]);
     }
     let listed = latchkey(dir.path(), &no_env, &["idp", "list", "--json"], None).await;
-    assert_eq!(
-        listed.json()["providers"].as_array().map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(listed.json()["providers"].as_array().map(Vec::len), Some(1));
 
-    let disabled = latchkey(dir.path(), &no_env, &["idp", "update", "corp", "--disable", "--json"], None).await;
+    let disabled = latchkey(
+        dir.path(),
+        &no_env,
+        &["idp", "update", "corp", "--disable", "--json"],
+        None,
+    )
+    .await;
     disabled.assert_success("idp update --disable");
     assert_eq!(disabled.json()["enabled"], false);
     assert!(!login_page().await.contains("idp-corp"));
-    latchkey(dir.path(), &no_env, &["idp", "update", "corp", "--enable"], None)
-        .await
-        .assert_success("idp update --enable");
+    latchkey(
+        dir.path(),
+        &no_env,
+        &["idp", "update", "corp", "--enable"],
+        None,
+    )
+    .await
+    .assert_success("idp update --enable");
     assert!(login_page().await.contains("idp-corp"));
 
-    let removed = latchkey(dir.path(), &no_env, &["idp", "remove", "corp", "--json"], None).await;
+    let removed = latchkey(
+        dir.path(),
+        &no_env,
+        &["idp", "remove", "corp", "--json"],
+        None,
+    )
+    .await;
     removed.assert_success("idp remove");
     assert_eq!(removed.json()["removed"], "corp");
-    assert!(!login_page().await.contains("idp-corp"), "taken off at once");
+    assert!(
+        !login_page().await.contains("idp-corp"),
+        "taken off at once"
+    );
     server.stop().await;
 }

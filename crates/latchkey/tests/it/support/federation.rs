@@ -126,7 +126,7 @@ impl Federation {
     /// the upstream as `email` unless already signed in there, and is sent
     /// back: returns the callback URL, not yet followed.
     pub(crate) async fn to_callback(&self, browser: &Browser, email: &str, next: &str) -> String {
-        let authorize = self.start(browser, next).await;
+        let authorize = self.press_button(browser, next).await;
         let answer = browser.get(&self.up, &authorize).await;
         let mut target = location(&answer);
         if target.starts_with("/login") {
@@ -143,7 +143,7 @@ impl Federation {
 
     /// `GET /login/idp/upstream?next=…` on the downstream: the URL of the
     /// upstream's authorization endpoint it redirects to.
-    pub(crate) async fn start(&self, browser: &Browser, next: &str) -> String {
+    pub(crate) async fn press_button(&self, browser: &Browser, next: &str) -> String {
         let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
         let answer = browser
             .get(&self.down, &format!("/login/idp/{PROVIDER}?next={next}"))
@@ -225,19 +225,21 @@ pub(crate) async fn whoami(app: &TestApp, browser: &Browser) -> Option<(Value, V
 
 /// The (provider, subject, user) rows of the downstream's identities table.
 pub(crate) async fn identities(app: &TestApp) -> Vec<(String, String, String)> {
-    sqlx::query("SELECT provider, subject, user_id FROM federated_identities ORDER BY created_at, id")
-        .fetch_all(&app.state.pool)
-        .await
-        .expect("identities")
-        .iter()
-        .map(|r| {
-            (
-                r.try_get("provider").expect("provider"),
-                r.try_get("subject").expect("subject"),
-                r.try_get("user_id").expect("user_id"),
-            )
-        })
-        .collect()
+    sqlx::query(
+        "SELECT provider, subject, user_id FROM federated_identities ORDER BY created_at, id",
+    )
+    .fetch_all(&app.state.pool)
+    .await
+    .expect("identities")
+    .iter()
+    .map(|r| {
+        (
+            r.try_get("provider").expect("provider"),
+            r.try_get("subject").expect("subject"),
+            r.try_get("user_id").expect("user_id"),
+        )
+    })
+    .collect()
 }
 
 /// How many rows `table` holds on `app`.
@@ -288,12 +290,7 @@ pub(crate) fn with_param(url: &str, param: &str, value: &str) -> String {
 
 /// The session CSRF token of a page's form.
 pub(crate) async fn page_csrf(app: &TestApp, browser: &Browser, path: &str) -> String {
-    let html = browser
-        .get(app, path)
-        .await
-        .text()
-        .await
-        .expect("page");
+    let html = browser.get(app, path).await.text().await.expect("page");
     extract_input(&html, "csrf_token").unwrap_or_else(|| panic!("csrf_token on {path}:\n{html}"))
 }
 
