@@ -4,11 +4,11 @@
 //! the upstream's own sign-in form and the callback (redirects followed by
 //! hand). Each linking rule of docs/federation.md has its named test.
 
-use crate::federation_test;
 use crate::support::app::*;
 use crate::support::federation::*;
 use crate::support::oauth::{enroll_totp, location, Browser};
 use crate::support::PASSWORD;
+use crate::{backend_test, federation_test};
 
 fn options() -> ProviderOptions {
     ProviderOptions::default()
@@ -850,4 +850,167 @@ async fn idp_add_next_to_a_running_server_is_offered_at_once_and_remove_takes_it
         "taken off at once"
     );
     server.stop().await;
+}
+
+// ---------------------------------------------------------------- applications, races, bad upstreams
+
+federation_test!(
+    an_application_sign_in_through_the_provider_returns_a_code_whose_id_token_says_fed,
+    options(),
+    |fed: Federation| async move {
+        use crate::support::jwt::jwt_payload;
+        use crate::support::oauth::{code_of, exchange, query_param, rp_client, Pkce};
+        fed.upstream_user("pat@up.test", true).await;
+        let client = rp_client(&fed.down, "openid email", true).await;
+        let browser = Browser::new();
+        let pkce = Pkce::random();
+        let to_login = location(
+            &browser
+                .authorize(
+                    &fed.down,
+                    &client,
+                    "openid email",
+                    &pkce,
+                    &[("nonce", "n-1")],
+                )
+                .await,
+        );
+        let next = query_param(&to_login, "next").expect("the pending request");
+        // The sign-in page's button keeps the pending request.
+        let callback = fed.to_callback(&browser, "pat@up.test", &next).await;
+        let back = browser.get(&fed.down, &callback).await;
+        assert_eq!(location(&back), next, "back to the pending request");
+        let to_client = location(&browser.get(&fed.down, &next).await);
+        let code = code_of(&to_client);
+        let answer = exchange(&fed.down, &client, &code, &pkce).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let claims = jwt_payload(answer.body["id_token"].as_str().expect("id_token"));
+        assert_eq!(claims["email"], "pat@up.test");
+        assert_eq!(claims["amr"], serde_json::json!(["fed"]));
+        assert_eq!(claims["nonce"], "n-1");
+    }
+);
+
+federation_test!(
+    concurrent_callbacks_with_one_state_sign_in_exactly_once,
+    options(),
+    |fed: Federation| async move {
+        fed.upstream_user("quin@up.test", true).await;
+        for round in 0..5 {
+            let browser = Browser::new();
+            let callback = fed.to_callback(&browser, "quin@up.test", "/account").await;
+            let sessions = count(&fed.down, "sessions").await;
+            let (a, b) = tokio::join!(
+                browser.get(&fed.down, &callback),
+                browser.get(&fed.down, &callback)
+            );
+            let mut statuses = vec![a.status().as_u16(), b.status().as_u16()];
+            statuses.sort_unstable();
+            assert_eq!(statuses, vec![303, 400], "round {round}");
+            assert_eq!(
+                count(&fed.down, "sessions").await,
+                sessions + 1,
+                "round {round}"
+            );
+        }
+        assert_eq!(count(&fed.down, "users").await, 1);
+        assert_eq!(identities(&fed.down).await.len(), 1);
+    }
+);
+
+backend_test!(
+    an_upstream_that_answers_too_much_too_slowly_or_from_a_private_address_gets_a_clear_page,
+    config = |c| {
+        c.federation.allow_insecure_loopback = true;
+        c.federation.upstream_timeout_secs = 1;
+        c.federation.upstream_max_bytes = 65536;
+    },
+    |app: TestApp| async move {
+        let endless = misbehaving_upstream(Misbehaviour::EndlessBody).await;
+        let silent = misbehaving_upstream(Misbehaviour::Silent).await;
+        add_stand_in_provider(&app, "endless", &endless).await;
+        add_stand_in_provider(&app, "silent", &silent).await;
+        add_stand_in_provider(&app, "private", "https://10.0.0.1").await;
+        add_stand_in_provider(&app, "metadata", "https://169.254.169.254").await;
+        for (name, needle) in [
+            ("endless", "larger than 65536 bytes"),
+            ("silent", "did not answer in time"),
+            ("private", "private or link-local"),
+            ("metadata", "private or link-local"),
+        ] {
+            let browser = Browser::new();
+            let answer = browser.get(&app, &format!("/login/idp/{name}")).await;
+            assert_eq!(answer.status(), 502, "{name}");
+            let html = answer.text().await.expect("page");
+            assert!(html.contains(needle), "{name}: {html}");
+        }
+        assert_eq!(count(&app, "federation_states").await, 0, "nothing written");
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_from_the_configuration_file_with_a_secret_file_signs_in() {
+    use crate::support::oauth::{client_spec, register};
+    let up = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let mut spec = client_spec(
+        "configured",
+        true,
+        &["authorization_code"],
+        "openid email profile",
+    );
+    spec.first_party = true;
+    let client = register(&up, spec).await;
+    let secret_dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = secret_dir.path().join("upstream.secret");
+    std::fs::write(
+        &secret_file,
+        format!("{}\n", client.secret.clone().expect("secret")),
+    )
+    .expect("write secret");
+    let (issuer, client_id) = (up.base.clone(), client.id.clone());
+    let down = TestApp::spawn_localhost_with(Backend::Sqlite, |c| {
+        c.federation.allow_insecure_loopback = true;
+        c.federation.providers = vec![latchkey::config::ProviderConfig {
+            name: PROVIDER.into(),
+            kind: "oidc".into(),
+            issuer,
+            client_id,
+            client_secret: None,
+            client_secret_file: Some(secret_file.clone()),
+            auth_method: "client_secret_basic".into(),
+            scopes: vec!["email".into(), "profile".into()],
+            link: "verified".into(),
+            provision: true,
+            role_claim: String::new(),
+            role_map: Default::default(),
+            enabled: true,
+        }];
+    })
+    .await
+    .expect("sqlite");
+    // The callback URL is known once the server has its port.
+    let update = latchkey::oauth::clients::ClientUpdate {
+        redirect_uris: Some(vec![callback_url(&down)]),
+        ..Default::default()
+    };
+    latchkey::oauth::clients::update(&up.state.pool, &client.id, update, up.clock.now_secs())
+        .await
+        .expect("update")
+        .expect("client");
+    let fed = Federation { up, down, client };
+    fed.upstream_user("rae@up.test", true).await;
+    let browser = Browser::new();
+    assert_eq!(fed.sign_in(&browser, "rae@up.test").await.status(), 303);
+    let (user, amr) = whoami(&fed.down, &browser).await.expect("signed in");
+    assert_eq!(user["email"], "rae@up.test");
+    assert_eq!(amr, vec!["fed".to_owned()]);
+    // The file wins over a database provider of the same name, and the CLI
+    // cannot change it (`idp` refuses configured names).
+    assert_eq!(
+        latchkey::federation::enabled_providers(&fed.down.state)
+            .await
+            .expect("providers")
+            .len(),
+        1
+    );
 }

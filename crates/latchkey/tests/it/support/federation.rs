@@ -327,3 +327,75 @@ macro_rules! federation_test {
         }
     };
 }
+
+/// How a misbehaving upstream answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Misbehaviour {
+    /// An endless chunked body (no `Content-Length`): only a size cap stops it.
+    EndlessBody,
+    /// Accepts the connection and never answers.
+    Silent,
+}
+
+/// A loopback HTTP server that misbehaves as told; returns its base URL.
+/// It lives as long as the test's runtime.
+pub(crate) async fn misbehaving_upstream(how: Misbehaviour) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0_u8; 4096];
+                let _ = socket.read(&mut request).await;
+                match how {
+                    Misbehaviour::Silent => {
+                        // Hold the connection open, answer nothing.
+                        let _ = socket.read(&mut request).await;
+                    }
+                    Misbehaviour::EndlessBody => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                        if socket.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let chunk = format!("{:x}\r\n{}\r\n", 8192, " ".repeat(8192));
+                        while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+                    }
+                }
+            });
+        }
+    });
+    base
+}
+
+/// Adds a provider named `name` with `issuer` to `app`'s database (a
+/// client id and secret nobody checks).
+pub(crate) async fn add_stand_in_provider(app: &TestApp, name: &str, issuer: &str) {
+    let scopes = vec!["email".to_owned()];
+    let role_map = std::collections::BTreeMap::new();
+    let spec = ProviderSpec::build(
+        ProviderFields {
+            name,
+            kind: "oidc",
+            issuer,
+            client_id: "stand-in",
+            auth_method: "client_secret_basic",
+            scopes: &scopes,
+            link: "verified",
+            provision: true,
+            role_claim: "",
+            role_map: &role_map,
+            enabled: true,
+        },
+        SecretSource::Sealed(String::new()),
+        Origin::Database,
+        &app.state.config,
+    )
+    .expect("provider spec");
+    let sealed = federation::seal_secret(&app.state.federation_seal_key, name, "secret");
+    store::put_provider(&app.state.pool, &spec, &sealed, false, app.clock.now_secs())
+        .await
+        .expect("store provider");
+}
