@@ -56,6 +56,28 @@ pub enum IdpAction {
         #[arg(long)]
         json: bool,
     },
+    /// List a user's linked identities (provider, subject, email at link time, last used).
+    Identities {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        /// Print exactly one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unlink a user's identity at a provider (an administrator's override:
+    /// allowed even when it is the user's last way in, with a warning).
+    Unlink {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        /// The provider whose identity is unlinked.
+        #[arg(long)]
+        provider: String,
+        /// Print exactly one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a provider added with `idp add` (sign-ins in flight to it end; linked identities stay).
     Remove {
         /// The provider to remove.
@@ -157,10 +179,13 @@ fn print_one(spec: &ProviderSpec, config: &Config, json: bool, verb: &str) -> an
 }
 
 pub async fn idp(config: &Config, action: IdpAction) -> anyhow::Result<ExitCode> {
-    let seal_key = config
-        .load_master_key()?
-        .key
-        .derive(federation::SEAL_PURPOSE);
+    // Only adding or changing a secret needs the master key.
+    let seal_key = || -> anyhow::Result<[u8; 32]> {
+        Ok(config
+            .load_master_key()?
+            .key
+            .derive(federation::SEAL_PURPOSE))
+    };
     let pool = crate::cli::open_store_for(config).await?;
     let now = SystemClock.now();
     let configured = |name: &str| config.federation.providers.iter().any(|p| p.name == name);
@@ -210,7 +235,7 @@ pub async fn idp(config: &Config, action: IdpAction) -> anyhow::Result<ExitCode>
                 config,
             )?;
             let secret = read_secret_stdin()?;
-            let sealed = federation::seal_secret(&seal_key, &spec.name, &secret);
+            let sealed = federation::seal_secret(&seal_key()?, &spec.name, &secret);
             if !store::put_provider(&pool, &spec, &sealed, false, now).await? {
                 bail!("a provider named {name:?} already exists (use `latchkey idp update`)");
             }
@@ -303,7 +328,7 @@ pub async fn idp(config: &Config, action: IdpAction) -> anyhow::Result<ExitCode>
                 config,
             )?;
             let sealed = if fields.client_secret_stdin {
-                federation::seal_secret(&seal_key, &name, &read_secret_stdin()?)
+                federation::seal_secret(&seal_key()?, &name, &read_secret_stdin()?)
             } else {
                 store::sealed_secret(&pool, &name)
                     .await?
@@ -320,6 +345,72 @@ pub async fn idp(config: &Config, action: IdpAction) -> anyhow::Result<ExitCode>
             )
             .await?;
             print_one(&spec, config, json, "updated")?;
+        }
+        IdpAction::Identities { user, json } => {
+            let user = crate::identity::find(&pool, &user).await?;
+            let linked = store::identities_of_user(&pool, &user.id).await?;
+            if json {
+                crate::cli::print_json_doc(&serde_json::json!({
+                    "user": user.id,
+                    "identities": linked,
+                }))?;
+            } else {
+                println!(
+                    "{:<20} {:<32} {:<30} LAST USED",
+                    "PROVIDER", "SUBJECT", "EMAIL AT LINK"
+                );
+                for i in &linked {
+                    println!(
+                        "{:<20} {:<32} {:<30} {}",
+                        i.provider,
+                        i.subject,
+                        i.email_at_link,
+                        crate::clock::format_utc(i.last_used_at)
+                    );
+                }
+            }
+        }
+        IdpAction::Unlink {
+            user,
+            provider,
+            json,
+        } => {
+            let user = crate::identity::find(&pool, &user).await?;
+            let linked = store::identities_of_user(&pool, &user.id).await?;
+            let Some(target) = linked.iter().find(|i| i.provider == provider) else {
+                bail!(
+                    "{} has no identity at provider {provider:?}",
+                    user.email.as_str()
+                );
+            };
+            if !store::unlink(&pool, &user.id, &target.id).await? {
+                bail!("the identity was unlinked meanwhile");
+            }
+            let last_way_in = linked.len() == 1
+                && user.password_hash.is_none()
+                && !crate::webauthn::has_passkeys(&pool, &user.id).await?;
+            if last_way_in {
+                eprintln!("warning: that was the only way {} could sign in; set a password (`latchkey user set-password`) or they are locked out", user.email.as_str());
+            }
+            audit::record(
+                &pool,
+                EventKind::FederatedIdentityUnlinked,
+                cli_event(
+                    &user.id,
+                    format!("{provider}: unlinked by an administrator"),
+                ),
+                now,
+            )
+            .await?;
+            if json {
+                crate::cli::print_json_doc(&serde_json::json!({
+                    "user": user.id,
+                    "unlinked": provider,
+                    "last_way_in": last_way_in,
+                }))?;
+            } else {
+                eprintln!("{provider} unlinked from {}", user.email.as_str());
+            }
         }
         IdpAction::Remove { name, json } => {
             if configured(&name) {

@@ -1014,3 +1014,65 @@ async fn a_provider_from_the_configuration_file_with_a_secret_file_signs_in() {
         1
     );
 }
+
+federation_test!(
+    operators_list_and_unlink_a_users_identities_with_the_cli,
+    options(),
+    |fed: Federation| async move {
+        use crate::support::cli::{env, latchkey};
+        fed.upstream_user("sam@up.test", true).await;
+        let browser = Browser::new();
+        assert_eq!(fed.sign_in(&browser, "sam@up.test").await.status(), 303);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vars = env(&[("LATCHKEY_DATABASE_URL", &fed.down.database_url)]);
+        let listed = latchkey(
+            dir.path(),
+            &vars,
+            &["idp", "identities", "--user", "sam@up.test", "--json"],
+            None,
+        )
+        .await;
+        listed.assert_success("idp identities");
+        let doc = listed.json();
+        assert_eq!(doc["identities"][0]["provider"], "upstream");
+        assert_eq!(doc["identities"][0]["email_at_link"], "sam@up.test");
+        latchkey(
+            dir.path(),
+            &vars,
+            &[
+                "idp",
+                "unlink",
+                "--user",
+                "sam@up.test",
+                "--provider",
+                "elsewhere",
+            ],
+            None,
+        )
+        .await
+        .assert_failure("unknown provider", &["no identity at provider"]);
+        let unlinked = latchkey(
+            dir.path(),
+            &vars,
+            &[
+                "idp",
+                "unlink",
+                "--user",
+                "sam@up.test",
+                "--provider",
+                "upstream",
+                "--json",
+            ],
+            None,
+        )
+        .await;
+        unlinked.assert_success("idp unlink");
+        assert_eq!(unlinked.json()["last_way_in"], true);
+        assert!(unlinked.stderr.contains("warning"), "{}", unlinked.stderr);
+        assert!(identities(&fed.down).await.is_empty());
+        assert!(audit_details(&fed.down, "federated_identity_unlinked")
+            .await
+            .iter()
+            .any(|d| d.contains("administrator")));
+    }
+);
