@@ -1076,3 +1076,44 @@ federation_test!(
             .any(|d| d.contains("administrator")));
     }
 );
+
+// ---------------------------------------------------------------- real Chromium
+
+/// The whole flow in a real browser: the sign-in page's button, the
+/// upstream's own sign-in form, and back signed in — the state cookie
+/// (`SameSite=Lax`) survives the cross-site return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_sign_in_end_to_end_in_chromium() {
+    use crate::support::browser::{chromium_available, Session};
+    if !chromium_available() {
+        return;
+    }
+    let fed = Federation::start(Backend::Sqlite, options())
+        .await
+        .expect("sqlite");
+    fed.upstream_user("uma@up.test", true).await;
+    let session = Session::without_autofill().await;
+    session.goto(&fed.down.url("/login")).await;
+    session.click("#idp-upstream").await;
+    session
+        .wait_for("location.host.startsWith('127.0.0.1') && location.pathname === '/login' && document.readyState === 'complete' && document.getElementById('email')")
+        .await;
+    session
+        .eval(&format!(
+            "document.getElementById('email').value = 'uma@up.test'; \
+             document.getElementById('password').value = {PASSWORD:?}; true"
+        ))
+        .await;
+    session
+        .click("form[action='/login'] button[type=submit]")
+        .await;
+    session
+        .wait_for("location.host.startsWith('localhost') && location.pathname === '/account'")
+        .await;
+    let account = session.account().await;
+    assert_eq!(account["user"]["email"], "uma@up.test", "{account}");
+    assert_eq!(account["user"]["email_verified"], true);
+    let amr = account["sessions"][0]["amr"].clone();
+    assert_eq!(amr, serde_json::json!(["fed"]), "{account}");
+    session.close().await;
+}
