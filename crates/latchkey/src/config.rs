@@ -85,7 +85,8 @@ impl Default for FederationConfig {
 }
 
 /// One `[[federation.providers]]` entry; `federation::ProviderSpec::from_config` checks it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Its `Debug` never shows `client_secret`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub name: String,
@@ -112,6 +113,25 @@ pub struct ProviderConfig {
     pub role_map: BTreeMap<String, String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("client_secret_file", &self.client_secret_file)
+            .field("link", &self.link)
+            .field("provision", &self.provision)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_provider_kind() -> String {

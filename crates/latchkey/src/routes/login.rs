@@ -62,8 +62,15 @@ async fn login_page_response(
     // authorization request). Read on every render: `latchkey idp add` and
     // `remove` apply at once.
     let next_encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
-    let providers: Vec<minijinja::Value> = crate::federation::enabled_providers(state)
-        .await?
+    // A database outage must not take the sign-in page down: without the
+    // list, the page shows no provider buttons (the form answers 503 itself).
+    let enabled = crate::federation::enabled_providers(state)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "sign-in page without provider buttons");
+            Vec::new()
+        });
+    let providers: Vec<minijinja::Value> = enabled
         .into_iter()
         .map(|p| {
             minijinja::context! {
