@@ -113,6 +113,27 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/account/passkeys", get(routes::passkeys::list))
         .route(
+            "/login/idp/link",
+            get(routes::federation::link_page).post(routes::federation::link_confirm),
+        )
+        .route("/login/idp/{name}", get(routes::federation::start))
+        .route(
+            "/login/idp/{name}/callback",
+            get(routes::federation::callback),
+        )
+        .route(
+            "/account/identities",
+            get(routes::federation::identities_page),
+        )
+        .route(
+            "/account/identities/link",
+            post(routes::federation::link_another),
+        )
+        .route(
+            "/account/identities/{id}/unlink",
+            post(routes::federation::unlink),
+        )
+        .route(
             "/account/passkeys/register/start",
             post(routes::passkeys::register_start),
         )
@@ -366,6 +387,9 @@ async fn maintenance_loop(state: AppState) {
         }
         if let Err(e) = crate::webauthn::purge_expired(&state.pool, now).await {
             tracing::warn!(error = %e, "webauthn challenge purge failed");
+        }
+        if let Err(e) = crate::federation::store::purge_expired(&state.pool, now).await {
+            tracing::warn!(error = %e, "purging federation states failed");
         }
         if let Err(e) = crate::oauth::device::purge_expired(&state.pool, now).await {
             tracing::warn!(error = %e, "device code purge failed");

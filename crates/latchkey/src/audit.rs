@@ -46,6 +46,12 @@ pub enum EventKind {
     ConsentRevoked,
     SigningKeyRotated,
     SigningKeyRetired,
+    FederationRefused,
+    FederatedIdentityLinked,
+    FederatedIdentityUnlinked,
+    FederationLinkPending,
+    FederationAccountCleared,
+    FederationProviderChanged,
 }
 
 impl EventKind {
@@ -82,6 +88,12 @@ impl EventKind {
             EventKind::ConsentRevoked => "consent_revoked",
             EventKind::SigningKeyRotated => "signing_key_rotated",
             EventKind::SigningKeyRetired => "signing_key_retired",
+            EventKind::FederationRefused => "federation_refused",
+            EventKind::FederatedIdentityLinked => "federated_identity_linked",
+            EventKind::FederatedIdentityUnlinked => "federated_identity_unlinked",
+            EventKind::FederationLinkPending => "federation_link_pending",
+            EventKind::FederationAccountCleared => "federation_account_cleared",
+            EventKind::FederationProviderChanged => "federation_provider_changed",
         }
     }
 }

@@ -4,7 +4,9 @@
 //! one session, "sign out other sessions", ending every session of a user,
 //! disabling and deleting a user, resetting a user's second factors, the
 //! revocation of what a replayed authorization code produced, and the
-//! refresh-token rotation whose reuse detection ends a session — and the
+//! refresh-token rotation whose reuse detection ends a session, the
+//! federation rule that strips a never-verified account a verified identity
+//! claims — and the
 //! **lock order** below, which only this module has to keep.
 //!
 //! The row-level primitives stay with their tables (`session`,
@@ -294,11 +296,55 @@ pub async fn delete_user(pool: &Pool, user_id: &str, now: UnixTime) -> Result<()
     }
     let cause = Cause::new(now, Initiator::Admin, "user deleted");
     let ended = end_all_of_user_tx(&mut tx, user_id, &cause).await?;
+    crate::federation::store::delete_of_user_tx(&mut tx, user_id).await?;
     identity::delete_rows_tx(&mut tx, user_id).await?;
     ended.record_tx(&mut tx, &cause).await?;
     tx.commit().await?;
     cause.committed();
     Ok(())
+}
+
+/// Whether [`clear_unverified_account_and_link`] found the account still unverified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleared {
+    /// Credentials removed, identity linked; sessions ended.
+    Done { sessions_ended: u64 },
+    /// The account was verified meanwhile (or is gone): nothing changed.
+    NotUnverified,
+}
+
+/// The federation "squatter" rule: a verified federated sign-in claims the
+/// email of a local account whose owner never verified it. In **one**
+/// transaction, before anything is linked: the password goes and the email
+/// is marked verified (the `users` row, first), every second factor and
+/// passkey goes, the federated identity is linked, every refresh family,
+/// session and opaque token of the account ends, and the revocation events
+/// are recorded last. A concurrent verification of the account makes it a
+/// no-op ([`Cleared::NotUnverified`]).
+pub async fn clear_unverified_account_and_link(
+    pool: &Pool,
+    user_id: &str,
+    provider: &str,
+    subject: &str,
+    email: &str,
+    cause: &Cause,
+) -> Result<Cleared, StoreError> {
+    let mut tx = pool.begin().await?;
+    if !identity::clear_password_and_verify_tx(&mut tx, user_id, cause.now).await? {
+        return Ok(Cleared::NotUnverified);
+    }
+    crate::mfa::reset_all_tx(&mut tx, user_id).await?;
+    crate::federation::store::link_tx(&mut tx, provider, subject, user_id, email, cause.now)
+        .await?;
+    let ended = end_all_of_user_tx(&mut tx, user_id, cause)
+        .await?
+        .record_tx(&mut tx, cause)
+        .await?;
+    tx.commit().await?;
+    cause.committed();
+    Ok(Cleared::Done {
+        sessions_ended: ended,
+    })
 }
 
 /// `latchkey user reset-mfa`: removes every second factor

@@ -93,6 +93,11 @@ enum Command {
         #[command(subcommand)]
         action: Box<crate::cli_admin::ClientAction>,
     },
+    /// Manage upstream sign-in providers (social login / federation).
+    Idp {
+        #[command(subcommand)]
+        action: crate::cli_idp::IdpAction,
+    },
     /// Inspect tokens locally.
     Token {
         #[command(subcommand)]
@@ -354,6 +359,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::cli_admin::client(&resolve_config(&arg)?, *action).await
         }
         Command::Token { action } => crate::cli_admin::token(action).await,
+        Command::Idp { action } => crate::cli_idp::idp(&resolve_config(&arg)?, action).await,
     }
 }
 

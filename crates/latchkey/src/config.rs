@@ -49,6 +49,105 @@ pub struct Config {
     pub mfa: MfaConfig,
     pub revocation_feed: RevocationFeedConfig,
     pub ui: UiConfig,
+    pub federation: FederationConfig,
+}
+
+/// Social login / federation: upstream OpenID Connect providers and the
+/// rules for reaching them (`federation` module, docs/federation.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Allow upstreams on loopback addresses, over plain http too (a second server on this machine; tests). `latchkey dev` turns it on.
+    pub allow_insecure_loopback: bool,
+    /// Allow upstreams on private, link-local, shared or unique-local addresses (SSRF guard off for them).
+    pub allow_private_networks: bool,
+    /// Seconds an upstream call (discovery, JWKS, token) may take, connection included.
+    pub upstream_timeout_secs: u64,
+    /// Largest upstream answer read, in bytes.
+    pub upstream_max_bytes: usize,
+    /// Seconds a sign-in sent to an upstream may take to come back.
+    pub state_ttl_secs: i64,
+    /// Providers of the configuration file (`[[federation.providers]]`).
+    pub providers: Vec<ProviderConfig>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            allow_insecure_loopback: false,
+            allow_private_networks: false,
+            upstream_timeout_secs: 10,
+            upstream_max_bytes: 256 * 1024,
+            state_ttl_secs: 600,
+            providers: Vec::new(),
+        }
+    }
+}
+
+/// One `[[federation.providers]]` entry; `federation::ProviderSpec::from_config` checks it.
+/// Its `Debug` never shows `client_secret`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    #[serde(default = "default_provider_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_auth_method")]
+    pub auth_method: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_link")]
+    pub link: String,
+    #[serde(default)]
+    pub provision: bool,
+    #[serde(default)]
+    pub role_claim: String,
+    #[serde(default)]
+    pub role_map: BTreeMap<String, String>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("client_secret_file", &self.client_secret_file)
+            .field("link", &self.link)
+            .field("provision", &self.provision)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_provider_kind() -> String {
+    "oidc".into()
+}
+fn default_auth_method() -> String {
+    "client_secret_basic".into()
+}
+fn default_scopes() -> Vec<String> {
+    vec!["email".into(), "profile".into()]
+}
+fn default_link() -> String {
+    "verified".into()
+}
+fn default_true() -> bool {
+    true
 }
 
 /// Branding of the pages: a first step (name, logo, colour).
@@ -315,6 +414,7 @@ impl Default for Config {
             mfa: MfaConfig::default(),
             revocation_feed: RevocationFeedConfig::default(),
             ui: UiConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -503,6 +603,10 @@ impl Config {
             "master_key_file".into(),
             data_dir.join("master.key").display().to_string().into(),
         );
+        // A second local server may be the upstream of a development one.
+        let mut federation = toml::Table::new();
+        federation.insert("allow_insecure_loopback".into(), true.into());
+        table.insert("federation".into(), federation.into());
         let mut config = Self::from_table(table, env)?;
         // The dev issuer follows the bind address (so LATCHKEY_BIND alone lets
         // two dev instances run side by side), spelled `localhost` for a
@@ -667,6 +771,7 @@ impl Config {
         }
         self.check_webauthn()?;
         self.check_ui()?;
+        self.check_federation()?;
         if !(10..=10_000).contains(&self.revocation_feed.poll_interval_ms) {
             return Err(invalid(
                 "revocation_feed.poll_interval_ms",
@@ -703,6 +808,40 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn check_federation(&self) -> Result<(), ConfigError> {
+        let f = &self.federation;
+        if !(1..=120).contains(&f.upstream_timeout_secs) {
+            return Err(invalid(
+                "federation.upstream_timeout_secs",
+                "must be between 1 and 120",
+            ));
+        }
+        if !(4096..=(8 << 20)).contains(&f.upstream_max_bytes) {
+            return Err(invalid(
+                "federation.upstream_max_bytes",
+                "must be between 4096 and 8388608",
+            ));
+        }
+        if !(60..=3600).contains(&f.state_ttl_secs) {
+            return Err(invalid(
+                "federation.state_ttl_secs",
+                "must be between 60 and 3600",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for provider in &f.providers {
+            if !seen.insert(provider.name.as_str()) {
+                return Err(invalid(
+                    "federation.providers",
+                    format!("the name {:?} is used twice", provider.name),
+                ));
+            }
+            crate::federation::ProviderSpec::from_config(provider, self)
+                .map_err(|e| invalid("federation.providers", e.to_string()))?;
         }
         Ok(())
     }
@@ -936,6 +1075,11 @@ impl Config {
             copy.master_key = Some("<redacted>".into());
         }
         copy.database.url = crate::store::redact_url(&copy.database.url);
+        for provider in &mut copy.federation.providers {
+            if provider.client_secret.is_some() {
+                provider.client_secret = Some("<redacted>".into());
+            }
+        }
         toml::to_string_pretty(&copy).unwrap_or_default()
     }
 }

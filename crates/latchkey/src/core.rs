@@ -33,6 +33,8 @@ pub struct Core {
     pub metrics: Metrics,
     /// Seals TOTP secrets (derived from the master key).
     pub mfa_seal_key: [u8; 32],
+    /// Seals federation client secrets and PKCE verifiers (derived from the master key).
+    pub federation_seal_key: [u8; 32],
 }
 
 /// The core plus the sign-in ceremonies' own dependencies (`login`,

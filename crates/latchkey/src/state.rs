@@ -110,6 +110,7 @@ impl AppState {
                 passkeys,
                 core: Arc::new(Core {
                     mfa_seal_key: master_key.derive("latchkey/totp-seal/v1"),
+                    federation_seal_key: master_key.derive(crate::federation::SEAL_PURPOSE),
                     keys: crate::keys::KeyRing::new(&config.tokens, &master_key),
                     revocation_feed: crate::revocation::feed::RevocationFeed::new(
                         &config.revocation_feed,

@@ -18,10 +18,10 @@
 
 use super::TokenResponse;
 use crate::audit::{self, Event, EventKind};
+use crate::clock::UnixTime;
 use crate::core::Core;
 use crate::crypto::SecretToken;
 use crate::identity;
-use crate::clock::UnixTime;
 use crate::oauth::authorize::{self, IssuedFromCode, RedeemedCode, Redemption};
 use crate::oauth::clients::Client;
 use crate::oauth::pkce::{self, PkcePolicy, TokenPkceError};

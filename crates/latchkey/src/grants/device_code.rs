@@ -67,7 +67,11 @@ pub async fn grant(
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
-    let mut tx = state.pool.begin().await.map_err(crate::store::StoreError::from)?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(crate::store::StoreError::from)?;
     let issued = super::issue_user_tokens(
         state,
         &mut tx,

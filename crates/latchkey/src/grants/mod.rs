@@ -161,14 +161,8 @@ pub(crate) async fn issue_user_tokens(
             sign_in: Some(&sign_in),
         };
         Some(
-            refresh::start_family_tx(
-                tx,
-                &state.config.tokens,
-                owner,
-                scope,
-                state.clock.now(),
-            )
-            .await?,
+            refresh::start_family_tx(tx, &state.config.tokens, owner, scope, state.clock.now())
+                .await?,
         )
     } else {
         None

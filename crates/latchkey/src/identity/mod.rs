@@ -170,7 +170,11 @@ pub async fn find_by_id_tx(tx: &mut Tx<'_>, id: &str) -> Result<Option<User>, St
 
 /// One user with their roles, in one statement (one round trip and one
 /// consistent read: every token request reads a user's roles fresh).
-async fn find_one<'c, E>(executor: E, condition: &str, value: &str) -> Result<Option<User>, StoreError>
+async fn find_one<'c, E>(
+    executor: E,
+    condition: &str,
+    value: &str,
+) -> Result<Option<User>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
@@ -286,6 +290,23 @@ pub(crate) async fn touch_tx(
         .execute(&mut **tx)
         .await?;
     Ok(found.rows_affected() == 1)
+}
+
+/// Takes the password away and marks the email verified (a federated
+/// sign-in proved the address and the account never had: the "squatter"
+/// rule, `cascade::clear_unverified_account_and_link`). The `users` row is
+/// the first write of that transaction.
+pub(crate) async fn clear_password_and_verify_tx(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    now: UnixTime,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query("UPDATE users SET password_hash = NULL, email_verified = 1, must_change_password = 0, updated_at = $2 WHERE id = $1 AND email_verified = 0")
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(updated.rows_affected() == 1)
 }
 
 /// Deletes the user's roles and row (`cascade::delete_user` ends their

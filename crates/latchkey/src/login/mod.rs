@@ -1,6 +1,6 @@
 //! Sign-in ceremonies: the password (here), the second step with a code
-//! ([`second_step`]), a passkey ([`passkey`]), and signing out
-//! ([`sign_out`]). Handlers, the CLI and federation call these; none of them
+//! ([`second_step`]), a passkey ([`passkey`]), the end of a federated
+//! sign-in ([`federated`]), and signing out ([`sign_out`]). Handlers, the CLI and federation call these; none of them
 //! re-implements a step.
 //!
 //! The password ceremony owns the order of the checks that make sign-in safe:
@@ -15,6 +15,7 @@
 //!
 //! Must not: know about HTTP (the handler maps [`LoginError`] to responses).
 
+pub mod federated;
 pub mod passkey;
 pub mod second_step;
 pub mod sign_out;

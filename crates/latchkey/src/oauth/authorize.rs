@@ -811,14 +811,16 @@ pub async fn redeem_tx(
         // The row lock orders this against the first use's `record_issued_tx`:
         // either that recorded first (returned here, revoked by the caller)
         // or it will see this mark (and revoke what it issued itself).
-        None => sqlx::query(&format!(
+        None => {
+            sqlx::query(&format!(
             "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, $2) WHERE hash = $1
                  RETURNING {REDEEMED_COLUMNS}"
         ))
-        .bind(hash.as_str())
-        .bind(now)
-        .fetch_optional(&mut **tx)
-        .await?,
+            .bind(hash.as_str())
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await?
+        }
     };
     let Some(row) = row else {
         return Ok(Redemption::Unknown);

@@ -48,7 +48,7 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn login_page_response(
+async fn login_page_response(
     state: &AppState,
     jar: CookieJar,
     status: StatusCode,
@@ -58,10 +58,31 @@ fn login_page_response(
 ) -> Result<Response, HttpError> {
     let (jar, anon) = csrf::ensure_anonymous_cookie(jar, state.config.is_https());
     let csrf_token = csrf::token_for(&state.csrf_key, Binding::Anonymous(&anon));
+    // One button per enabled provider, each keeping `next` (the pending
+    // authorization request). Read on every render: `latchkey idp add` and
+    // `remove` apply at once.
+    let next_encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    // A database outage must not take the sign-in page down: without the
+    // list, the page shows no provider buttons (the form answers 503 itself).
+    let enabled = crate::federation::enabled_providers(state)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "sign-in page without provider buttons");
+            Vec::new()
+        });
+    let providers: Vec<minijinja::Value> = enabled
+        .into_iter()
+        .map(|p| {
+            minijinja::context! {
+                name => p.name.clone(),
+                href => format!("/login/idp/{}?next={next_encoded}", p.name),
+            }
+        })
+        .collect();
     let html = render(
         state,
         "login.html",
-        minijinja::context! { csrf_token, next, email, error, signed_in => false },
+        minijinja::context! { csrf_token, next, email, error, providers, signed_in => false },
     )?;
     Ok((status, jar, html).into_response())
 }
@@ -80,7 +101,7 @@ pub async fn login_page(
         Some(_) => "Please sign in again to continue.",
         None => "",
     };
-    login_page_response(&state, jar, StatusCode::OK, &next, &hint, notice)
+    login_page_response(&state, jar, StatusCode::OK, &next, &hint, notice).await
 }
 
 #[derive(Deserialize)]
@@ -119,6 +140,7 @@ pub async fn login_submit(
                 &form.email,
                 &format!("Email: {e}"),
             )
+            .await
         }
     };
     if form.password.is_empty() || form.password.chars().count() > state.config.password.max_length
@@ -139,7 +161,8 @@ pub async fn login_submit(
             &next,
             email.as_str(),
             message,
-        );
+        )
+        .await;
     }
     match login::sign_in_with_password(&state, &email, &Password::new(form.password), &origin).await
     {
@@ -185,6 +208,7 @@ pub async fn login_submit(
                     email.as_str(),
                     &message,
                 )
+                .await
             }
         }
         Err(LoginError::LockedOut { retry_after_secs }) => Err(fail_page(

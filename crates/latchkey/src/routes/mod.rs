@@ -7,6 +7,7 @@ pub mod account;
 pub mod admin;
 pub mod authorize;
 pub mod device;
+pub mod federation;
 pub mod health;
 pub mod login;
 pub mod mfa;

@@ -54,6 +54,11 @@ impl Templates {
             ),
             ("error.html", include_str!("templates/error.html")),
             (
+                "federation_link.html",
+                include_str!("templates/federation_link.html"),
+            ),
+            ("identities.html", include_str!("templates/identities.html")),
+            (
                 "mfa_account.html",
                 include_str!("templates/mfa_account.html"),
             ),

@@ -401,6 +401,7 @@ fn defines_test(source: &str, name: &str) -> bool {
         "passkey_test!(",
         "browser_test!(",
         "page_test!(",
+        "federation_test!(",
     ]
     .iter()
     .any(|mac| {

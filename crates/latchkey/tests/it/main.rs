@@ -13,6 +13,7 @@ mod discovery;
 mod docs;
 mod email_lookalikes;
 mod faults;
+mod federation;
 mod forwarded_for;
 mod id_token_algorithms;
 mod import_examples;

@@ -579,7 +579,11 @@ backend_test!(
         let failed = exchange().await;
         fail_family_inserts(&app, false).await;
         assert_eq!(failed.status, 500, "{:?}", failed.body);
-        assert!(failed.body.get("access_token").is_none(), "{:?}", failed.body);
+        assert!(
+            failed.body.get("access_token").is_none(),
+            "{:?}",
+            failed.body
+        );
         assert_eq!(
             rows(&app, "refresh_families").await,
             0,
@@ -589,12 +593,13 @@ backend_test!(
         // The client's retry of the same code works, and is no replay.
         let retried = exchange().await;
         assert_eq!(retried.status, 200, "{:?}", retried.body);
-        assert!(retried.body["refresh_token"].is_string(), "{:?}", retried.body);
-        assert!(replay_details(&app).await.is_empty());
-        assert_eq!(
-            rows(&app, "refresh_families").await,
-            1
+        assert!(
+            retried.body["refresh_token"].is_string(),
+            "{:?}",
+            retried.body
         );
+        assert!(replay_details(&app).await.is_empty());
+        assert_eq!(rows(&app, "refresh_families").await, 1);
 
         // And the code is spent now: a third use is a replay.
         let third = exchange().await;

@@ -8,6 +8,8 @@
 //! - [`jwt`] — JWKS, JWT parts, independent verification;
 //! - [`browser`] — headless Chromium with a virtual authenticator;
 //! - [`cli`] — the `latchkey` binary as a process;
+//! - [`federation`] — a second Latchkey as the upstream OpenID provider and
+//!   the browser's walk through both servers;
 //! - [`api`] — a protected API built on `latchkey-verify`, a fault-injecting
 //!   proxy, and the SDK flows;
 //! - [`disk`] — a small tmpfs to fill (full-disk faults; root, else skipped
@@ -19,6 +21,7 @@ pub mod app;
 pub mod browser;
 pub mod cli;
 pub mod disk;
+pub mod federation;
 pub mod jwt;
 pub mod oauth;
 
