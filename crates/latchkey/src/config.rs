@@ -67,6 +67,9 @@ pub struct FederationConfig {
     pub upstream_max_bytes: usize,
     /// Seconds a sign-in sent to an upstream may take to come back.
     pub state_ttl_secs: i64,
+    /// Federated sign-ins one IP address may start per minute (each writes a
+    /// state row and calls the upstream); `0` means unlimited.
+    pub max_sign_ins_per_ip_per_minute: u32,
     /// Providers of the configuration file (`[[federation.providers]]`).
     pub providers: Vec<ProviderConfig>,
 }
@@ -79,6 +82,7 @@ impl Default for FederationConfig {
             upstream_timeout_secs: 10,
             upstream_max_bytes: 256 * 1024,
             state_ttl_secs: 600,
+            max_sign_ins_per_ip_per_minute: 60,
             providers: Vec::new(),
         }
     }

@@ -30,6 +30,8 @@ pub struct AppInner {
     /// Device authorization requests per client and per IP (IPv6: per /64).
     pub device_rate_per_client: crate::throttle::RateLimiter,
     pub device_rate_per_ip: crate::throttle::RateLimiter,
+    /// Federated sign-ins started per IP (IPv6: per /64).
+    pub federation_rate_per_ip: crate::throttle::RateLimiter,
     pub csrf_key: [u8; 32],
     pub templates: Templates,
     /// `scheme://host[:port]` of the issuer, for Origin checks.
@@ -99,6 +101,9 @@ impl AppState {
             ),
             device_rate_per_ip: crate::throttle::RateLimiter::new(
                 config.tokens.max_device_authorizations_per_ip_per_minute,
+            ),
+            federation_rate_per_ip: crate::throttle::RateLimiter::new(
+                config.federation.max_sign_ins_per_ip_per_minute,
             ),
             csrf_key: master_key.derive("latchkey/csrf/v1"),
             templates: web_templates,

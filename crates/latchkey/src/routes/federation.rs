@@ -77,12 +77,25 @@ pub struct StartQuery {
 }
 
 /// `GET /login/idp/{name}`: off to the upstream, with the state in a cookie.
+/// Counted per IP address first: each start writes a row and calls the
+/// upstream, so a refused one does neither.
 pub async fn start(
     State(state): State<AppState>,
     jar: CookieJar,
+    Caller(origin): Caller,
     Path(name): Path<String>,
     Query(q): Query<StartQuery>,
 ) -> Result<Response, HttpError> {
+    if let Err(retry_after) = state
+        .federation_rate_per_ip
+        .check(&crate::throttle::ip_key(&origin.ip), state.clock.now())
+    {
+        return Err(HttpError::too_many_attempts(
+            "sign-ins started from this address",
+            retry_after,
+        )
+        .as_page());
+    }
     let next = safe_next(q.next.as_deref());
     let begun = accounts::begin(&state, &name, &next, None)
         .await

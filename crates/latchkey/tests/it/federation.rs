@@ -27,6 +27,52 @@ async fn audit_details(app: &TestApp, kind: &str) -> Vec<String> {
 // ---------------------------------------------------------------- the page
 
 federation_test!(
+    starts_are_limited_per_address_and_a_refused_start_writes_nothing_and_calls_no_one,
+    options(),
+    |fed: Federation| async move {
+        let fed = fed;
+        let limit = fed
+            .down
+            .state
+            .config
+            .federation
+            .max_sign_ins_per_ip_per_minute;
+        assert!(limit > 0, "limited by default");
+        let browser = Browser::new();
+        for n in 0..limit {
+            let answer = browser.get(&fed.down, "/login/idp/upstream").await;
+            assert_eq!(answer.status(), 303, "start {n} is sent to the upstream");
+        }
+        let states = crate::support::oauth::rows(&fed.down, "federation_states").await;
+        assert_eq!(states, i64::from(limit));
+        let refused = browser.get(&fed.down, "/login/idp/upstream").await;
+        assert_eq!(refused.status(), 429);
+        let retry_after: i64 = refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After in seconds");
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        assert!(
+            refused.headers().get("set-cookie").is_none(),
+            "no state cookie"
+        );
+        assert_eq!(
+            crate::support::oauth::rows(&fed.down, "federation_states").await,
+            states,
+            "a refused start writes no state"
+        );
+        // A minute later the address may start again.
+        fed.down.clock.advance(60);
+        assert_eq!(
+            browser.get(&fed.down, "/login/idp/upstream").await.status(),
+            303
+        );
+    }
+);
+
+federation_test!(
     sign_in_page_shows_one_button_per_provider_keeping_next,
     options(),
     |fed: Federation| async move {
