@@ -366,7 +366,7 @@ impl Application {
 /// Periodic housekeeping: expired sessions, stale throttle counters,
 /// revocation events past retention, gauges.
 async fn maintenance_loop(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(Duration::from_secs(crate::keys::RELOAD_INTERVAL_SECS));
     loop {
         tick.tick().await;
         let now = state.clock.now();

@@ -79,7 +79,8 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 )?;
             } else {
                 eprintln!(
-                    "new key {kid} is published now and signs from {}",
+                    "new key {kid} is stored; running instances publish it in their JWKS within {} s (their next key reload) and sign with it from {}",
+                    crate::keys::RELOAD_INTERVAL_SECS,
                     format_utc(activates)
                 );
             }
@@ -98,7 +99,10 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 now,
             )
             .await?;
-            eprintln!("key {kid} no longer signs; it stays in the JWKS until the tokens it signed have expired");
+            eprintln!(
+                "key {kid} is retired; running instances stop signing with it within {} s (their next key reload), and it stays in the JWKS until the tokens it signed have expired",
+                crate::keys::RELOAD_INTERVAL_SECS
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

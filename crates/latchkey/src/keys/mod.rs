@@ -106,6 +106,11 @@ struct Snapshot {
     verify: Arc<KeySet>,
 }
 
+/// How often every running instance reloads the keys from the database
+/// ([`KeyRing::maintain`], in the maintenance loop): a key rotated or retired
+/// by `latchkey keys …` in another process reaches it within this time.
+pub const RELOAD_INTERVAL_SECS: u64 = 60;
+
 /// The keys this instance signs and verifies with, reloaded from the
 /// database by [`KeyRing::maintain`]. Cheap to read concurrently.
 pub struct KeyRing {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::support::app::{fresh_postgres_database, new_client, postgres_url};
+use crate::support::app::{fresh_postgres_database, new_client, postgres_url, Backend};
 use crate::support::cli::*;
 
 async fn account_json(client: &reqwest::Client, base: &str) -> reqwest::Response {
@@ -1227,4 +1227,36 @@ async fn sigterm_lets_an_in_flight_sign_in_finish_then_exits_0() {
         );
     }
     assert!(!audit.stdout.contains(password));
+}
+
+/// `keys rotate` and `keys retire` say when running instances learn of the
+/// change (their next key reload), not that it happened everywhere at once.
+#[tokio::test]
+async fn keys_rotate_and_retire_say_when_running_instances_follow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(url) = crate::support::app::cli_database(Backend::Sqlite, dir.path()).await else {
+        return;
+    };
+    let master = latchkey(dir.path(), &Env::new(), &["keys", "generate-master"], None).await;
+    master.assert_success("keys generate-master");
+    let env = env(&[
+        ("LATCHKEY_DATABASE_URL", &url),
+        ("LATCHKEY_MASTER_KEY", master.stdout.trim()),
+    ]);
+    let reload = format!("within {} s", latchkey::keys::RELOAD_INTERVAL_SECS);
+    let rotated = latchkey(dir.path(), &env, &["keys", "rotate", "--json"], None).await;
+    rotated.assert_success("keys rotate --json");
+    let kid = rotated.json()["kid"].as_str().expect("kid").to_owned();
+    let rotated = latchkey(dir.path(), &env, &["keys", "rotate"], None).await;
+    rotated.assert_success("keys rotate");
+    assert!(rotated.stderr.contains(&reload), "{}", rotated.stderr);
+    assert!(
+        !rotated.stderr.contains("published now"),
+        "{}",
+        rotated.stderr
+    );
+    let retired = latchkey(dir.path(), &env, &["keys", "retire", &kid], None).await;
+    retired.assert_success("keys retire");
+    assert!(retired.stderr.contains(&reload), "{}", retired.stderr);
+    assert!(retired.stderr.contains(&kid), "{}", retired.stderr);
 }
