@@ -292,7 +292,6 @@ async fn link_to_signed_in_user(
     pending: &PendingSignIn,
     origin: &Origin,
 ) -> Result<Outcome, FederationError> {
-    let now = kit.clock.now();
     let user_id = &pending.link_user_id;
     if let Some(existing) = store::find_identity(&kit.pool, &spec.name, &asserted.subject).await? {
         return if &existing.user_id == user_id {
@@ -304,32 +303,14 @@ async fn link_to_signed_in_user(
         };
     }
     let email = asserted.email.clone().unwrap_or_default();
-    match store::link(
-        &kit.pool,
-        &spec.name,
-        &asserted.subject,
+    let to = LinkTo {
+        provider: &spec.name,
+        subject: &asserted.subject,
         user_id,
-        &email,
-        now,
-    )
-    .await
-    {
-        Ok(_) => {}
-        Err(StoreError::Conflict) => return Err(FederationError::LinkedElsewhere),
-        Err(e) => return Err(e.into()),
-    }
-    audit::record(
-        &kit.pool,
-        EventKind::FederatedIdentityLinked,
-        event(
-            origin,
-            user_id,
-            user_id,
-            format!("{}: linked from the account page", spec.name),
-        ),
-        now,
-    )
-    .await?;
+        email: &email,
+    };
+    let detail = format!("{}: linked from the account page", spec.name);
+    link_and_audit(kit, to, user_id, detail, origin).await?;
     Ok(Outcome::Linked {
         next: pending.next.clone(),
     })
@@ -443,32 +424,14 @@ async fn resolve(
     }
     // Rule 2: automatic only with both sides verified, under the `verified` policy.
     if spec.link == LinkPolicy::Verified && asserted.email_verified && holder.email_verified {
-        match store::link(
-            &kit.pool,
-            &spec.name,
-            &asserted.subject,
-            &holder.id,
-            &email_text,
-            now,
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(StoreError::Conflict) => return Err(FederationError::LinkedElsewhere),
-            Err(e) => return Err(e.into()),
-        }
-        audit::record(
-            &kit.pool,
-            EventKind::FederatedIdentityLinked,
-            event(
-                origin,
-                "",
-                &holder.id,
-                format!("{}: linked automatically (both emails verified)", spec.name),
-            ),
-            now,
-        )
-        .await?;
+        let to = LinkTo {
+            provider: &spec.name,
+            subject: &asserted.subject,
+            user_id: &holder.id,
+            email: &email_text,
+        };
+        let detail = format!("{}: linked automatically (both emails verified)", spec.name);
+        link_and_audit(kit, to, "", detail, origin).await?;
         return sign_in(kit, holder, spec, next, origin).await;
     }
     // Otherwise the owner confirms by signing in to the account.
@@ -629,12 +592,42 @@ pub async fn confirm_link(
     if !store::take_pending_link(&core.pool, token).await? {
         return Err(FederationError::BadState);
     }
+    let to = LinkTo {
+        provider: &pending.provider,
+        subject: &pending.subject,
+        user_id: session_user,
+        email: &pending.email,
+    };
+    let detail = format!("{}: linked after the owner signed in", pending.provider);
+    link_and_audit(core, to, session_user, detail, origin).await?;
+    Ok(pending.next)
+}
+
+/// An identity to link to a local account.
+struct LinkTo<'a> {
+    provider: &'a str,
+    subject: &'a str,
+    user_id: &'a str,
+    email: &'a str,
+}
+
+/// Links the identity and audits it (`actor`: who did, empty for the
+/// server's own decision); an identity already linked to another account is
+/// [`FederationError::LinkedElsewhere`].
+async fn link_and_audit(
+    core: &Core,
+    to: LinkTo<'_>,
+    actor: &str,
+    detail: String,
+    origin: &Origin,
+) -> Result<(), FederationError> {
+    let now = core.clock.now();
     match store::link(
         &core.pool,
-        &pending.provider,
-        &pending.subject,
-        session_user,
-        &pending.email,
+        to.provider,
+        to.subject,
+        to.user_id,
+        to.email,
         now,
     )
     .await
@@ -646,16 +639,11 @@ pub async fn confirm_link(
     audit::record(
         &core.pool,
         EventKind::FederatedIdentityLinked,
-        event(
-            origin,
-            session_user,
-            session_user,
-            format!("{}: linked after the owner signed in", pending.provider),
-        ),
+        event(origin, actor, to.user_id, detail),
         now,
     )
     .await?;
-    Ok(pending.next)
+    Ok(())
 }
 
 /// Removes one of the user's identities, unless it is their last way in
